@@ -1,0 +1,58 @@
+"""mqlite: a message queue in one MySQL/MariaDB table.
+
+    import mqlite
+    mqlite.push("emails", b"hello")          # one INSERT over a pooled connection
+    message = mqlite.pop("emails")           # at-most-once: claimed, read, deleted
+    with mqlite.claim("emails") as message:  # at-least-once: deleted only if the block succeeds
+        ...
+
+The module-level functions use one Queue built from `MQLITE_DSN`; build a `Queue` yourself to
+choose the DSN, table or pool size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+
+from . import errors
+from .message import Body, Message
+from .queue import Queue, QueueStats, Stats, default_queue
+from .recovery import Recovery
+
+__version__ = "0.1.0"
+
+
+def push(queue: str, body: Body) -> int:
+    """Append one message to `queue` on the default Queue; returns its id."""
+    return default_queue().push(queue, body)
+
+
+def push_many(queue: str, bodies: Iterable[Body]) -> list[int]:
+    """Append many messages in one transaction on the default Queue; returns their ids."""
+    return default_queue().push_many(queue, bodies)
+
+
+def pop(queue: str) -> Message | None:
+    """Take and delete the oldest ready message of `queue` (at-most-once), or None."""
+    return default_queue().pop(queue)
+
+
+def claim(queue: str) -> AbstractContextManager[Message | None]:
+    """Claim the oldest ready message for a `with` block (at-least-once)."""
+    return default_queue().claim(queue)
+
+
+__all__ = [
+    "Queue",
+    "Message",
+    "QueueStats",
+    "Stats",
+    "Recovery",
+    "errors",
+    "push",
+    "push_many",
+    "pop",
+    "claim",
+    "__version__",
+]

@@ -1,0 +1,192 @@
+"""DSN parsing, name validation and password redaction. No I/O here."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote
+
+from .errors import ConfigError, InvalidName
+
+DSN_ENV = "MQLITE_DSN"
+DEFAULT_TABLE = "mqlite_messages"
+DEFAULT_PORT = 3306
+QUEUE_NAME_MAX = 191  # utf8mb4 VARCHAR(191) keeps the pop index under InnoDB's 767-byte key prefix limit
+
+_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_SCHEMES = ("mysql", "mariadb")
+# Query options a DSN may carry, with the type each must parse as.
+_OPTIONS: dict[str, type] = {
+    "unix_socket": str,
+    "connect_timeout": float,
+    "read_timeout": float,
+    "write_timeout": float,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A parsed DSN. `password` is kept out of `repr` and `redacted()`."""
+
+    user: str
+    password: str = field(repr=False)
+    hosts: tuple[tuple[str, int], ...]
+    database: str
+    unix_socket: str | None = None
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+    write_timeout: float | None = None
+
+    @property
+    def where(self) -> str:
+        """Where the server is, for error messages: `host:port` or the socket path."""
+        if self.unix_socket:
+            return self.unix_socket
+        return ",".join(f"{h}:{p}" for h, p in self.hosts)
+
+    def redacted(self) -> str:
+        """The DSN with the password replaced by `***`."""
+        auth = self.user + (":***" if self.password else "")
+        hosts = "" if self.unix_socket and self.hosts == (("localhost", DEFAULT_PORT),) else self.where
+        query = f"?unix_socket={self.unix_socket}" if self.unix_socket else ""
+        return f"mysql://{auth}@{hosts}/{self.database}{query}"
+
+    def connect_kwargs(self, host_index: int = 0) -> dict[str, object]:
+        """Keyword arguments for `MySQLdb.connect` (one host of the list)."""
+        kwargs: dict[str, object] = {"user": self.user, "database": self.database}
+        if self.password:
+            kwargs["password"] = self.password
+        if self.unix_socket:
+            kwargs["unix_socket"] = self.unix_socket
+        else:
+            host, port = self.hosts[host_index]
+            kwargs["host"], kwargs["port"] = host, port
+        for name in ("connect_timeout", "read_timeout", "write_timeout"):
+            value = getattr(self, name)
+            if value is not None:
+                # The driver takes whole seconds; round up so a small timeout never becomes "none".
+                kwargs[name] = max(1, int(-(-value // 1)))
+        return kwargs
+
+    def url(self) -> str:
+        """The DSN back, password included (percent-encoded). Never log this; use `redacted()`."""
+        from urllib.parse import quote
+
+        auth = quote(self.user, safe="") + (":" + quote(self.password, safe="") if self.password else "")
+        hosts = "" if self.unix_socket else ",".join(f"{h}:{p}" for h, p in self.hosts)
+        query = f"?unix_socket={quote(self.unix_socket)}" if self.unix_socket else ""
+        return f"mysql://{auth}@{hosts}/{quote(self.database, safe='')}{query}"
+
+    def with_database(self, database: str) -> Settings:
+        """The same server and credentials, another database."""
+        return Settings(
+            self.user, self.password, self.hosts, database, self.unix_socket,
+            self.connect_timeout, self.read_timeout, self.write_timeout,
+        )
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    """The DSN given, else `MQLITE_DSN`; ConfigError when neither is set."""
+    if dsn:
+        return dsn
+    env = os.environ.get(DSN_ENV)
+    if env:
+        return env
+    raise ConfigError(f"no DSN given and {DSN_ENV} is not set (expected mysql://user:pass@host:port/db)")
+
+
+def parse_dsn(dsn: str) -> Settings:
+    """Parse `mysql://user:pass@host:port/db` or `mysql:///db?unix_socket=/path`.
+
+    Several hosts may be listed, comma-separated. Raises ConfigError; the message never
+    contains the password.
+    """
+    if not isinstance(dsn, str):
+        raise ConfigError(f"DSN must be a string, not {type(dsn).__name__}")
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        raise ConfigError("DSN must look like mysql://user:pass@host:port/db")
+    if scheme.lower() not in _SCHEMES:
+        raise ConfigError(f"DSN scheme must be mysql:// (got {scheme[:20]!r}://)")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hostpart = netloc.rpartition("@")
+    if not at:
+        userinfo, hostpart = "", netloc
+    user, _, password = userinfo.partition(":")
+    user, password = unquote(user), unquote(password)
+    database = unquote(path.strip("/"))
+    if not database:
+        raise ConfigError(f"DSN names no database (mysql://…@{hostpart}/DATABASE)")
+    if "/" in database:
+        raise ConfigError("DSN path must be a single database name")
+    options: dict[str, object] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        kind = _OPTIONS.get(key)
+        if kind is None:
+            raise ConfigError(f"unknown DSN option {key!r} (known: {', '.join(_OPTIONS)})")
+        try:
+            options[key] = kind(value)
+        except ValueError:
+            raise ConfigError(f"DSN option {key} must be a number, got {value!r}") from None
+    hosts = tuple(_parse_host(h) for h in hostpart.split(",")) if hostpart else ()
+    if not hosts:
+        if not options.get("unix_socket"):
+            raise ConfigError("DSN names no host (mysql://user@HOST:PORT/db) and no ?unix_socket=")
+        hosts = (("localhost", DEFAULT_PORT),)
+    return Settings(user=user or "root", password=password, hosts=hosts, database=database, **options)  # type: ignore[arg-type]
+
+
+def _parse_host(text: str) -> tuple[str, int]:
+    text = text.strip()
+    if text.startswith("["):  # [ipv6]:port
+        host, _, port_text = text[1:].partition("]")
+        port_text = port_text.lstrip(":")
+    else:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise ConfigError("DSN has an empty host in its host list")
+    if not port_text:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"DSN port must be a number from 1 to 65535, got {port_text[:20]!r}")
+    return host, int(port_text)
+
+
+def check_table(name: str) -> str:
+    """Return `name` if it is a safe table identifier, else raise InvalidName."""
+    if not isinstance(name, str) or not _TABLE_RE.match(name):
+        raise InvalidName(f"table name must match {_TABLE_RE.pattern}, got {name!r:.80}")
+    return name
+
+
+def check_queue(name: object) -> str:
+    """Return `name` if it is a valid queue name (1–191 characters of UTF-8), else raise InvalidName."""
+    if isinstance(name, bytes):
+        try:
+            name = name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidName("queue name is not valid UTF-8") from None
+    if not isinstance(name, str):
+        raise InvalidName(f"queue name must be a string, not {type(name).__name__}")
+    if not name:
+        raise InvalidName("queue name is empty")
+    if len(name) > QUEUE_NAME_MAX:
+        raise InvalidName(f"queue name is {len(name)} characters long (at most {QUEUE_NAME_MAX})")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidName("queue name is not valid UTF-8 (lone surrogate)") from None
+    return name
+
+
+def redact(text: str, settings: Settings | None) -> str:
+    """`text` with the password of `settings` (raw and percent-encoded) replaced by ***."""
+    if settings is None or not settings.password:
+        return text
+    from urllib.parse import quote
+
+    for secret in {settings.password, quote(settings.password, safe="")}:
+        text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,74 @@
+"""The errors mqlite raises. Every one is an `MqliteError`; driver exceptions never escape unwrapped."""
+
+from __future__ import annotations
+
+
+class MqliteError(Exception):
+    """Base class of every error mqlite raises.
+
+    `transient` says whether the same call may succeed if tried again (lost connection,
+    deadlock, lock wait timeout, too many connections).
+    """
+
+    transient: bool = False
+
+
+class ConfigError(MqliteError, ValueError):
+    """A DSN or setting is malformed: wrong scheme, bad port, unknown option."""
+
+
+class InvalidName(MqliteError, ValueError):
+    """A queue or table name is not acceptable."""
+
+
+class PayloadTooLarge(MqliteError, ValueError):
+    """A body does not fit in one statement under the server's `max_allowed_packet`."""
+
+
+class InvalidBody(MqliteError, ValueError):
+    """A body cannot be stored as given (a str that is not encodable as UTF-8)."""
+
+
+class Unavailable(MqliteError):
+    """The server cannot be reached, or the connection was lost mid-call."""
+
+    transient = True
+
+
+class SchemaMissing(MqliteError):
+    """The messages table is absent or older than this version of mqlite."""
+
+
+class DatabaseError(MqliteError):
+    """The server refused a statement. `code` is the MySQL error number."""
+
+    def __init__(self, message: str, code: int = 0, transient: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.transient = transient
+
+
+class Duplicate(MqliteError):
+    """A message with the same unique key is already in the queue. `existing_id` names it."""
+
+    def __init__(self, message: str, existing_id: int | None = None) -> None:
+        super().__init__(message)
+        self.existing_id = existing_id
+
+
+class NotClaimed(MqliteError):
+    """The message is no longer held by this consumer (acknowledged, released or recovered)."""
+
+
+__all__ = [
+    "MqliteError",
+    "ConfigError",
+    "InvalidName",
+    "PayloadTooLarge",
+    "InvalidBody",
+    "Unavailable",
+    "SchemaMissing",
+    "DatabaseError",
+    "Duplicate",
+    "NotClaimed",
+]

@@ -1,0 +1,77 @@
+"""When a claimed row goes back to the queue.
+
+A claim is stale, and its row may be handed out again, only when one of these holds:
+- **before restart**: it was made before the server last started. Session ids restart from 1
+  after a restart, so such an owner id may now name an unrelated live session.
+- **dead owner**: its session is absent from `information_schema.PROCESSLIST`, and we hold the
+  PROCESS privilege (without it PROCESSLIST shows only our own user's sessions, and every
+  other consumer would look dead). Only claims older than our own PROCESSLIST snapshot are
+  considered, so a session that connected and claimed after the snapshot is never mistaken
+  for a dead one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import sql
+from .sql import Statements
+
+_CHUNK = 500  # owner ids per UPDATE … IN (…)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What one recovery pass put back, by reason."""
+
+    dead_owner: int = 0
+    before_restart: int = 0
+    sees_all_connections: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.dead_owner + self.before_restart
+
+
+def server_start(cur: Any) -> tuple[datetime, datetime]:
+    """(now, a time safely before the server's start), both on the server's clock.
+
+    Uptime has whole-second resolution, so one more second is subtracted: a claim made just
+    after the start must never look older than the start.
+    """
+    cur.execute(sql.SERVER_CLOCK)
+    (now,) = cur.fetchone()
+    cur.execute(sql.SERVER_UPTIME)
+    uptime = int(cur.fetchone()[1])
+    return now, now - timedelta(seconds=uptime + 1)
+
+
+def sees_all_connections(cur: Any) -> bool:
+    """Whether PROCESSLIST shows every session (the PROCESS privilege)."""
+    cur.execute(sql.HAS_PROCESS_PRIVILEGE)
+    return bool(cur.fetchone()[0])
+
+
+def recover(conn: Any, st: Statements) -> Recovery:
+    """One recovery pass over the messages table on `conn`."""
+    cur = conn.cursor()
+    try:
+        now, started = server_start(cur)
+        before_restart = cur.execute(st.recover_before, (started,))
+        if not sees_all_connections(cur):
+            return Recovery(before_restart=before_restart, sees_all_connections=False)
+        # Snapshot order matters: `now` was read before PROCESSLIST, and only claims older than
+        # `now` are touched, so every owner we may reset was already connected at the snapshot.
+        cur.execute(sql.LIVE_CONNECTIONS)
+        live = {int(row[0]) for row in cur.fetchall()}
+        cur.execute(st.claimed_owners, (now,))
+        dead = sorted(int(row[0]) for row in cur.fetchall() if int(row[0]) not in live)
+        dead_owner = 0
+        for i in range(0, len(dead), _CHUNK):
+            chunk = dead[i : i + _CHUNK]
+            dead_owner += cur.execute(st.in_list(st.recover_owners, len(chunk)), (*chunk, now))
+        return Recovery(dead_owner=dead_owner, before_restart=before_restart, sees_all_connections=True)
+    finally:
+        cur.close()

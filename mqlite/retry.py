@@ -1,0 +1,64 @@
+"""The retry policy: which MySQL errors are transient, how often and how long to retry.
+
+What is safe to redo is decided by the callers in queue.py, not here:
+- a claim is always safe to redo: rows claimed by a lost connection are orphans and come back by recovery;
+- a push redone after a lost connection may insert the message twice (the first INSERT may have
+  committed before the connection died): push is at-least-once unless it carries a unique key;
+- deadlocks (1213) and lock wait timeouts (1205) roll the statement back, so redoing it is exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
+
+from .errors import MqliteError
+
+T = TypeVar("T")
+log = logging.getLogger("mqlite")
+
+# Server errors after which the same statement may succeed.
+LOCK_CONFLICT = frozenset({1205, 1213})  # lock wait timeout, deadlock (also a Galera certification conflict)
+# Errors that mean the connection is gone: it must be discarded, never reused.
+CONNECTION_LOST = frozenset({2006, 2013, 2055, 1927, 1053, 4031})
+# Errors while connecting that may pass (server starting, restarting, or full).
+CANNOT_CONNECT = frozenset({2002, 2003, 1040})
+TRANSIENT = LOCK_CONFLICT | CONNECTION_LOST | CANNOT_CONNECT | {1317}  # 1317: query interrupted (KILL QUERY)
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, MqliteError) and exc.transient
+
+
+def _log_retry(state: object) -> None:
+    outcome = getattr(state, "outcome", None)
+    exc = outcome.exception() if outcome is not None else None
+    log.warning("mqlite: transient error, retrying (attempt %s): %s", getattr(state, "attempt_number", "?"), exc)
+
+
+def transient_policy(max_seconds: float = 10.0, max_attempts: int = 8) -> Retrying:
+    """The one policy for transient errors: exponential backoff with jitter, bounded in time and tries."""
+    return Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(max_attempts) | stop_after_delay(max_seconds),
+        wait=wait_random_exponential(multiplier=0.02, max=1.0),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
+def call(policy: Retrying | None, fn: Callable[[], T]) -> T:
+    """Run `fn`, retrying transient MqliteErrors under `policy` (None: no retry).
+
+    The first try runs outside tenacity so the common, successful call pays nothing for it.
+    """
+    try:
+        return fn()
+    except MqliteError as exc:
+        if policy is None or not exc.transient:
+            raise
+        log.warning("mqlite: transient error, retrying: %s", exc)
+    return policy.copy()(fn)

@@ -1,0 +1,121 @@
+"""Every statement mqlite sends, named for what it does.
+
+Statements that name the messages table are built once per table name by `statements()`;
+the name is validated before it is ever formatted in. Every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .config import check_table
+
+# Columns a Message is built from, in this order.
+MESSAGE_COLUMNS = "id, queue, body, created_at, owner, claimed_at"
+
+SERVER_INFO = "SELECT @@max_allowed_packet, @@auto_increment_increment, VERSION(), CONNECTION_ID()"
+# Claim sessions run at READ COMMITTED: their UPDATE then locks only the rows it claims (no gap
+# locks), so a push never waits behind a claim. Needs binlog_format=ROW/MIXED where binlogs are on.
+READ_COMMITTED = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+SERVER_CLOCK = "SELECT NOW(6)"
+SERVER_UPTIME = "SHOW GLOBAL STATUS LIKE 'Uptime'"
+LIVE_CONNECTIONS = "SELECT ID FROM information_schema.PROCESSLIST"
+# USER_PRIVILEGES names the grantee as 'user'@'host'; CURRENT_USER() gives user@host.
+HAS_PROCESS_PRIVILEGE = (
+    "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'PROCESS' AND GRANTEE = "
+    "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"
+)
+KILL_CONNECTION = "KILL CONNECTION %s"
+
+# Schema bookkeeping: one row per applied migration file and messages table.
+SCHEMA_LOCK = "SELECT GET_LOCK(%s, %s)"
+SCHEMA_UNLOCK = "SELECT RELEASE_LOCK(%s)"
+CREATE_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS mqlite_schema_version (
+    table_name VARCHAR(64) NOT NULL,
+    version INT UNSIGNED NOT NULL,
+    name VARCHAR(255) NOT NULL,
+    applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    PRIMARY KEY (table_name, version)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+"""
+APPLIED_VERSIONS = "SELECT version, name, applied_at FROM mqlite_schema_version WHERE table_name = %s ORDER BY version"
+RECORD_VERSION = "INSERT INTO mqlite_schema_version (table_name, version, name) VALUES (%s, %s, %s)"
+FORGET_VERSIONS = "DELETE FROM mqlite_schema_version WHERE table_name = %s"
+VERSION_TABLE_EXISTS = (
+    "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
+)
+
+
+@dataclass(frozen=True)
+class Statements:
+    """The statements over one messages table."""
+
+    table: str
+    push: str
+    push_many_head: str
+    push_many_row: str
+    claim: str
+    read_claimed: str
+    read_claimed_since: str
+    ack: str
+    release: str
+    claimed_owners: str
+    recover_owners: str
+    recover_before: str
+    stats: str
+    peek: str
+    size: str
+    purge: str
+    drop_table: str
+
+    def push_many(self, rows: int) -> str:
+        """A multi-row INSERT of `rows` messages."""
+        return self.push_many_head + ",".join([self.push_many_row] * rows)
+
+    def in_list(self, statement: str, count: int) -> str:
+        """`statement` with its `{ids}` slot widened to `count` placeholders."""
+        return statement.replace("{ids}", ",".join(["%s"] * count))
+
+
+@lru_cache(maxsize=32)
+def statements(table: str) -> Statements:
+    """Build (once) the statements over `table`."""
+    t = f"`{check_table(table)}`"
+    return Statements(
+        table=table,
+        push=f"INSERT INTO {t} (queue, body) VALUES (%s, %s)",
+        push_many_head=f"INSERT INTO {t} (queue, body) VALUES ",
+        push_many_row="(%s,%s)",
+        # The optimistic pop: one atomic UPDATE tags rows with this session's id; the
+        # (queue, owner, id) index makes it a range scan from the head of the queue.
+        claim=(
+            f"UPDATE {t} SET owner = CONNECTION_ID(), claimed_at = NOW(6) "
+            "WHERE queue = %s AND owner = 0 ORDER BY id LIMIT %s"
+        ),
+        # Must run on the connection that ran `claim`: CONNECTION_ID() is the claim's tag.
+        read_claimed=f"SELECT {MESSAGE_COLUMNS} FROM {t} WHERE queue = %s AND owner = CONNECTION_ID() ORDER BY id",
+        read_claimed_since=(
+            f"SELECT {MESSAGE_COLUMNS} FROM {t} "
+            "WHERE queue = %s AND owner = CONNECTION_ID() AND claimed_at > %s ORDER BY id"
+        ),
+        # Ack and release are fenced by owner and claim time, so a row that was recovered
+        # and claimed again by someone else is never touched by the first holder.
+        ack=f"DELETE FROM {t} WHERE id = %s AND owner = %s AND claimed_at = %s",
+        release=f"UPDATE {t} SET owner = 0, claimed_at = NULL WHERE id = %s AND owner = %s AND claimed_at = %s",
+        claimed_owners=f"SELECT DISTINCT owner FROM {t} WHERE owner <> 0 AND claimed_at < %s",
+        recover_owners=(
+            f"UPDATE {t} SET owner = 0, claimed_at = NULL WHERE owner IN ({{ids}}) AND claimed_at < %s"
+        ),
+        recover_before=f"UPDATE {t} SET owner = 0, claimed_at = NULL WHERE owner <> 0 AND claimed_at < %s",
+        stats=(
+            f"SELECT queue, SUM(owner = 0), SUM(owner <> 0), MIN(IF(owner = 0, created_at, NULL)) "
+            f"FROM {t} GROUP BY queue ORDER BY queue"
+        ),
+        peek=f"SELECT {MESSAGE_COLUMNS} FROM {t} WHERE queue = %s AND owner = 0 ORDER BY id LIMIT %s",
+        size=f"SELECT COUNT(*) FROM {t} WHERE queue = %s AND owner = 0",
+        # Purge in slices so a huge queue never becomes one huge transaction.
+        purge=f"DELETE FROM {t} WHERE queue = %s AND owner = 0 ORDER BY id LIMIT %s",
+        drop_table=f"DROP TABLE IF EXISTS {t}",
+    )

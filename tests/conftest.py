@@ -1,0 +1,75 @@
+"""Fixtures: one real server per test session (MQLITE_DSN, else a throwaway one), a fresh database per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import MySQLdb
+import pytest
+
+import mqlite
+from mqlite.config import parse_dsn
+from mqlite.server import ThrowawayServer
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ThrowawayServer | None]:
+    """The throwaway server when MQLITE_DSN is unset (None otherwise)."""
+    if os.environ.get("MQLITE_DSN"):
+        yield None
+        return
+    srv = ThrowawayServer()
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def server_dsn(server: ThrowawayServer | None) -> str:
+    return server.dsn if server is not None else os.environ["MQLITE_DSN"]
+
+
+def admin_connection(dsn: str) -> MySQLdb.Connection:
+    """A plain driver connection for setting up and checking what is in the database."""
+    kwargs = parse_dsn(dsn).connect_kwargs()
+    return MySQLdb.connect(autocommit=True, charset="utf8mb4", **kwargs)
+
+
+@pytest.fixture
+def dsn(server_dsn: str) -> Iterator[str]:
+    """A DSN naming a database created for this test alone (dropped afterwards)."""
+    settings = parse_dsn(server_dsn)
+    name = f"mqlite_t_{uuid.uuid4().hex[:12]}"
+    conn = admin_connection(server_dsn)
+    conn.cursor().execute(f"CREATE DATABASE `{name}`")
+    try:
+        yield settings.with_database(name).url()
+    finally:
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+@pytest.fixture
+def admin(dsn: str) -> Iterator[MySQLdb.Connection]:
+    conn = admin_connection(dsn)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def q(dsn: str) -> Iterator[mqlite.Queue]:
+    """A Queue on the test's database with the schema applied."""
+    queue = mqlite.Queue(dsn, pool_size=32)
+    queue.apply_schema()
+    yield queue
+    queue.close()
+
+
+def rows(conn: MySQLdb.Connection, sql: str, *params: object) -> list[tuple]:
+    cur = conn.cursor()
+    cur.execute(sql, params or None)
+    return list(cur.fetchall())

@@ -1,0 +1,232 @@
+"""Push and pop semantics against a real server."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+
+import mqlite
+from mqlite.errors import MqliteError
+
+from .conftest import rows
+
+
+def test_pop_on_empty_queue_returns_none(q: mqlite.Queue) -> None:
+    assert q.pop("nothing-here") is None
+    with q.claim("nothing-here") as message:
+        assert message is None
+
+
+def test_push_returns_increasing_ids_and_pop_returns_body(q: mqlite.Queue) -> None:
+    first = q.push("jobs", b"one")
+    second = q.push("jobs", "twö")
+    assert second > first
+    m1, m2 = q.pop("jobs"), q.pop("jobs")
+    assert (m1.id, m1.body, m1.queue) == (first, b"one", "jobs")
+    assert (m2.id, m2.text()) == (second, "twö")
+    assert q.pop("jobs") is None
+
+
+def test_bodies_of_every_accepted_type(q: mqlite.Queue) -> None:
+    for body in (b"b", bytearray(b"ba"), memoryview(b"mv"), "s"):
+        q.push("types", body)
+    assert [q.pop("types").body for _ in range(4)] == [b"b", b"ba", b"mv", b"s"]
+    with pytest.raises(TypeError):
+        q.push("types", 42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        q.push_many("types", [b"ok", None])  # type: ignore[list-item]
+    assert q.size("types") == 0
+
+
+def test_single_consumer_sees_fifo_order(q: mqlite.Queue) -> None:
+    ids = [q.push("fifo", f"m{i}") for i in range(200)]
+    ids += q.push_many("fifo", [f"m{i}" for i in range(200, 400)])
+    popped = []
+    while (m := q.pop("fifo")) is not None:
+        popped.append(m)
+    assert [m.id for m in popped] == ids
+    assert [m.text() for m in popped] == [f"m{i}" for i in range(400)]
+
+
+def test_one_mib_binary_body_round_trips(q: mqlite.Queue) -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB, every byte value, including NUL, quote and backslash
+    q.push("bin", body)
+    with q.claim("bin") as m:
+        assert m is not None and m.body == body
+    assert q.size("bin") == 0
+
+
+def test_queues_are_separate(q: mqlite.Queue) -> None:
+    q.push("a", b"for a")
+    assert q.pop("b") is None
+    assert q.pop("a").body == b"for a"
+
+
+def test_hostile_queue_name_is_only_data(q: mqlite.Queue, admin) -> None:
+    hostile = "q'; DELETE FROM mqlite_messages; --"
+    q.push("innocent", b"keep me")
+    q.push(hostile, b"evil")
+    assert q.size("innocent") == 1
+    m = q.pop(hostile)
+    assert m.queue == hostile and m.body == b"evil"
+    assert rows(admin, "SELECT queue FROM mqlite_messages") == [("innocent",)]
+
+
+def test_push_many_returns_ids_of_its_rows_in_order(q: mqlite.Queue, admin) -> None:
+    bodies = [f"row {i}".encode() for i in range(2500)]  # more rows than one INSERT takes
+    ids = q.push_many("many", bodies)
+    assert len(ids) == len(set(ids)) == 2500
+    stored = dict(rows(admin, "SELECT id, body FROM mqlite_messages"))
+    assert [stored[i] for i in ids] == bodies
+    assert q.push_many("many", []) == []
+
+
+def test_push_many_is_all_or_nothing(q: mqlite.Queue, admin) -> None:
+    # A trigger makes the server refuse one row in the second chunk: the first chunk must roll back.
+    admin.cursor().execute(
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON mqlite_messages FOR EACH ROW "
+        "BEGIN IF NEW.body = 'boom' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused'; END IF; END"
+    )
+    bodies = [b"fine"] * 1500 + [b"boom"]
+    with pytest.raises(MqliteError):
+        q.push_many("atomic", bodies)
+    assert rows(admin, "SELECT COUNT(*) FROM mqlite_messages") == [(0,)]
+    assert q.push("atomic", b"after") > 0  # the connection went back clean
+
+
+def test_concurrent_producers_and_consumers_deliver_each_message_once(q: mqlite.Queue, admin) -> None:
+    producers, per_producer, consumers = 8, 375, 16
+    produced = threading.Event()
+    got: list[bytes] = []
+    got_lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def produce(p: int) -> None:
+        try:
+            for i in range(per_producer):
+                q.push("work", f"{p}:{i}")
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    def consume() -> None:
+        try:
+            while True:
+                m = q.pop("work")
+                if m is None:
+                    if produced.is_set() and q.size("work") == 0:
+                        return
+                    continue
+                with got_lock:
+                    got.append(m.body)
+        except BaseException as exc:
+            errors.append(exc)
+
+    ps = [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
+    cs = [threading.Thread(target=consume) for _ in range(consumers)]
+    for t in ps + cs:
+        t.start()
+    for t in ps:
+        t.join(timeout=120)
+    produced.set()
+    for t in cs:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in ps + cs), "threads did not finish in time"
+    assert not errors, errors
+    expected = Counter(f"{p}:{i}".encode() for p in range(producers) for i in range(per_producer))
+    assert Counter(got) == expected  # every message, exactly once
+    assert rows(admin, "SELECT COUNT(*) FROM mqlite_messages") == [(0,)]
+
+
+def test_claim_deletes_on_success_and_releases_on_error(q: mqlite.Queue) -> None:
+    q.push("c", b"x")
+    with pytest.raises(RuntimeError):
+        with q.claim("c") as m:
+            assert m is not None
+            assert q.size("c") == 0  # claimed: not ready for anyone else
+            raise RuntimeError("handler failed")
+    assert q.size("c") == 1  # released, not lost
+    with q.claim("c") as again:
+        assert again.id == m.id
+    assert q.size("c") == 0 and q.pop("c") is None
+
+
+def test_claim_and_read_back_run_on_one_connection(dsn: str, admin) -> None:
+    """Each claim's UPDATE and SELECT run on the same session, whatever the pool hands out meanwhile."""
+    import MySQLdb
+
+    statements: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    class Recording(MySQLdb.cursors.Cursor):
+        def execute(self, query, args=None):  # type: ignore[override]
+            with lock:
+                statements.append((self.connection.thread_id(), query.split()[0].upper()))
+            return super().execute(query, args)
+
+    q = mqlite.Queue(dsn, pool_size=2)
+    q.apply_schema()
+    original = q._pool.open_session
+
+    def recorded_session(**kw):
+        raw = original(**kw)
+        raw.cursorclass = Recording
+        return raw
+
+    q._pool.open_session = recorded_session  # type: ignore[method-assign]
+    q.push_many("same", [str(i) for i in range(300)])
+    popped: list[int] = []
+
+    def consume() -> None:
+        while (m := q.pop("same")) is not None:
+            with lock:
+                popped.append(m.id)
+
+    threads = [threading.Thread(target=consume) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    q.close()
+    assert len(popped) == len(set(popped)) == 300
+    assert rows(admin, "SELECT COUNT(*) FROM mqlite_messages") == [(0,)]
+    by_session: dict[int, list[str]] = {}
+    for session, verb in statements:
+        by_session.setdefault(session, []).append(verb)
+    reads = 0
+    for verbs in by_session.values():
+        for i, verb in enumerate(verbs):
+            if verb == "SELECT":  # every read-back directly follows a claim on the same session
+                reads += 1
+                assert i > 0 and verbs[i - 1] == "UPDATE"
+    assert reads > 0
+
+
+def test_module_level_functions_use_mqlite_dsn(dsn: str, monkeypatch) -> None:
+    import mqlite.queue as queue_module
+
+    monkeypatch.setenv("MQLITE_DSN", dsn)
+    monkeypatch.setattr(queue_module, "_default", None)
+    mqlite.Queue(dsn).apply_schema()
+    ids = [mqlite.push("mod", b"a")] + mqlite.push_many("mod", [b"b", b"c"])
+    assert mqlite.pop("mod").id == ids[0]
+    with mqlite.claim("mod") as m:
+        assert m.body == b"b"
+    assert queue_module.default_queue() is queue_module.default_queue()
+    queue_module.default_queue().close()
+
+
+def test_peek_size_stats_purge(q: mqlite.Queue) -> None:
+    q.push_many("p", [b"1", b"2", b"3"])
+    q.push("other", b"o")
+    assert [m.body for m in q.peek("p", 2)] == [b"1", b"2"]
+    assert q.size("p") == 3
+    with q.claim("p") as m:
+        s = q.stats()
+        assert s.queues["p"].ready == 2 and s.queues["p"].claimed == 1
+        assert s.queues["other"].ready == 1
+        assert s.sees_all_connections  # root has PROCESS
+        assert q.purge("p") == 2  # the claimed one is left to finish
+    assert q.size("p") == 0 and q.size("other") == 1
+    assert m.body == b"1"
