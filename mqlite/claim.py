@@ -5,19 +5,20 @@
 2. `SELECT … WHERE owner = CONNECTION_ID()` on the same physical connection reads them back.
 3. `pop` deletes before it returns (at-most-once); `claim` deletes when the handler succeeded
    (at-least-once) and releases the row otherwise. Both are fenced by (id, owner, claimed_at),
-   so they can run on any connection and never touch a claim that was recovered and re-taken.
+   so they never touch a claim that was recovered and taken by someone else.
 
 Why a `Claimer` and not one UPDATE per pop: with many sessions claiming `LIMIT 1` from the head
 of the same queue, every session waits on the same first row and each commit wakes them all;
 at 64 clients the naive pop collapses to a few hundred messages a second. So, per process and
 queue, at most `max_in_flight` claim statements run at once, each claiming one row for every
-thread then waiting (group claim), on dedicated claim connections at READ COMMITTED (no gap
-locks, so pushes never wait behind a claim). Rows are never claimed for nobody: a fetch asks for
-as many rows as there are waiting threads not already served by another fetch.
+waiting thread (a group claim), on dedicated sessions at READ COMMITTED (no gap locks, so pushes
+never wait behind a claim). A fetch asks only for rows that waiting threads will take; nothing
+is claimed for nobody. For `pop` the same session deletes the whole group in one statement
+before any of it is handed out.
 
-Claim connections live outside the pool and are only closed on error or `close()`: a row is
-owned by a live session for as long as the process holds it. If the process dies, the session
-dies with it and recovery returns the rows.
+Claim sessions live outside the pool and are closed only on error or `close()`: a row is owned
+by a live session for as long as this process holds it. If the process dies, the session dies
+with it and recovery returns the rows.
 """
 
 from __future__ import annotations
@@ -33,21 +34,25 @@ from .message import Message
 from .sql import Statements
 
 _EPOCH = datetime(1970, 1, 1)
-WAIT_SLICE = 1.0  # seconds a thread waits for another thread's fetch before looking again
+WAIT_SLICE = 1.0  # seconds a thread sleeps on the condition before looking again
 
 
-class _ClaimConnection:
-    """A dedicated session that claims rows, with the rows it still owns."""
+class _Session:
+    """A dedicated claiming connection, and the rows it still owns."""
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
-        self.session = int(raw.thread_id())
+        self.id = int(raw.thread_id())
         self.last_claim = _EPOCH  # server time of this session's newest claim
-        self.out: set[int] = set()  # ids claimed here, not yet deleted or released
+        self.out: set[int] = set()  # ids claimed here and not yet deleted or released
 
 
 class Claimer:
-    """Hands out claimed messages of one queue to the threads of one process."""
+    """Hands out claimed messages of one queue to the threads of one process.
+
+    `consume=True` (for `pop`): rows are deleted before they are handed out.
+    `consume=False` (for `claim`): rows stay claimed until `delete` or `release`.
+    """
 
     def __init__(
         self,
@@ -56,6 +61,7 @@ class Claimer:
         st: Statements,
         queue: str,
         *,
+        consume: bool,
         max_batch: int = 64,
         max_in_flight: int = 2,
     ) -> None:
@@ -63,13 +69,14 @@ class Claimer:
         self._translating = translating
         self._st = st
         self.queue = queue
+        self.consume = consume
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self._cond = threading.Condition()
-        self._buffer: deque[tuple[Message, _ClaimConnection]] = deque()
-        self._idle: list[_ClaimConnection] = []
-        self._sessions: dict[int, _ClaimConnection] = {}
-        self._waiting = 0
+        self._buffer: deque[tuple[Message, _Session]] = deque()
+        self._idle: list[_Session] = []
+        self._sessions: dict[int, _Session] = {}
+        self._waiting = 0  # threads inside take() without a message yet
         self._promised = 0  # rows asked for by fetches in flight
         self._in_flight = 0
         self._empty_epoch = 0  # bumped when a fetch finds the queue empty
@@ -78,16 +85,18 @@ class Claimer:
     # -- taking ------------------------------------------------------------------
 
     def take(self) -> Message | None:
-        """A message claimed for the caller, or None when the queue has nothing ready."""
+        """A message for the caller, or None when the queue has nothing ready."""
         with self._cond:
-            self._waiting += 1  # counted until this thread leaves with a message or None
+            self._waiting += 1
             fetching = False
             try:
                 epoch = self._empty_epoch
                 while True:
                     if self._buffer:
-                        return self._hand_out()
-                    if self._empty_epoch != epoch:
+                        return self._buffer.popleft()[0]
+                    # Leave empty-handed only once no fetch is in flight: rows it brings back
+                    # were asked for on this thread's behalf.
+                    if self._empty_epoch != epoch and not self._in_flight:
                         return None
                     want = self._waiting - self._promised
                     if want > 0 and self._in_flight < self.max_in_flight:
@@ -96,7 +105,7 @@ class Claimer:
                 want = min(want, self.max_batch)
                 self._in_flight += 1
                 self._promised += want
-                conn = self._idle.pop() if self._idle else None
+                session = self._idle.pop() if self._idle else None
                 fetching = True
             finally:
                 if not fetching:
@@ -104,131 +113,146 @@ class Claimer:
         got: list[Message] = []
         error: BaseException | None = None
         try:
-            if conn is None:
-                conn = _ClaimConnection(self._connect())
-                with self._cond:
-                    self._sessions[conn.session] = conn
             with self._translating():
-                got = self._fetch(conn, want)
+                if session is None:
+                    session = _Session(self._connect())
+                    with self._cond:
+                        self._sessions[session.id] = session
+                got = self._fetch(session, want)
         except BaseException as exc:
             error = exc
-            if conn is not None:
-                self._drop(conn)  # rows it claimed become orphans; recovery returns them
-        surplus = 0
+            if session is not None:
+                self._drop(session)  # rows it claimed become orphans; recovery returns them
         with self._cond:
             self._in_flight -= 1
             self._promised -= want
             self._waiting -= 1
-            if conn is not None and error is None and not self._closed:
-                self._idle.append(conn)
+            if session is not None and error is None and not self._closed:
+                self._idle.append(session)
             mine = None
             if got:
-                self._buffer.extend((m, conn) for m in got)
-                mine = self._hand_out()
-                surplus = len(self._buffer) - self._waiting
+                self._buffer.extend((m, session) for m in got)
+                mine = self._buffer.popleft()[0]
             elif error is None:
                 self._empty_epoch += 1
+            surplus = len(self._buffer) - self._waiting
             self._cond.notify_all()
         if error is not None:
             raise error
-        if surplus > 0:
+        if surplus > 0 and not self.consume:
+            # Only when a waiter gave up (an exception in its thread): don't hoard its row.
             self._release_surplus(surplus)
         return mine
 
-    def _hand_out(self) -> Message:
-        message, _ = self._buffer.popleft()
-        return message
-
-    def _fetch(self, conn: _ClaimConnection, want: int) -> list[Message]:
-        """Claim up to `want` rows on `conn` and read back exactly those."""
+    def _fetch(self, session: _Session, want: int) -> list[Message]:
+        """Claim up to `want` rows on `session` and read back exactly those (deleting them if consuming)."""
         st = self._st
-        cur = conn.raw.cursor()
+        cur = session.raw.cursor()
         try:
             claimed = cur.execute(st.claim, (self.queue, want))
             if not claimed:
                 return []
             # NOW(6) differs between statements of one session, so this claim's rows are the ones
-            # newer than the session's previous claim: rows still out elsewhere are not re-read.
-            cur.execute(st.read_claimed_since, (self.queue, conn.last_claim))
+            # newer than the session's previous claim; rows still out elsewhere are not re-read.
+            cur.execute(st.read_claimed_since, (self.queue, session.last_claim))
             rows = [Message.from_row(r) for r in cur.fetchall()]
             if len(rows) != claimed:
-                # The server clock stepped back: fall back to every row this session owns,
-                # minus those already out.
+                # The server clock stepped back: read every row this session owns, minus those out.
                 cur.execute(st.read_claimed, (self.queue,))
-                rows = [m for m in map(Message.from_row, cur.fetchall()) if m.id not in conn.out]
+                rows = [m for m in map(Message.from_row, cur.fetchall()) if m.id not in session.out]
+            for m in rows:
+                if m.claimed_at is not None and m.claimed_at > session.last_claim:
+                    session.last_claim = m.claimed_at
+            if self.consume:
+                return self._delete_group(cur, session, rows)
         finally:
             cur.close()
-        for m in rows:
-            conn.out.add(m.id)
-            if m.claimed_at is not None and m.claimed_at > conn.last_claim:
-                conn.last_claim = m.claimed_at
+        with self._cond:
+            session.out.update(m.id for m in rows)
         return rows
 
+    def _delete_group(self, cur: Any, session: _Session, rows: list[Message]) -> list[Message]:
+        deleted = 0
+        for stamp in {m.claimed_at for m in rows}:
+            ids = [m.id for m in rows if m.claimed_at == stamp]
+            deleted += cur.execute(self._st.in_list(self._st.delete_claimed, len(ids)), (self.queue, *ids, stamp))
+        if deleted == len(rows):
+            return rows
+        # Some row was not ours to delete any more (the session was killed and its rows
+        # recovered meanwhile): hand out only what is provably gone from the table.
+        cur.execute(self._st.in_list(self._st.present, len(rows)), [m.id for m in rows])
+        still_there = {int(r[0]) for r in cur.fetchall()}
+        return [m for m in rows if m.id not in still_there]
+
     def _release_surplus(self, count: int) -> None:
-        # Rows fetched for threads that were served by another fetch meanwhile: give them back now
-        # rather than hoard them in this process.
         with self._cond:
             surplus = [self._buffer.pop() for _ in range(min(count, len(self._buffer)))]
-        for message, conn in surplus:
-            self.release_on(conn, message)
+        for message, session in surplus:
+            self.release_on(session, message)
 
     # -- finishing -----------------------------------------------------------------
 
     def done(self, message: Message) -> None:
         """Forget a message that was deleted, released or lost."""
         with self._cond:
-            conn = self._sessions.get(message.owner)
-            if conn is not None:
-                conn.out.discard(message.id)
+            session = self._sessions.get(message.owner)
+            if session is not None:
+                session.out.discard(message.id)
 
-    def release_on(self, conn: _ClaimConnection, message: Message) -> None:
+    def release_on(self, session: _Session, message: Message) -> None:
         try:
-            cur = conn.raw.cursor()
+            cur = session.raw.cursor()
             try:
                 release(cur, self._st, message)
             finally:
                 cur.close()
         except Exception:
-            self._drop(conn)  # its rows become orphans; recovery returns them
+            self._drop(session)  # its rows become orphans; recovery returns them
         finally:
             self.done(message)
 
-    def _drop(self, conn: _ClaimConnection) -> None:
+    def _drop(self, session: _Session) -> None:
         with self._cond:
-            self._sessions.pop(conn.session, None)
-            if conn in self._idle:
-                self._idle.remove(conn)
-            # Buffered rows of a lost session can no longer be deleted by their fence; forget them.
-            self._buffer = deque((m, c) for m, c in self._buffer if c is not conn)
+            self._sessions.pop(session.id, None)
+            if session in self._idle:
+                self._idle.remove(session)
+            if not self.consume:
+                # Rows of a lost session can no longer pass their fence; forget them.
+                self._buffer = deque((m, s) for m, s in self._buffer if s is not session)
         try:
-            conn.raw.close()
+            session.raw.close()
         except Exception:
             pass
 
-    def close(self) -> None:
-        """Release buffered rows and close the claim sessions (rows still out become orphans)."""
+    def close(self) -> list[Message]:
+        """Close the claim sessions; returns consumed messages never handed out (normally none).
+
+        Claimed rows not yet handed out are released first. Rows still inside a `claim` block
+        become orphans when their session closes, and come back by recovery.
+        """
         with self._cond:
             self._closed = True
             buffered = list(self._buffer)
             self._buffer.clear()
-        for message, conn in buffered:
-            self.release_on(conn, message)
-        with self._cond:
-            conns = list(self._sessions.values()) + [c for c in self._idle if c.session not in self._sessions]
+            sessions = list(self._sessions.values())
             self._sessions.clear()
             self._idle.clear()
-        for conn in conns:
+        if not self.consume:
+            for message, session in buffered:
+                self.release_on(session, message)
+        for session in sessions:
             try:
-                conn.raw.close()
+                session.raw.close()
             except Exception:
                 pass
+        return [m for m, _ in buffered] if self.consume else []
 
 
 def delete(cur: Any, st: Statements, message: Message) -> bool:
     """Delete a claimed message, fenced by its claim. False if the claim was lost."""
-    return cur.execute(st.ack, (message.id, message.owner, message.claimed_at)) == 1
+    return cur.execute(st.ack, (message.queue, message.id, message.owner, message.claimed_at)) == 1
 
 
 def release(cur: Any, st: Statements, message: Message) -> bool:
     """Put a claimed message back in the queue, fenced by its claim. False if the claim was lost."""
-    return cur.execute(st.release, (message.id, message.owner, message.claimed_at)) == 1
+    return cur.execute(st.release, (message.queue, message.id, message.owner, message.claimed_at)) == 1

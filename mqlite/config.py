@@ -109,11 +109,11 @@ def parse_dsn(dsn: str) -> Settings:
         raise ConfigError("DSN must look like mysql://user:pass@host:port/db")
     if scheme.lower() not in _SCHEMES:
         raise ConfigError(f"DSN scheme must be mysql:// (got {scheme[:20]!r}://)")
+    # Split credentials off at the last '@' first, so an unencoded '/', '?' or '@' in a password
+    # cannot be mistaken for the start of the path or query.
+    userinfo, at, rest = rest.rpartition("@")
     rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
-    userinfo, at, hostpart = netloc.rpartition("@")
-    if not at:
-        userinfo, hostpart = "", netloc
+    hostpart, _, path = rest.partition("/")
     user, _, password = userinfo.partition(":")
     user, password = unquote(user), unquote(password)
     database = unquote(path.strip("/"))

@@ -82,7 +82,10 @@ class Pool:
             # A hung server must not hang a web request forever; generous enough for lock waits.
             kwargs.setdefault("read_timeout", max(1, int(-(-read_timeout // 1))))
             kwargs.setdefault("write_timeout", max(1, int(-(-read_timeout // 1))))
-        kwargs.update(autocommit=True, charset="utf8mb4")
+        # utf8mb4_bin to match the queue column: compared under the server's default (case-
+        # insensitive) collation, `queue = %s` no longer yields rows in index order, and every
+        # claim would sort the whole queue.
+        kwargs.update(autocommit=True, charset="utf8mb4", collation="utf8mb4_bin")
         self._connect_kwargs = kwargs
         self._lock = threading.Lock()
         self._db: PooledDB | None = None

@@ -70,7 +70,7 @@ class Queue:
             self.settings, size=pool_size, connect_timeout=connect_timeout, checkout_timeout=checkout_timeout
         )
         self._policy = retry.transient_policy(retry_for) if retry_for > 0 else None
-        self._claimers: dict[str, Claimer] = {}
+        self._claimers: dict[tuple[str, bool], Claimer] = {}
         self._claimers_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -90,8 +90,14 @@ class Queue:
         """
         with self._claimers_lock:
             claimers, self._claimers = list(self._claimers.values()), {}
-        for claimer in claimers:
-            claimer.close()
+        unreturned = [m for claimer in claimers for m in claimer.close()]
+        if unreturned:
+            # Consumed for a pop whose caller gave up before taking it: put it back, same id.
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                for m in unreturned:
+                    cur.execute(self._sql.restore, (m.id, m.queue, m.body, m.created_at))
+                cur.close()
         self._pool.close()
 
     # -- producing -------------------------------------------------------------
@@ -183,18 +189,7 @@ class Queue:
 
         Returns None at once when the queue is empty; never blocks waiting for a message.
         """
-        claimer = self._claimer(check_queue(queue))
-        while True:
-            message = retry.call(self._policy, claimer.take)
-            if message is None:
-                return None
-            try:
-                deleted = retry.call(self._policy, lambda: self._on_any_connection(protocol.delete, message))
-            finally:
-                claimer.done(message)
-            if deleted:
-                return message
-            # The claim was lost (recovered and re-taken elsewhere): never hand it out twice.
+        return retry.call(self._policy, self._claimer(check_queue(queue), consume=True).take)
 
     @contextmanager
     def claim(self, queue: str) -> Iterator[Message | None]:
@@ -204,7 +199,7 @@ class Queue:
         and released back to the queue when it raises. If the process dies inside the block, the
         row stays owned by its dead session and comes back through `recover()`.
         """
-        claimer = self._claimer(check_queue(queue))
+        claimer = self._claimer(check_queue(queue), consume=False)
         message = retry.call(self._policy, claimer.take)
         if message is None:
             yield None
@@ -233,14 +228,17 @@ class Queue:
             finally:
                 cur.close()
 
-    def _claimer(self, queue: str) -> Claimer:
-        claimer = self._claimers.get(queue)
+    def _claimer(self, queue: str, *, consume: bool) -> Claimer:
+        key = (queue, consume)
+        claimer = self._claimers.get(key)
         if claimer is None:
             with self._claimers_lock:
-                claimer = self._claimers.get(queue)
+                claimer = self._claimers.get(key)
                 if claimer is None:
-                    claimer = Claimer(self._pool.open_session, self._pool.translating, self._sql, queue)
-                    self._claimers[queue] = claimer
+                    claimer = Claimer(
+                        self._pool.open_session, self._pool.translating, self._sql, queue, consume=consume
+                    )
+                    self._claimers[key] = claimer
         return claimer
 
     def recover(self) -> recovery.Recovery:

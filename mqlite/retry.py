@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
@@ -33,10 +33,15 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, MqliteError) and exc.transient
 
 
-def _log_retry(state: object) -> None:
-    outcome = getattr(state, "outcome", None)
-    exc = outcome.exception() if outcome is not None else None
-    log.warning("mqlite: transient error, retrying (attempt %s): %s", getattr(state, "attempt_number", "?"), exc)
+def _log(exc: BaseException | None, attempt: int) -> None:
+    # Lock conflicts are the normal cost of concurrency: debug. A lost connection is worth a warning.
+    code = getattr(exc, "code", None)
+    level = logging.DEBUG if code in LOCK_CONFLICT else logging.WARNING
+    log.log(level, "mqlite: transient error, retrying (attempt %d): %s", attempt, exc)
+
+
+def _log_retry(state: Any) -> None:
+    _log(state.outcome.exception() if state.outcome else None, state.attempt_number + 1)
 
 
 def transient_policy(max_seconds: float = 10.0, max_attempts: int = 8) -> Retrying:
@@ -60,5 +65,5 @@ def call(policy: Retrying | None, fn: Callable[[], T]) -> T:
     except MqliteError as exc:
         if policy is None or not exc.transient:
             raise
-        log.warning("mqlite: transient error, retrying: %s", exc)
+        _log(exc, 1)
     return policy.copy()(fn)

@@ -59,6 +59,9 @@ class Statements:
     claim: str
     read_claimed: str
     read_claimed_since: str
+    delete_claimed: str
+    present: str
+    restore: str
     ack: str
     release: str
     claimed_owners: str
@@ -83,15 +86,18 @@ class Statements:
 def statements(table: str) -> Statements:
     """Build (once) the statements over `table`."""
     t = f"`{check_table(table)}`"
+    # Statements scoped to one queue name the index: left alone, the optimizer may pick
+    # mqlite_owner for `owner = 0` and sort every ready row of the queue (see schema/001).
+    by_queue = f"{t} FORCE INDEX (mqlite_ready)"
     return Statements(
         table=table,
         push=f"INSERT INTO {t} (queue, body) VALUES (%s, %s)",
         push_many_head=f"INSERT INTO {t} (queue, body) VALUES ",
         push_many_row="(%s,%s)",
-        # The optimistic pop: one atomic UPDATE tags rows with this session's id; the
-        # (queue, owner, id) index makes it a range scan from the head of the queue.
+        # The optimistic pop: one atomic UPDATE tags rows with this session's id, walking the
+        # queue's ready index from its head.
         claim=(
-            f"UPDATE {t} SET owner = CONNECTION_ID(), claimed_at = NOW(6) "
+            f"UPDATE {by_queue} SET owner = CONNECTION_ID(), claimed_at = NOW(6) "
             "WHERE queue = %s AND owner = 0 ORDER BY id LIMIT %s"
         ),
         # Must run on the connection that ran `claim`: CONNECTION_ID() is the claim's tag.
@@ -100,10 +106,27 @@ def statements(table: str) -> Statements:
             f"SELECT {MESSAGE_COLUMNS} FROM {t} "
             "WHERE queue = %s AND owner = CONNECTION_ID() AND claimed_at > %s ORDER BY id"
         ),
+        # pop's group delete: the rows one claim statement took (same session, same claim time).
+        delete_claimed=(
+            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) "
+            "WHERE m.queue = %s AND m.id IN ({ids}) AND m.owner = CONNECTION_ID() AND m.claimed_at = %s"
+        ),
+        present=f"SELECT id FROM {t} WHERE id IN ({{ids}})",
+        # Puts a consumed-but-never-returned message back where it was (same id, same age).
+        restore=f"INSERT INTO {t} (id, queue, body, created_at) VALUES (%s, %s, %s, %s)",
         # Ack and release are fenced by owner and claim time, so a row that was recovered
-        # and claimed again by someone else is never touched by the first holder.
-        ack=f"DELETE FROM {t} WHERE id = %s AND owner = %s AND claimed_at = %s",
-        release=f"UPDATE {t} SET owner = 0, claimed_at = NULL WHERE id = %s AND owner = %s AND claimed_at = %s",
+        # and claimed again by someone else is never touched by the first holder. They reach the
+        # row through mqlite_ready, as the claim does: locking the index entry before the primary
+        # key, in the claim's order, instead of the reverse order that deadlocks against it.
+        # (Single-table DELETE takes no index hint; the multi-table form does.)
+        ack=(
+            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) "
+            "WHERE m.queue = %s AND m.id = %s AND m.owner = %s AND m.claimed_at = %s"
+        ),
+        release=(
+            f"UPDATE {by_queue} SET owner = 0, claimed_at = NULL "
+            "WHERE queue = %s AND id = %s AND owner = %s AND claimed_at = %s"
+        ),
         claimed_owners=f"SELECT DISTINCT owner FROM {t} WHERE owner <> 0 AND claimed_at < %s",
         recover_owners=(
             f"UPDATE {t} SET owner = 0, claimed_at = NULL WHERE owner IN ({{ids}}) AND claimed_at < %s"
@@ -113,9 +136,9 @@ def statements(table: str) -> Statements:
             f"SELECT queue, SUM(owner = 0), SUM(owner <> 0), MIN(IF(owner = 0, created_at, NULL)) "
             f"FROM {t} GROUP BY queue ORDER BY queue"
         ),
-        peek=f"SELECT {MESSAGE_COLUMNS} FROM {t} WHERE queue = %s AND owner = 0 ORDER BY id LIMIT %s",
-        size=f"SELECT COUNT(*) FROM {t} WHERE queue = %s AND owner = 0",
+        peek=f"SELECT {MESSAGE_COLUMNS} FROM {by_queue} WHERE queue = %s AND owner = 0 ORDER BY id LIMIT %s",
+        size=f"SELECT COUNT(*) FROM {by_queue} WHERE queue = %s AND owner = 0",
         # Purge in slices so a huge queue never becomes one huge transaction.
-        purge=f"DELETE FROM {t} WHERE queue = %s AND owner = 0 ORDER BY id LIMIT %s",
+        purge=f"DELETE FROM {t} WHERE queue = %s AND owner = 0 LIMIT %s",
         drop_table=f"DROP TABLE IF EXISTS {t}",
     )

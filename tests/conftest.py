@@ -36,7 +36,7 @@ def server_dsn(server: ThrowawayServer | None) -> str:
 def admin_connection(dsn: str) -> MySQLdb.Connection:
     """A plain driver connection for setting up and checking what is in the database."""
     kwargs = parse_dsn(dsn).connect_kwargs()
-    return MySQLdb.connect(autocommit=True, charset="utf8mb4", **kwargs)
+    return MySQLdb.connect(autocommit=True, charset="utf8mb4", collation="utf8mb4_bin", **kwargs)
 
 
 @pytest.fixture

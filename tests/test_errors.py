@@ -1,0 +1,145 @@
+"""Bad input gets a typed error from mqlite.errors, never a driver exception or a password."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+import mqlite
+from mqlite.config import Settings, parse_dsn
+from mqlite.errors import (
+    ConfigError,
+    InvalidBody,
+    InvalidName,
+    MqliteError,
+    PayloadTooLarge,
+    SchemaMissing,
+    Unavailable,
+)
+
+from .conftest import admin_connection, rows
+
+SECRET = "s3cr3t-P@ss/word"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "dsn, fragment",
+    [
+        ("postgres://u@h/db", "scheme"),
+        ("mysql://u@h:99999/db", "port"),
+        ("mysql://u@h:abc/db", "port"),
+        ("mysql://u@h:3306/", "database"),
+        ("mysql://u@h/db?sslmode=require", "unknown DSN option"),
+        ("mysql://u@h/db?connect_timeout=soon", "number"),
+        ("mysql:///db", "no host"),
+        ("not a dsn", "mysql://"),
+    ],
+)
+def test_malformed_dsn_is_a_config_error(dsn: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        mqlite.Queue(dsn)
+
+
+def test_dsn_forms_parse() -> None:
+    s = parse_dsn("mysql://app:p%40ss%3Aw@db.example:3307/jobs?connect_timeout=2")
+    assert (s.user, s.password, s.hosts, s.database, s.connect_timeout) == (
+        "app", "p@ss:w", (("db.example", 3307),), "jobs", 2.0)
+    s = parse_dsn("mysql:///jobs?unix_socket=/run/mysqld/mysqld.sock")
+    assert s.unix_socket == "/run/mysqld/mysqld.sock" and s.database == "jobs"
+    assert parse_dsn("mysql://a@h1,h2:3307/db").hosts == (("h1", 3306), ("h2", 3307))
+    assert "p@ss" not in repr(parse_dsn("mysql://app:p%40ss@h/db"))
+    assert parse_dsn(s.url()) == s
+
+
+def test_missing_dsn_is_a_config_error(monkeypatch) -> None:
+    monkeypatch.delenv("MQLITE_DSN", raising=False)
+    with pytest.raises(ConfigError, match="MQLITE_DSN"):
+        mqlite.Queue()
+
+
+def test_unreachable_server_names_host_and_port_but_not_password() -> None:
+    port = _closed_port()
+    q = mqlite.Queue(f"mysql://app:{SECRET}@127.0.0.1:{port}/db", connect_timeout=2, retry_for=0)
+    with pytest.raises(Unavailable) as info:
+        q.push("x", b"y")
+    assert f"127.0.0.1:{port}" in str(info.value)
+    assert SECRET not in str(info.value) and "s3cr3t" not in repr(info.value)
+
+
+def test_wrong_password_is_unavailable_without_the_password(dsn: str) -> None:
+    settings = parse_dsn(dsn)
+    admin = admin_connection(dsn)
+    admin.cursor().execute("CREATE USER IF NOT EXISTS 'mq_pw'@'%' IDENTIFIED BY 'right-one'")
+    try:
+        url = Settings("mq_pw", SECRET, settings.hosts, settings.database, settings.unix_socket).url()
+        with pytest.raises(Unavailable) as info:
+            mqlite.Queue(url, retry_for=0).push("x", b"y")
+        assert "Access denied" in str(info.value)
+        assert SECRET not in str(info.value)
+        assert not info.value.transient
+    finally:
+        admin.cursor().execute("DROP USER IF EXISTS 'mq_pw'@'%'")
+        admin.close()
+
+
+def test_missing_table_says_run_schema_apply(dsn: str) -> None:
+    q = mqlite.Queue(dsn)
+    with pytest.raises(SchemaMissing, match="schema apply"):
+        q.push("x", b"y")
+    with pytest.raises(SchemaMissing):
+        q.pop("x")
+    q.close()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "x" * 192, b"\xff\xfe", "bad\udcffsurrogate", 7, None],
+)
+def test_bad_queue_names_are_refused(q: mqlite.Queue, name: object) -> None:
+    with pytest.raises(InvalidName):
+        q.push(name, b"x")  # type: ignore[arg-type]
+    with pytest.raises(InvalidName):
+        q.pop(name)  # type: ignore[arg-type]
+
+
+def test_longest_and_unicode_queue_names_work(q: mqlite.Queue) -> None:
+    for name in ("x" * 191, "キュー🚀", "with space"):
+        q.push(name, b"ok")
+        assert q.pop(name).queue == name
+
+
+@pytest.mark.parametrize("table", ["", "1abc", "a-b", "a;drop", "x" * 65, "`t`"])
+def test_bad_table_names_are_refused(dsn: str, table: str) -> None:
+    with pytest.raises(InvalidName):
+        mqlite.Queue(dsn, table=table)
+
+
+def test_unencodable_text_body_is_refused(q: mqlite.Queue) -> None:
+    with pytest.raises(InvalidBody):
+        q.push("x", "lone \udcff surrogate")
+    assert q.size("x") == 0
+
+
+def test_body_over_max_allowed_packet_is_refused_before_sending(q: mqlite.Queue, admin) -> None:
+    (limit,) = rows(admin, "SELECT @@max_allowed_packet")[0]
+    with pytest.raises(PayloadTooLarge):
+        q.push("big", b"\0" * (limit + 1))
+    # Escaping doubles NULs: this one is under the limit raw but not once escaped.
+    with pytest.raises(PayloadTooLarge):
+        q.push("big", b"\0" * (limit // 2 + 10))
+    with pytest.raises(PayloadTooLarge):
+        q.push_many("big", [b"small"] * 10 + [b"x" * (limit + 1)])
+    assert rows(admin, "SELECT COUNT(*) FROM mqlite_messages") == [(0,)]
+    assert q.push("big", b"fits") > 0
+
+
+def test_every_error_is_an_mqlite_error() -> None:
+    for cls in (ConfigError, InvalidName, PayloadTooLarge, Unavailable, SchemaMissing, InvalidBody):
+        assert issubclass(cls, MqliteError)

@@ -1,0 +1,69 @@
+"""Versioned schema: idempotent apply, per-table versions, the pop uses its index."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mqlite
+from mqlite import schema
+
+from .conftest import rows
+from .helpers import ROOT
+
+
+def test_apply_twice_is_a_no_op_the_second_time(dsn: str, admin) -> None:
+    q = mqlite.Queue(dsn)
+    first = q.apply_schema()
+    assert [m.version for m in first] == [m.version for m in schema.migrations()]
+    q.push("keep", b"row")
+    assert q.apply_schema() == []
+    status = q.schema_status()
+    assert status.version == schema.latest_version() and status.pending == []
+    assert rows(admin, "SELECT COUNT(*) FROM mqlite_messages") == [(1,)]
+    q.close()
+
+
+def test_each_table_has_its_own_version(dsn: str) -> None:
+    a, b = mqlite.Queue(dsn, table="queue_a"), mqlite.Queue(dsn, table="queue_b")
+    assert a.apply_schema() and b.schema_status().version == 0
+    assert b.apply_schema() and b.schema_status().version == schema.latest_version()
+    a.push("x", b"in a")
+    assert b.pop("x") is None and a.pop("x").body == b"in a"
+
+
+def test_claim_is_an_index_range_scan(q: mqlite.Queue, admin) -> None:
+    q.push_many("a", [b"x"] * 2000)
+    q.push_many("b", [b"y"] * 2000)
+    admin.cursor().execute("ANALYZE TABLE mqlite_messages")
+    claim = q._sql.claim.replace("UPDATE", "EXPLAIN UPDATE", 1)
+    cur = admin.cursor()
+    cur.execute(claim, ("a", 16))
+    columns = [d[0] for d in cur.description]
+    plan = dict(zip(columns, cur.fetchone()))
+    assert plan["key"] == "mqlite_ready" and plan["type"] == "range", plan
+    assert "filesort" not in (plan.get("Extra") or ""), plan
+
+
+@pytest.mark.slow
+def test_schema_files_ship_in_a_non_editable_install(dsn: str, tmp_path: Path) -> None:
+    # Build a wheel and install it (not the source tree) into a folder of its own, then run it
+    # from a directory with no schema/ beside it.
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheel_dir), str(ROOT)],
+                   check=True, timeout=300)
+    wheel = next(wheel_dir.glob("mqlite-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    done = subprocess.run([sys.executable, "-m", "mqlite", "schema", "apply", "--dsn", dsn, "--json"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert '"version": %d' % schema.latest_version() in done.stdout
+    where = subprocess.run([sys.executable, "-c", "import mqlite.schema as s; print(s.schema_dir())"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60).stdout
+    assert where.strip() == str(target / "mqlite" / "_schema")
