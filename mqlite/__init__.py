@@ -12,6 +12,7 @@ choose the DSN, table or pool size.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 
@@ -21,6 +22,9 @@ from .queue import Queue, QueueStats, Stats, default_queue
 from .recovery import Recovery
 
 __version__ = "0.1.0"
+
+# A library logs; the application decides where it goes.
+logging.getLogger("mqlite").addHandler(logging.NullHandler())
 
 
 def push(queue: str, body: Body) -> int:
