@@ -30,7 +30,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from .message import Message
+from .message import Message, Receipt
 from .sql import Statements
 
 _EPOCH = datetime(1970, 1, 1)
@@ -62,6 +62,8 @@ class Claimer:
         queue: str,
         *,
         consume: bool,
+        lease: float = 30.0,
+        on_consumed: Callable[[int], None] | None = None,
         max_batch: int = 64,
         max_in_flight: int = 2,
     ) -> None:
@@ -70,6 +72,8 @@ class Claimer:
         self._st = st
         self.queue = queue
         self.consume = consume
+        self.lease_us = int(lease * 1e6)
+        self._on_consumed = on_consumed
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self._cond = threading.Condition()
@@ -149,12 +153,12 @@ class Claimer:
         st = self._st
         cur = session.raw.cursor()
         try:
-            claimed = cur.execute(st.claim, (self.queue, want))
+            claimed = cur.execute(st.claim, (self.lease_us, self.queue, want))
             if not claimed:
                 return []
             # NOW(6) differs between statements of one session, so this claim's rows are the ones
             # newer than the session's previous claim; rows still out elsewhere are not re-read.
-            cur.execute(st.read_claimed_since, (self.queue, session.last_claim))
+            cur.execute(st.read_claimed_since, (session.last_claim, self.queue))
             rows = [Message.from_row(r) for r in cur.fetchall()]
             if len(rows) != claimed:
                 # The server clock stepped back: read every row this session owns, minus those out.
@@ -174,8 +178,11 @@ class Claimer:
     def _delete_group(self, cur: Any, session: _Session, rows: list[Message]) -> list[Message]:
         deleted = 0
         for stamp in {m.claimed_at for m in rows}:
-            ids = [m.id for m in rows if m.claimed_at == stamp]
-            deleted += cur.execute(self._st.in_list(self._st.delete_claimed, len(ids)), (self.queue, *ids, stamp))
+            keys = [v for m in rows if m.claimed_at == stamp for v in (m.available_at, m.id)]
+            statement = self._st.in_list(self._st.delete_claimed, len(keys) // 2, "(%s,%s)")
+            deleted += cur.execute(statement, (self.queue, *keys, stamp))
+        if self._on_consumed is not None:
+            self._on_consumed(deleted)
         if deleted == len(rows):
             return rows
         # Some row was not ours to delete any more (the session was killed and its rows
@@ -192,24 +199,24 @@ class Claimer:
 
     # -- finishing -----------------------------------------------------------------
 
-    def done(self, message: Message) -> None:
+    def done_id(self, owner: int, message_id: int) -> None:
         """Forget a message that was deleted, released or lost."""
         with self._cond:
-            session = self._sessions.get(message.owner)
+            session = self._sessions.get(owner)
             if session is not None:
-                session.out.discard(message.id)
+                session.out.discard(message_id)
 
     def release_on(self, session: _Session, message: Message) -> None:
         try:
             cur = session.raw.cursor()
             try:
-                release(cur, self._st, message)
+                release(cur, self._st, message.receipt, 0)
             finally:
                 cur.close()
         except Exception:
             self._drop(session)  # its rows become orphans; recovery returns them
         finally:
-            self.done(message)
+            self.done_id(message.owner, message.id)
 
     def _drop(self, session: _Session) -> None:
         with self._cond:
@@ -248,11 +255,29 @@ class Claimer:
         return [m for m, _ in buffered] if self.consume else []
 
 
-def delete(cur: Any, st: Statements, message: Message) -> bool:
-    """Delete a claimed message, fenced by its claim. False if the claim was lost."""
-    return cur.execute(st.ack, (message.queue, message.id, message.owner, message.claimed_at)) == 1
+# -- settling a claim: each one fenced statement, on any connection ---------------------------
 
 
-def release(cur: Any, st: Statements, message: Message) -> bool:
-    """Put a claimed message back in the queue, fenced by its claim. False if the claim was lost."""
-    return cur.execute(st.release, (message.queue, message.id, message.owner, message.claimed_at)) == 1
+def ack(cur: Any, st: Statements, r: Receipt) -> bool:
+    """Delete a claimed message. False if the claim was lost (recovered and maybe re-taken)."""
+    return cur.execute(st.ack, r.fence()) == 1
+
+
+def release(cur: Any, st: Statements, r: Receipt, delay_us: int) -> bool:
+    """Put a claimed message back, available after `delay_us`, without counting an attempt."""
+    return cur.execute(st.release, (delay_us, *r.fence())) == 1
+
+
+def retry_later(cur: Any, st: Statements, r: Receipt, attempts: int, error: str, delay_us: int) -> bool:
+    """Record a failed attempt; the message is available again after `delay_us`."""
+    return cur.execute(st.retry_later, (attempts, error, delay_us, *r.fence())) == 1
+
+
+def fail(cur: Any, st: Statements, r: Receipt, attempts: int, error: str) -> bool:
+    """Record a failed attempt and take the message out of the ready set for good (until retried)."""
+    return cur.execute(st.fail, (attempts, error, *r.fence())) == 1
+
+
+def extend(cur: Any, st: Statements, r: Receipt, lease_us: int) -> bool:
+    """Make a claim's lease run until `lease_us` from now."""
+    return cur.execute(st.extend, (lease_us, *r.fence())) == 1

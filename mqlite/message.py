@@ -1,38 +1,113 @@
-"""The message a consumer receives, and body conversion."""
+"""The message a consumer receives, its claim receipt, and body conversion."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Union
+from typing import Any, Union
 
-from .errors import InvalidBody
+from .errors import InvalidBody, NotClaimed
 
 Body = Union[bytes, bytearray, memoryview, str]
+_STAMP = "%Y%m%d%H%M%S%f"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Names one claim of one message: what ack, release, fail and extend need to find it.
+
+    Its text form (`str(receipt)`) is opaque and safe to hand to another process or over HTTP.
+    """
+
+    queue: str
+    available_at: datetime
+    id: int
+    owner: int
+    claimed_at: datetime
+
+    def fence(self) -> tuple[str, datetime, int, int, datetime]:
+        """The values of the claim fence in `sql.Statements` (queue, available_at, id, owner, claimed_at)."""
+        return (self.queue, self.available_at, self.id, self.owner, self.claimed_at)
+
+    def __str__(self) -> str:
+        return f"{self.id}.{self.owner}.{self.claimed_at:{_STAMP}}.{self.available_at:{_STAMP}}.{self.queue}"
+
+    @classmethod
+    def parse(cls, text: str) -> Receipt:
+        """Read a receipt's text form; NotClaimed when it is not one."""
+        try:
+            id_, owner, claimed, available, queue = text.split(".", 4)
+            return cls(queue, datetime.strptime(available, _STAMP), int(id_), int(owner),
+                       datetime.strptime(claimed, _STAMP))
+        except (ValueError, AttributeError):
+            raise NotClaimed(f"not a claim receipt: {str(text)[:80]!r}") from None
 
 
 @dataclass(frozen=True)
 class Message:
-    """One message taken from a queue. `body` is always bytes; `text()` decodes it."""
+    """One message taken from a queue. `body` is always bytes; `text()` decodes it.
+
+    Inside `Queue.claim`, `touch()`/`extend()` lengthen the lease, and `fail(reason)` or
+    `release(delay=…)` settle the message instead of the block's normal acknowledgement.
+    """
 
     id: int
     queue: str
     body: bytes
     created_at: datetime
-    # Who holds the claim: the session id and the server time of the claim. Together they fence
-    # ack and release, so a claim that was recovered and taken by someone else is left alone.
+    attempts: int = 0
+    available_at: datetime | None = None
+    last_error: str | None = None
+    failed_at: datetime | None = None
+    unique_key: str | None = None
+    max_attempts: int | None = None
+    # Who holds the claim: the session id and the server time of the claim.
     owner: int = field(default=0, repr=False, compare=False)
     claimed_at: datetime | None = field(default=None, repr=False, compare=False)
+    lease_until: datetime | None = field(default=None, repr=False, compare=False)
+    _handle: Any = field(default=None, repr=False, compare=False)
 
     def text(self, encoding: str = "utf-8") -> str:
         """The body decoded as text."""
         return self.body.decode(encoding)
 
+    @property
+    def receipt(self) -> Receipt:
+        """The claim's receipt (NotClaimed if this message is not claimed)."""
+        if not self.owner or self.claimed_at is None or self.available_at is None:
+            raise NotClaimed(f"message {self.id} is not claimed")
+        return Receipt(self.queue, self.available_at, self.id, self.owner, self.claimed_at)
+
+    def touch(self) -> None:
+        """Renew the lease for as long as the claim first asked for."""
+        self._held().touch(self)
+
+    def extend(self, seconds: float) -> None:
+        """Make the lease run until `seconds` from now."""
+        self._held().extend(self, seconds)
+
+    def fail(self, reason: str | BaseException) -> None:
+        """Give up on this message: it becomes failed at once, with `reason` as its error."""
+        self._held().fail(self, reason)
+
+    def release(self, delay: float = 0.0) -> None:
+        """Put the message back, available after `delay` seconds, without counting an attempt."""
+        self._held().release(self, delay)
+
+    def _held(self) -> Any:
+        if self._handle is None:
+            raise NotClaimed(f"message {self.id} was not taken with claim(); use the Queue's methods")
+        return self._handle
+
     @classmethod
     def from_row(cls, row: tuple) -> Message:
         """Build from a row of `sql.MESSAGE_COLUMNS`."""
-        id_, queue, body, created_at, owner, claimed_at = row
-        return cls(int(id_), queue, bytes(body), created_at, int(owner), claimed_at)
+        (id_, queue, body, created_at, owner, claimed_at, available_at, lease_until,
+         attempts, max_attempts, unique_key, failed_at, last_error) = row
+        return cls(
+            int(id_), queue, bytes(body), created_at, int(attempts), available_at, last_error, failed_at,
+            unique_key, max_attempts, int(owner), claimed_at, lease_until,
+        )
 
 
 def as_bytes(body: object) -> bytes:

@@ -8,6 +8,12 @@ A claim is stale, and its row may be handed out again, only when one of these ho
   other consumer would look dead). Only claims older than our own PROCESSLIST snapshot are
   considered, so a session that connected and claimed after the snapshot is never mistaken
   for a dead one.
+- **lease expired**: its lease ran out and we cannot see other sessions (no PROCESS privilege),
+  so the lease is the only evidence left. With the privilege a live owner keeps its claim
+  however long it works; a dead one is caught by the rule above.
+
+A recovered claim counts as an attempt and records why it came back; past `max_attempts` the
+message becomes failed instead of ready (a message that kills its consumer does not loop).
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ class Recovery:
 
     dead_owner: int = 0
     before_restart: int = 0
+    lease_expired: int = 0
     sees_all_connections: bool = False
 
     @property
     def total(self) -> int:
-        return self.dead_owner + self.before_restart
+        return self.dead_owner + self.before_restart + self.lease_expired
 
 
 def server_start(cur: Any) -> tuple[datetime, datetime]:
@@ -54,14 +61,21 @@ def sees_all_connections(cur: Any) -> bool:
     return bool(cur.fetchone()[0])
 
 
-def recover(conn: Any, st: Statements) -> Recovery:
+def recover(conn: Any, st: Statements, max_attempts: int) -> Recovery:
     """One recovery pass over the messages table on `conn`."""
+
+    def why(text: str) -> tuple[int, int, str]:
+        return (max_attempts, max_attempts, f"Recovered: {text}")
+
     cur = conn.cursor()
     try:
         now, started = server_start(cur)
-        before_restart = cur.execute(st.recover_before, (started,))
+        before_restart = cur.execute(
+            st.recover_before, (*why("claimed before the server restarted"), started)
+        )
         if not sees_all_connections(cur):
-            return Recovery(before_restart=before_restart, sees_all_connections=False)
+            expired = cur.execute(st.recover_expired, why("lease expired (owner not visible without PROCESS)"))
+            return Recovery(before_restart=before_restart, lease_expired=expired, sees_all_connections=False)
         # Snapshot order matters: `now` was read before PROCESSLIST, and only claims older than
         # `now` are touched, so every owner we may reset was already connected at the snapshot.
         cur.execute(sql.LIVE_CONNECTIONS)
@@ -71,7 +85,8 @@ def recover(conn: Any, st: Statements) -> Recovery:
         dead_owner = 0
         for i in range(0, len(dead), _CHUNK):
             chunk = dead[i : i + _CHUNK]
-            dead_owner += cur.execute(st.in_list(st.recover_owners, len(chunk)), (*chunk, now))
+            statement = st.in_list(st.recover_owners, len(chunk))
+            dead_owner += cur.execute(statement, (*why("owner session gone"), *chunk, now))
         return Recovery(dead_owner=dead_owner, before_restart=before_restart, sees_all_connections=True)
     finally:
         cur.close()

@@ -11,8 +11,11 @@ from functools import lru_cache
 
 from .config import check_table
 
-# Columns a Message is built from, in this order.
-MESSAGE_COLUMNS = "id, queue, body, created_at, owner, claimed_at"
+# Columns a Message is built from, in this order (see Message.from_row).
+MESSAGE_COLUMNS = (
+    "id, queue, body, created_at, owner, claimed_at, available_at, lease_until, "
+    "attempts, max_attempts, unique_key, failed_at, last_error"
+)
 
 SERVER_INFO = "SELECT @@max_allowed_packet, @@auto_increment_increment, VERSION(), CONNECTION_ID()"
 # Claim sessions run at READ COMMITTED: their UPDATE then locks only the rows it claims (no gap
@@ -26,7 +29,6 @@ HAS_PROCESS_PRIVILEGE = (
     "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'PROCESS' AND GRANTEE = "
     "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"
 )
-KILL_CONNECTION = "KILL CONNECTION %s"
 
 # Schema bookkeeping: one row per applied migration file and messages table.
 SCHEMA_LOCK = "SELECT GET_LOCK(%s, %s)"
@@ -54,8 +56,11 @@ class Statements:
 
     table: str
     push: str
+    push_with: str
     push_many_head: str
     push_many_row: str
+    find_unique: str
+    find_attempts: str
     claim: str
     read_claimed: str
     read_claimed_since: str
@@ -64,22 +69,34 @@ class Statements:
     restore: str
     ack: str
     release: str
+    retry_later: str
+    fail: str
+    extend: str
     claimed_owners: str
     recover_owners: str
     recover_before: str
+    recover_expired: str
     stats: str
+    counters: str
+    add_counts: str
+    reset_counts: str
     peek: str
+    peek_failed: str
     size: str
     purge: str
+    purge_failed: str
+    retry_failed: str
+    retry_failed_ids: str
     drop_table: str
 
     def push_many(self, rows: int) -> str:
         """A multi-row INSERT of `rows` messages."""
         return self.push_many_head + ",".join([self.push_many_row] * rows)
 
-    def in_list(self, statement: str, count: int) -> str:
-        """`statement` with its `{ids}` slot widened to `count` placeholders."""
-        return statement.replace("{ids}", ",".join(["%s"] * count))
+    @staticmethod
+    def in_list(statement: str, count: int, item: str = "%s") -> str:
+        """`statement` with its `{ids}` slot widened to `count` placeholders shaped like `item`."""
+        return statement.replace("{ids}", ",".join([item] * count))
 
 
 @lru_cache(maxsize=32)
@@ -89,56 +106,116 @@ def statements(table: str) -> Statements:
     # Statements scoped to one queue name the index: left alone, the optimizer may pick
     # mqlite_owner for `owner = 0` and sort every ready row of the queue (see schema/001).
     by_queue = f"{t} FORCE INDEX (mqlite_ready)"
+    # The claim fence: a claimed row is addressed through mqlite_ready (queue, available_at, id),
+    # the index the claim walks, so acks and releases lock in the claim's order (index entry,
+    # then primary key) instead of the reverse order that deadlocks against it. Owner and claim
+    # time make sure a claim that was recovered and taken by someone else is left alone.
+    fence = "queue = %s AND available_at = %s AND id = %s AND owner = %s AND claimed_at = %s"
+    unclaim = "owner = 0, claimed_at = NULL, lease_until = NULL"
+    # A recovered claim counts as a failed attempt (a message that kills its consumer every
+    # time ends up failed, not in an endless loop). `attempts` is read before it is assigned:
+    # the same under MySQL's left-to-right and MariaDB's simultaneous assignment.
+    recover_set = (
+        "available_at = IF(attempts + 1 >= COALESCE(max_attempts, %s), NULL, available_at), "
+        "failed_at = IF(attempts + 1 >= COALESCE(max_attempts, %s), NOW(6), NULL), "
+        f"attempts = attempts + 1, last_error = %s, {unclaim}"
+    )
     return Statements(
         table=table,
         push=f"INSERT INTO {t} (queue, body) VALUES (%s, %s)",
+        push_with=(
+            f"INSERT INTO {t} (queue, body, available_at, unique_key, max_attempts) "
+            "VALUES (%s, %s, NOW(6) + INTERVAL %s MICROSECOND, %s, %s)"
+        ),
         push_many_head=f"INSERT INTO {t} (queue, body) VALUES ",
         push_many_row="(%s,%s)",
+        find_unique=f"SELECT id FROM {t} WHERE queue = %s AND unique_key = %s",
+        find_attempts=f"SELECT attempts, max_attempts FROM {t} WHERE id = %s",
         # The optimistic pop: one atomic UPDATE tags rows with this session's id, walking the
-        # queue's ready index from its head.
+        # queue's ready range from its head.
         claim=(
-            f"UPDATE {by_queue} SET owner = CONNECTION_ID(), claimed_at = NOW(6) "
-            "WHERE queue = %s AND owner = 0 ORDER BY id LIMIT %s"
+            f"UPDATE {by_queue} SET owner = CONNECTION_ID(), claimed_at = NOW(6), "
+            "lease_until = NOW(6) + INTERVAL %s MICROSECOND "
+            "WHERE queue = %s AND available_at <= NOW(6) AND owner = 0 ORDER BY available_at, id LIMIT %s"
         ),
         # Must run on the connection that ran `claim`: CONNECTION_ID() is the claim's tag.
-        read_claimed=f"SELECT {MESSAGE_COLUMNS} FROM {t} WHERE queue = %s AND owner = CONNECTION_ID() ORDER BY id",
+        read_claimed=(
+            f"SELECT {MESSAGE_COLUMNS} FROM {t} WHERE owner = CONNECTION_ID() AND queue = %s "
+            "ORDER BY available_at, id"
+        ),
         read_claimed_since=(
             f"SELECT {MESSAGE_COLUMNS} FROM {t} "
-            "WHERE queue = %s AND owner = CONNECTION_ID() AND claimed_at > %s ORDER BY id"
+            "WHERE owner = CONNECTION_ID() AND claimed_at > %s AND queue = %s ORDER BY available_at, id"
         ),
         # pop's group delete: the rows one claim statement took (same session, same claim time).
+        # Single-table DELETE takes no index hint; the multi-table form does.
         delete_claimed=(
-            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) "
-            "WHERE m.queue = %s AND m.id IN ({ids}) AND m.owner = CONNECTION_ID() AND m.claimed_at = %s"
+            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s "
+            "AND (m.available_at, m.id) IN ({ids}) AND m.owner = CONNECTION_ID() AND m.claimed_at = %s"
         ),
         present=f"SELECT id FROM {t} WHERE id IN ({{ids}})",
-        # Puts a consumed-but-never-returned message back where it was (same id, same age).
-        restore=f"INSERT INTO {t} (id, queue, body, created_at) VALUES (%s, %s, %s, %s)",
-        # Ack and release are fenced by owner and claim time, so a row that was recovered
-        # and claimed again by someone else is never touched by the first holder. They reach the
-        # row through mqlite_ready, as the claim does: locking the index entry before the primary
-        # key, in the claim's order, instead of the reverse order that deadlocks against it.
-        # (Single-table DELETE takes no index hint; the multi-table form does.)
+        # Puts a consumed-but-never-returned message back where it was (same id, same place).
+        restore=(
+            f"INSERT INTO {t} (id, queue, body, created_at, available_at, attempts, max_attempts, unique_key) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        ),
         ack=(
-            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) "
-            "WHERE m.queue = %s AND m.id = %s AND m.owner = %s AND m.claimed_at = %s"
+            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.available_at = %s "
+            "AND m.id = %s AND m.owner = %s AND m.claimed_at = %s"
         ),
-        release=(
-            f"UPDATE {by_queue} SET owner = 0, claimed_at = NULL "
-            "WHERE queue = %s AND id = %s AND owner = %s AND claimed_at = %s"
+        release=f"UPDATE {by_queue} SET {unclaim}, available_at = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence}",
+        retry_later=(
+            f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, "
+            f"available_at = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence}"
         ),
+        fail=(
+            f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, "
+            f"available_at = NULL, failed_at = NOW(6) WHERE {fence}"
+        ),
+        extend=f"UPDATE {by_queue} SET lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence}",
         claimed_owners=f"SELECT DISTINCT owner FROM {t} WHERE owner <> 0 AND claimed_at < %s",
-        recover_owners=(
-            f"UPDATE {t} SET owner = 0, claimed_at = NULL WHERE owner IN ({{ids}}) AND claimed_at < %s"
-        ),
-        recover_before=f"UPDATE {t} SET owner = 0, claimed_at = NULL WHERE owner <> 0 AND claimed_at < %s",
+        recover_owners=f"UPDATE {t} SET {recover_set} WHERE owner IN ({{ids}}) AND claimed_at < %s",
+        recover_before=f"UPDATE {t} SET {recover_set} WHERE owner <> 0 AND claimed_at < %s",
+        recover_expired=f"UPDATE {t} SET {recover_set} WHERE owner <> 0 AND lease_until < NOW(6)",
         stats=(
-            f"SELECT queue, SUM(owner = 0), SUM(owner <> 0), MIN(IF(owner = 0, created_at, NULL)) "
+            "SELECT queue, "
+            "SUM(owner = 0 AND available_at <= NOW(6)), SUM(owner = 0 AND available_at > NOW(6)), "
+            "SUM(owner <> 0), SUM(available_at IS NULL), "
+            "MIN(IF(owner = 0 AND available_at <= NOW(6), available_at, NULL)), "
+            "TIMESTAMPDIFF(MICROSECOND, MIN(IF(owner = 0 AND available_at <= NOW(6), available_at, NULL)), NOW(6)) / 1e6 "
             f"FROM {t} GROUP BY queue ORDER BY queue"
         ),
-        peek=f"SELECT {MESSAGE_COLUMNS} FROM {by_queue} WHERE queue = %s AND owner = 0 ORDER BY id LIMIT %s",
-        size=f"SELECT COUNT(*) FROM {by_queue} WHERE queue = %s AND owner = 0",
-        # Purge in slices so a huge queue never becomes one huge transaction.
-        purge=f"DELETE FROM {t} WHERE queue = %s AND owner = 0 LIMIT %s",
+        counters="SELECT queue, processed, failed, counted_since FROM mqlite_queues WHERE table_name = %s",
+        add_counts=(
+            "INSERT INTO mqlite_queues (table_name, queue, processed, failed) VALUES (%s, %s, %s, %s) "
+            "ON DUPLICATE KEY UPDATE processed = processed + %s, failed = failed + %s"
+        ),
+        reset_counts=(
+            "UPDATE mqlite_queues SET processed = 0, failed = 0, counted_since = NOW(6) "
+            "WHERE table_name = %s AND (queue = %s OR %s IS NULL)"
+        ),
+        peek=(
+            f"SELECT {MESSAGE_COLUMNS} FROM {by_queue} WHERE queue = %s AND available_at IS NOT NULL "
+            "ORDER BY available_at, id LIMIT %s"
+        ),
+        peek_failed=(
+            f"SELECT {MESSAGE_COLUMNS} FROM {by_queue} WHERE queue = %s AND available_at IS NULL "
+            "ORDER BY id LIMIT %s"
+        ),
+        size=f"SELECT COUNT(*) FROM {by_queue} WHERE queue = %s AND available_at <= NOW(6) AND owner = 0",
+        # Purges run in slices so a huge queue never becomes one huge transaction.
+        purge=f"DELETE FROM {t} WHERE queue = %s AND owner = 0 AND available_at IS NOT NULL LIMIT %s",
+        purge_failed=(
+            f"DELETE FROM {t} WHERE queue = %s AND available_at IS NULL "
+            "AND failed_at < NOW(6) - INTERVAL %s MICROSECOND LIMIT %s"
+        ),
+        retry_failed=(
+            f"UPDATE {by_queue} SET available_at = NOW(6), failed_at = NULL, attempts = 0 "
+            "WHERE queue = %s AND available_at IS NULL"
+        ),
+        retry_failed_ids=(
+            f"UPDATE {by_queue} SET available_at = NOW(6), failed_at = NULL, attempts = 0 "
+            "WHERE queue = %s AND available_at IS NULL AND id IN ({ids})"
+        ),
         drop_table=f"DROP TABLE IF EXISTS {t}",
     )

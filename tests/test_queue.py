@@ -139,17 +139,16 @@ def test_concurrent_producers_and_consumers_deliver_each_message_once(q: mqlite.
     assert rows(admin, "SELECT COUNT(*) FROM mqlite_messages") == [(0,)]
 
 
-def test_claim_deletes_on_success_and_releases_on_error(q: mqlite.Queue) -> None:
+def test_claim_deletes_on_success_and_keeps_the_message_on_error(q: mqlite.Queue) -> None:
     q.push("c", b"x")
     with pytest.raises(RuntimeError):
         with q.claim("c") as m:
             assert m is not None
             assert q.size("c") == 0  # claimed: not ready for anyone else
             raise RuntimeError("handler failed")
-    assert q.size("c") == 1  # released, not lost
-    with q.claim("c") as again:
-        assert again.id == m.id
-    assert q.size("c") == 0 and q.pop("c") is None
+    (kept,) = q.peek("c")  # not lost: back in the queue after its backoff
+    assert kept.id == m.id and kept.attempts == 1 and kept.last_error.startswith("RuntimeError: handler failed")
+    assert q.retry_failed("c") == 0  # delayed, not failed
 
 
 def test_claim_and_read_back_run_on_one_connection(dsn: str, admin) -> None:

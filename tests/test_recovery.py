@@ -140,5 +140,6 @@ def test_many_threads_claim_with_a_tiny_pool(dsn: str) -> None:
     for t in threads:
         t.join(timeout=60)
     assert len(seen) == len(set(seen)) == 500
-    assert q.size("t") == 0 and q.stats().queues == {}
+    stats = q.stats().queues["t"]
+    assert (stats.ready, stats.claimed, stats.processed) == (0, 0, 500)
     q.close()

@@ -36,17 +36,24 @@ def test_each_table_has_its_own_version(dsn: str) -> None:
     assert b.pop("x") is None and a.pop("x").body == b"in a"
 
 
-def test_claim_is_an_index_range_scan(q: mqlite.Queue, admin) -> None:
+def test_claim_is_an_index_range_scan_past_delayed_and_failed_rows(q: mqlite.Queue, admin) -> None:
     q.push_many("a", [b"x"] * 2000)
     q.push_many("b", [b"y"] * 2000)
+    for _ in range(50):
+        q.push("a", b"later", delay=3600)
+    admin.cursor().execute("UPDATE mqlite_messages SET available_at = NULL, failed_at = NOW(6) WHERE id % 7 = 0")
     admin.cursor().execute("ANALYZE TABLE mqlite_messages")
-    claim = q._sql.claim.replace("UPDATE", "EXPLAIN UPDATE", 1)
     cur = admin.cursor()
-    cur.execute(claim, ("a", 16))
+    cur.execute("EXPLAIN " + q._sql.claim, (30_000_000, "a", 16))
     columns = [d[0] for d in cur.description]
     plan = dict(zip(columns, cur.fetchone()))
     assert plan["key"] == "mqlite_ready" and plan["type"] == "range", plan
     assert "filesort" not in (plan.get("Extra") or ""), plan
+    # The range is bounded by available_at <= NOW(): the claim reads as many rows as it takes.
+    cur.execute("ANALYZE FORMAT=JSON " + q._sql.claim.replace("LIMIT %s", "LIMIT 16"), (30_000_000, "a"))
+    import json
+    analyzed = json.dumps(json.loads(cur.fetchone()[0]))
+    assert '"r_rows": 16' in analyzed, analyzed
 
 
 @pytest.mark.slow
