@@ -2,7 +2,9 @@
 
 A claim is stale, and its row may be handed out again, only when one of these holds:
 - **before restart**: it was made before the server last started. Session ids restart from 1
-  after a restart, so such an owner id may now name an unrelated live session.
+  after a restart, so such an owner id may now name an unrelated live session. Uptime counts
+  whole seconds, so a claim from the second around the start is ambiguous: it comes back when
+  its lease expires.
 - **dead owner**: its session is absent from `information_schema.PROCESSLIST`, and we hold the
   PROCESS privilege (without it PROCESSLIST shows only our own user's sessions, and every
   other consumer would look dead). Only claims older than our own PROCESSLIST snapshot are
@@ -42,17 +44,17 @@ class Recovery:
         return self.dead_owner + self.before_restart + self.lease_expired
 
 
-def server_start(cur: Any) -> tuple[datetime, datetime]:
-    """(now, a time safely before the server's start), both on the server's clock.
+def server_start(cur: Any) -> tuple[datetime, datetime, datetime]:
+    """(now, a time surely before the server's start, a time surely not before it), server clock.
 
-    Uptime has whole-second resolution, so one more second is subtracted: a claim made just
-    after the start must never look older than the start.
+    Uptime has whole-second resolution, so the start is only known to within a second: a claim
+    made in that second may be from before or after the restart.
     """
     cur.execute(sql.SERVER_CLOCK)
     (now,) = cur.fetchone()
     cur.execute(sql.SERVER_UPTIME)
     uptime = int(cur.fetchone()[1])
-    return now, now - timedelta(seconds=uptime + 1)
+    return now, now - timedelta(seconds=uptime + 1), now - timedelta(seconds=uptime)
 
 
 def sees_all_connections(cur: Any) -> bool:
@@ -69,9 +71,14 @@ def recover(conn: Any, st: Statements, max_attempts: int) -> Recovery:
 
     cur = conn.cursor()
     try:
-        now, started = server_start(cur)
+        now, surely_before, maybe_before = server_start(cur)
         before_restart = cur.execute(
-            st.recover_before, (*why("claimed before the server restarted"), started)
+            st.recover_before, (*why("claimed before the server restarted"), surely_before)
+        )
+        # A claim from the second around the restart may belong to a live session that reuses the
+        # dead owner's id: it comes back when its lease runs out, whoever can see what.
+        before_restart += cur.execute(
+            st.recover_before_expired, (*why("claimed around a server restart, lease expired"), maybe_before)
         )
         if not sees_all_connections(cur):
             expired = cur.execute(st.recover_expired, why("lease expired (owner not visible without PROCESS)"))

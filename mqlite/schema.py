@@ -87,8 +87,8 @@ def status(conn: Any, table: str) -> SchemaStatus:
     return SchemaStatus(table, applied, [m for m in migrations() if m.version not in done])
 
 
-def apply(conn: Any, table: str) -> list[Migration]:
-    """Apply the pending migrations of `table` in order; returns those applied (empty: nothing to do)."""
+def apply(conn: Any, table: str, upto: int | None = None) -> list[Migration]:
+    """Apply the pending migrations of `table` in order (up to version `upto`); returns those applied."""
     check_table(table)
     lock = f"mqlite_schema:{table}"
     cur = conn.cursor()
@@ -100,6 +100,8 @@ def apply(conn: Any, table: str) -> list[Migration]:
             cur.execute(sql.CREATE_VERSION_TABLE)
             applied = []
             for migration in status(conn, table).pending:
+                if upto is not None and migration.version > upto:
+                    break
                 # DDL commits implicitly in MySQL; each file is written so that it is one ALTER or
                 # CREATE plus idempotent data fixes, recorded only once all of it succeeded.
                 for statement in migration.statements(table):

@@ -76,6 +76,7 @@ class Statements:
     recover_owners: str
     recover_before: str
     recover_expired: str
+    recover_before_expired: str
     stats: str
     counters: str
     add_counts: str
@@ -177,6 +178,9 @@ def statements(table: str) -> Statements:
         recover_owners=f"UPDATE {t} SET {recover_set} WHERE owner IN ({{ids}}) AND claimed_at < %s",
         recover_before=f"UPDATE {t} SET {recover_set} WHERE owner <> 0 AND claimed_at < %s",
         recover_expired=f"UPDATE {t} SET {recover_set} WHERE owner <> 0 AND lease_until < NOW(6)",
+        recover_before_expired=(
+            f"UPDATE {t} SET {recover_set} WHERE owner <> 0 AND claimed_at < %s AND lease_until < NOW(6)"
+        ),
         stats=(
             "SELECT queue, "
             "SUM(owner = 0 AND available_at <= NOW(6)), SUM(owner = 0 AND available_at > NOW(6)), "
