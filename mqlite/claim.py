@@ -153,7 +153,7 @@ class Claimer:
         st = self._st
         cur = session.raw.cursor()
         try:
-            claimed = cur.execute(st.claim, (self.lease_us, self.queue, want))
+            claimed = cur.execute(st.claim, (self.lease_us, self.queue, st.table, self.queue, want))
             if not claimed:
                 return []
             # NOW(6) differs between statements of one session, so this claim's rows are the ones

@@ -49,6 +49,7 @@ class QueueStats:
     oldest_ready: datetime | None
     oldest_age: float | None  # seconds the oldest ready message has been waiting (server clock)
     counted_since: datetime | None
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -508,14 +509,28 @@ class Queue:
             queues = {}
             for q in sorted(set(depth) | set(totals)):
                 ready, delayed, claimed, failed, oldest, age = depth.get(q, (0, 0, 0, 0, None, None))
-                processed, failed_total, since = totals.get(q, (0, 0, None))
+                processed, failed_total, since, paused = totals.get(q, (0, 0, None, 0))
                 queues[q] = QueueStats(
                     q, int(ready or 0), int(delayed or 0), int(claimed or 0), int(failed or 0),
                     int(processed), int(failed_total), oldest, None if age is None else float(age), since,
+                    bool(paused),
                 )
             return Stats(queues, sees_all)
 
         return retry.call(self._policy, attempt)
+
+    def pause(self, queue: str) -> None:
+        """Stop handing out messages of `queue` (pop, claim, workers, in every process); pushes still land."""
+        self._execute(self._sql.pause, (self.table, check_queue(queue)))
+
+    def resume(self, queue: str) -> None:
+        """Hand out messages of a paused queue again."""
+        self._execute(self._sql.resume, (self.table, check_queue(queue)))
+
+    def is_paused(self, queue: str) -> bool:
+        """Whether `queue` is paused."""
+        name = check_queue(queue)
+        return bool(self._fetch(self._sql.is_paused, (self.table, name)))
 
     def reset_counters(self, queue: str | None = None) -> None:
         """Zero the processed/failed totals of `queue` (or of every queue)."""

@@ -81,6 +81,9 @@ class Statements:
     counters: str
     add_counts: str
     reset_counts: str
+    pause: str
+    resume: str
+    is_paused: str
     peek: str
     peek_failed: str
     size: str
@@ -137,7 +140,11 @@ def statements(table: str) -> Statements:
         claim=(
             f"UPDATE {by_queue} SET owner = CONNECTION_ID(), claimed_at = NOW(6), "
             "lease_until = NOW(6) + INTERVAL %s MICROSECOND "
-            "WHERE queue = %s AND available_at <= NOW(6) AND owner = 0 ORDER BY available_at, id LIMIT %s"
+            "WHERE queue = %s AND available_at <= NOW(6) AND owner = 0 "
+            # A paused queue hands out nothing; the check is a constant subquery, read once.
+            "AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
+            "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL) "
+            "ORDER BY available_at, id LIMIT %s"
         ),
         # Must run on the connection that ran `claim`: CONNECTION_ID() is the claim's tag.
         read_claimed=(
@@ -189,7 +196,10 @@ def statements(table: str) -> Statements:
             "TIMESTAMPDIFF(MICROSECOND, MIN(IF(owner = 0 AND available_at <= NOW(6), available_at, NULL)), NOW(6)) / 1e6 "
             f"FROM {t} GROUP BY queue ORDER BY queue"
         ),
-        counters="SELECT queue, processed, failed, counted_since FROM mqlite_queues WHERE table_name = %s",
+        counters=(
+            "SELECT queue, processed, failed, counted_since, paused_at IS NOT NULL "
+            "FROM mqlite_queues WHERE table_name = %s"
+        ),
         add_counts=(
             "INSERT INTO mqlite_queues (table_name, queue, processed, failed) VALUES (%s, %s, %s, %s) "
             "ON DUPLICATE KEY UPDATE processed = processed + %s, failed = failed + %s"
@@ -197,6 +207,14 @@ def statements(table: str) -> Statements:
         reset_counts=(
             "UPDATE mqlite_queues SET processed = 0, failed = 0, counted_since = NOW(6) "
             "WHERE table_name = %s AND (queue = %s OR %s IS NULL)"
+        ),
+        pause=(
+            "INSERT INTO mqlite_queues (table_name, queue, paused_at) VALUES (%s, %s, NOW(6)) "
+            "ON DUPLICATE KEY UPDATE paused_at = COALESCE(paused_at, NOW(6))"
+        ),
+        resume="UPDATE mqlite_queues SET paused_at = NULL WHERE table_name = %s AND queue = %s",
+        is_paused=(
+            "SELECT 1 FROM mqlite_queues WHERE table_name = %s AND queue = %s AND paused_at IS NOT NULL"
         ),
         peek=(
             f"SELECT {MESSAGE_COLUMNS} FROM {by_queue} WHERE queue = %s AND available_at IS NOT NULL "

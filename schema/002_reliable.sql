@@ -25,12 +25,14 @@ ALTER TABLE {table}
 -- Rows from before this migration become available as of their creation (their FIFO place).
 UPDATE {table} SET available_at = created_at WHERE available_at > created_at;
 
--- Processed and failed totals per queue, shared by every messages table (keyed by its name).
+-- Per-queue state shared by every messages table (keyed by its name): processed and failed
+-- totals, and whether the queue is paused (a paused queue hands out nothing; pushes still land).
 CREATE TABLE IF NOT EXISTS mqlite_queues (
     table_name VARCHAR(64) NOT NULL,
     queue VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
     processed BIGINT UNSIGNED NOT NULL DEFAULT 0,
     failed BIGINT UNSIGNED NOT NULL DEFAULT 0,
     counted_since DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    paused_at DATETIME(6) NULL,
     PRIMARY KEY (table_name, queue)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

@@ -316,3 +316,23 @@ def test_upgrade_keeps_rows_pushed_under_the_first_schema(dsn: str, admin) -> No
         bodies.append(m.body)
     assert bodies == [f"m{i}".encode() for i in range(1000)]  # all there, still in order
     q.close()
+
+
+def test_paused_queue_hands_out_nothing_but_accepts_pushes(q: mqlite.Queue, dsn: str) -> None:
+    q.push("p", b"before")
+    other = mqlite.Queue(dsn)  # the pause lives in the database: every process sees it
+    other.pause("p")
+    assert q.is_paused("p") and not q.is_paused("elsewhere")
+    q.push("p", b"during")
+    assert q.pop("p") is None
+    with q.claim("p") as m:
+        assert m is None
+    assert q.take("p") is None
+    s = q.stats().queues["p"]
+    assert s.paused and s.ready == 2
+    q.push("elsewhere", b"unaffected")
+    assert q.pop("elsewhere").body == b"unaffected"
+    other.resume("p")
+    assert not q.is_paused("p")
+    assert [q.pop("p").body, q.pop("p").body] == [b"before", b"during"]
+    other.close()

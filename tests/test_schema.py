@@ -44,13 +44,13 @@ def test_claim_is_an_index_range_scan_past_delayed_and_failed_rows(q: mqlite.Que
     admin.cursor().execute("UPDATE mqlite_messages SET available_at = NULL, failed_at = NOW(6) WHERE id % 7 = 0")
     admin.cursor().execute("ANALYZE TABLE mqlite_messages")
     cur = admin.cursor()
-    cur.execute("EXPLAIN " + q._sql.claim, (30_000_000, "a", 16))
+    cur.execute("EXPLAIN " + q._sql.claim, (30_000_000, "a", q.table, "a", 16))
     columns = [d[0] for d in cur.description]
     plan = dict(zip(columns, cur.fetchone()))
     assert plan["key"] == "mqlite_ready" and plan["type"] == "range", plan
     assert "filesort" not in (plan.get("Extra") or ""), plan
     # The range is bounded by available_at <= NOW(): the claim reads as many rows as it takes.
-    cur.execute("ANALYZE FORMAT=JSON " + q._sql.claim.replace("LIMIT %s", "LIMIT 16"), (30_000_000, "a"))
+    cur.execute("ANALYZE FORMAT=JSON " + q._sql.claim.replace("LIMIT %s", "LIMIT 16"), (30_000_000, "a", q.table, "a"))
     import json
     analyzed = json.dumps(json.loads(cur.fetchone()[0]))
     assert '"r_rows": 16' in analyzed, analyzed
