@@ -240,6 +240,7 @@ def push(
     as_json: JsonOpt = False,
 ) -> None:
     """Push one message (BODY, or stdin) or many (--file); prints the id(s)."""
+    wait = _duration(delay, "--delay") if delay is not None else None
     if file is not None:
         if body is not None:
             raise UsageError("give BODY or --file, not both")
@@ -264,9 +265,9 @@ def push(
         data = body
     options: dict[str, Any] = {}
     with _queue(dsn, table, pool_size=1) as q:
-        if delay is not None:
+        if wait is not None:
             _needs(_accepts(q.push, "delay"), "--delay")
-            options["delay"] = _duration(delay, "--delay").total_seconds()
+            options["delay"] = wait.total_seconds()
         if unique_key is not None:
             _needs(_accepts(q.push, "unique_key"), "--unique-key")
             options["unique_key"] = unique_key
