@@ -7,6 +7,7 @@ both ways: refused with one clear line while the library lacks them, working onc
 from __future__ import annotations
 
 import json
+import shlex
 import os
 import signal
 import subprocess
@@ -417,3 +418,14 @@ def test_every_help_reads_well() -> None:
         assert page.exit_code == 0 and "Usage:" in page.output and "--dsn" in page.output, args
     assert "MQLITE_ATTEMPT" in invoke("consume", "--help").output
     assert "module:function" in invoke("worker", "--help").output
+
+
+def test_the_readme_cron_line_and_systemd_unit_parse() -> None:
+    text = (ROOT / "README.md").read_text()
+    cron = next(ln for ln in text.splitlines() if ln.startswith("* * * * *"))
+    exec_start = next(ln for ln in text.splitlines() if ln.startswith("ExecStart="))
+    # The options parse; what fails here is the server (cron) or the handler module (unit), as it should.
+    for line, fragment in ((cron, "Unavailable"), (exec_start, "cannot load handler 'app.tasks:handle'")):
+        words = shlex.split(line)
+        args = words[next(i for i, w in enumerate(words) if w.endswith("/mqlite")) + 1 :]
+        one_red_line(invoke(*args, "--dsn", PASSWORD_DSN), fragment)
