@@ -1,8 +1,8 @@
 """The `mqlite` command: parse, call the library, print. The only module that imports typer.
 
-Exit status, for every command: 0 done; 1 nothing to do or partly failed (`pop`/`peek` on an
-empty queue, `consume` with failed messages, a declined `purge`); 2 an error, printed as one red
-line (bad DSN, server unreachable, missing schema, unknown queue, bad option).
+Exit status, for every command: 0 done; 1 nothing there or not all done (`pop` on an empty queue,
+`consume` with failed messages, `worker` past its stop timeout, a declined `purge`); 2 an error,
+printed as one red line (bad DSN, server unreachable, missing schema, unknown queue, bad option).
 """
 
 from __future__ import annotations

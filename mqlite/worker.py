@@ -131,6 +131,7 @@ class Worker:
         self._counts = {"processed": 0, "failed": 0, "errors": 0}
         self._in_hand: dict[int, Message] = {}
         self._deadline: float | None = None
+        self._started = False
 
     # -- control ------------------------------------------------------------------
 
@@ -165,7 +166,13 @@ class Worker:
     # -- running ------------------------------------------------------------------
 
     def run(self) -> WorkerResult:
-        """Run until stopped; returns what was done. Raises MqliteError if the queues cannot be read at all."""
+        """Run until stopped; returns what was done. Raises MqliteError if the queues cannot be read at all.
+
+        A Worker runs once; build another to run again.
+        """
+        if self._started:
+            raise RuntimeError("this Worker has already run; build a new one")
+        self._started = True
         for name in self.queues:
             self.queue.size(name)  # fail fast on a bad DSN, a missing schema or a bad name
         self._deadline = None if self.max_seconds is None else time.monotonic() + self.max_seconds

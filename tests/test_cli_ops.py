@@ -12,7 +12,9 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -429,3 +431,82 @@ def test_the_readme_cron_line_and_systemd_unit_parse() -> None:
         words = shlex.split(line)
         args = words[next(i for i, w in enumerate(words) if w.endswith("/mqlite")) + 1 :]
         one_red_line(invoke(*args, "--dsn", PASSWORD_DSN), fragment)
+
+
+# -- the CLI's wiring to the issue-4 API, against a stand-in with its final signatures ---------------
+
+
+class StubQueue:
+    """Records what the CLI asks of the reliable-consumption API (runs with or without issue 4)."""
+
+    calls: list[tuple] = []
+
+    def __init__(self, dsn: str | None = None, *, table: str = TABLE, **kwargs: object) -> None:
+        self.table = table
+
+    def __enter__(self) -> StubQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def push(self, queue, body, *, delay=None, run_at=None, unique_key=None, if_exists="raise", max_attempts=None):
+        self.calls.append(("push", queue, body, delay, unique_key))
+        return 7
+
+    def peek(self, queue, limit=10, *, failed=False):
+        self.calls.append(("peek", queue, limit, failed))
+        return [SimpleNamespace(id=3, queue=queue, body=b"poison", created_at=datetime.now(), owner=0,
+                                claimed_at=None, attempts=5, last_error="ValueError: boom\nTraceback (most recent)",
+                                available_at=None, failed_at=datetime.now())]
+
+    def retry_failed(self, queue, ids=None):
+        self.calls.append(("retry_failed", queue, ids))
+        return len(ids) if ids else 4
+
+    def purge_failed(self, queue, older_than=None):
+        self.calls.append(("purge_failed", queue, older_than))
+        return 2
+
+    def stats(self):
+        mail = SimpleNamespace(queue="mail", ready=1, delayed=2, claimed=0, failed=3, processed=40, failed_total=4,
+                               oldest_ready=None)
+        return SimpleNamespace(queues={"mail": mail}, sees_all_connections=True)
+
+    def recover(self):
+        return SimpleNamespace(dead_owner=1, before_restart=0, lease_expired=2, sees_all_connections=False, total=3)
+
+
+@pytest.fixture
+def stub(monkeypatch) -> list[tuple]:
+    monkeypatch.setattr("mqlite.cli.Queue", StubQueue)
+    StubQueue.calls = []
+    return StubQueue.calls
+
+
+def test_issue4_options_reach_the_library(stub: list[tuple]) -> None:
+    assert invoke("push", "mail", "x", "--delay", "5m", "--unique-key", "k1").output == "7\n"
+    assert invoke("peek", "mail", "--failed", "-n", "3").exit_code == 0
+    assert invoke("retry", "mail", "--id", "3", "--id", "9").output.startswith("2 failed messages of mail back")
+    assert invoke("retry", "mail", "--all", "--json").output == '{\n  "queue": "mail",\n  "retried": 4\n}\n'
+    assert invoke("purge", "mail", "--failed", "--older-than", "7d", "--yes").output == "purged 2 failed messages of mail\n"
+    assert stub == [
+        ("push", "mail", "x", 300.0, "k1"),
+        ("peek", "mail", 3, True),
+        ("retry_failed", "mail", [3, 9]),
+        ("retry_failed", "mail", None),
+        ("purge_failed", "mail", timedelta(days=7)),
+    ]
+
+
+def test_issue4_fields_are_shown(stub: list[tuple]) -> None:
+    (failed,) = json.loads(invoke("peek", "mail", "--failed", "--json").output)
+    assert failed["attempts"] == 5 and failed["last_error"].startswith("ValueError: boom") and failed["failed_at"]
+    table = invoke("peek", "mail", "--failed").output
+    assert "ValueError: boom\\nTraceback" in table and "poison" in table and "5" in table
+    stats = json.loads(invoke("stats", "--json").output)["queues"]["mail"]
+    assert (stats["delayed"], stats["failed"], stats["processed"], stats["failed_total"]) == (2, 3, 40, 4)
+    assert "40" in invoke("stats").output
+    recovered = invoke("recover").output
+    assert recovered.startswith("recovered 3 messages (1 dead owner, 0 before restart, 2 lease expired)")
+    assert "no PROCESS privilege" in recovered
