@@ -596,9 +596,9 @@ def worker(
     """Run a long-lived worker (systemd, supervisord, docker): call a Python function for each message.
 
     The function returning acknowledges the message; raising records a failure (logged on one
-    line). Polls every 50 ms to IDLE_MAX seconds when idle. SIGTERM/SIGINT: finish the messages
-    in hand, acknowledge them, exit 0 (1 if STOP_TIMEOUT ran out); a second signal exits at once
-    and its claims come back by recovery.
+    line). When the queues are empty it polls every 50 ms, backing off to --idle-max.
+    SIGTERM/SIGINT: finish the messages in hand, acknowledge them, exit 0 (1 if --stop-timeout ran
+    out); a second signal exits at once and its claims come back by recovery.
     """
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
