@@ -20,6 +20,7 @@ from . import errors
 from .message import Body, Message
 from .queue import Queue, QueueStats, Stats, default_queue
 from .recovery import Recovery
+from .worker import Worker, WorkerResult
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,8 @@ __all__ = [
     "QueueStats",
     "Stats",
     "Recovery",
+    "Worker",
+    "WorkerResult",
     "errors",
     "push",
     "push_many",

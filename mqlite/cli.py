@@ -1,33 +1,52 @@
-"""The `mqlite` command: parse, call the library, print. The only module that imports typer."""
+"""The `mqlite` command: parse, call the library, print. The only module that imports typer.
+
+Exit status, for every command: 0 done; 1 nothing there or not all done (`pop` on an empty queue,
+`consume` with failed messages, `worker` past its stop timeout, a declined `purge`); 2 an error,
+printed as one red line (bad DSN, server unreachable, missing schema, unknown queue, bad option).
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 import json
+import logging
+import os
+import re
 import sys
-from collections.abc import Callable
-from datetime import datetime
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import bench as bench_mod
 from .config import DEFAULT_TABLE
 from .errors import MqliteError
+from .message import Message
 from .queue import Queue
 from .server import dsn_or_throwaway
+from .worker import Worker, WorkerResult, command_handler
 
 # Locals in tracebacks could show a DSN with its password: never print them.
 app = typer.Typer(
-    help="mqlite: a message queue in one MySQL/MariaDB table.",
+    help="mqlite: a message queue in one MySQL/MariaDB table.\n\n"
+    "Every command takes --dsn (default: $MQLITE_DSN); errors print one red line and exit 2.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
-schema_app = typer.Typer(help="Create and upgrade the messages table.", no_args_is_help=True)
+schema_app = typer.Typer(help="Create, upgrade and inspect the messages table.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
 
 out = Console()
@@ -39,8 +58,24 @@ Dsn = Annotated[
 ]
 TableOpt = Annotated[str, typer.Option("--table", help="Messages table name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+QueueArg = Annotated[str, typer.Argument(help="Queue name.", show_default=False)]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_PREVIEW = 48  # characters of a body shown in a table
+_ERROR_PREVIEW = 60  # characters of a last error shown in a table
+
+
+class UsageError(MqliteError):
+    """The command line asks for something that cannot be done as given."""
+
+
+class UnknownQueue(MqliteError):
+    """No message of this queue is in the table."""
+
+
+class Unsupported(MqliteError):
+    """An option needs a feature this version of the mqlite library does not have."""
 
 
 def handles_errors(fn: F) -> F:
@@ -75,6 +110,65 @@ def _print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def _duration(text: str, option: str) -> timedelta:
+    """`90`, `90s`, `5m`, `1.5h`, `7d`, `2w` as a timedelta; UsageError otherwise."""
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise UsageError(f"{option} {text!r} is not a duration (examples: 30s, 5m, 2h, 7d)")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def _accepts(method: Callable[..., Any], parameter: str) -> bool:
+    return parameter in inspect.signature(method).parameters
+
+
+def _needs(available: bool, what: str) -> None:
+    """Refuse an option the library cannot do yet (failures, delays and unique keys come with schema 002)."""
+    if not available:
+        raise Unsupported(f"{what} needs failed/delayed-message support, which this mqlite library lacks")
+
+
+def _known_queue(q: Queue, queue: str) -> None:
+    names = q.stats().queues
+    if queue not in names:
+        listed = ", ".join(sorted(names)[:10]) or "none"
+        raise UnknownQueue(f"no message of queue {queue!r} in table {q.table} (queues there: {listed})")
+
+
+def _preview(data: bytes | str | None, width: int) -> str:
+    """One line: non-printable characters escaped, cut to `width` with an ellipsis."""
+    if data is None:
+        return ""
+    text = data[: width * 4].decode("utf-8", "replace") if isinstance(data, bytes) else data
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    more = len(text) > width or (isinstance(data, bytes) and len(data) > width * 4)
+    return text[: width - 1] + "…" if more else text
+
+
+@contextmanager
+def _logging_to_stderr(level: int) -> Iterator[None]:
+    """Send the library's log lines to this command's stderr while it runs."""
+    logger = logging.getLogger("mqlite")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        handler.flush()
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+
 @schema_app.command("apply")
 @handles_errors
 def schema_apply(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
@@ -92,23 +186,110 @@ def schema_apply(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: Json
         out.print(f"{table}: schema already at version {version}, nothing to do")
 
 
+@schema_app.command("status")
+@handles_errors
+def schema_status(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+    """Show the schema version of the messages table and the migration files not applied yet."""
+    with _queue(dsn, table, pool_size=1) as q:
+        status = q.schema_status()
+    if as_json:
+        _print_json({
+            "table": table,
+            "version": status.version,
+            "applied": [{"version": v, "name": n, "applied_at": at} for v, n, at in status.applied],
+            "pending": [f"{m.version:03d}_{m.name}" for m in status.pending],
+        })
+        return
+    if status.applied:
+        v, name, at = status.applied[-1]
+        out.print(f"{table}: schema version {v} ({v:03d}_{name}, applied {at:%Y-%m-%d %H:%M:%S})")
+    else:
+        out.print(f"{table}: no schema applied yet")
+    if status.pending:
+        names = ", ".join(f"{m.version:03d}_{m.name}" for m in status.pending)
+        out.print(f"pending: {names} (run `mqlite schema apply`)", highlight=False)
+    else:
+        out.print("pending: none")
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
 @app.command()
 @handles_errors
 def push(
-    queue: Annotated[str, typer.Argument(help="Queue name.")],
-    body: Annotated[str, typer.Argument(help="Message body.")],
+    queue: QueueArg,
+    body: Annotated[
+        Optional[str], typer.Argument(help="Message body; `-` or omitted: all of stdin, as bytes.", show_default=False)
+    ] = None,
+    file: Annotated[
+        Optional[Path],
+        typer.Option("--file", "-f", help="Push each non-empty line of FILE (`-`: stdin) as one message, "
+                     "all in one transaction.", show_default=False),
+    ] = None,
+    delay: Annotated[
+        Optional[str], typer.Option(help="Hold the message back this long: 30s, 5m, 2h, 1d.", show_default=False)
+    ] = None,
+    unique_key: Annotated[
+        Optional[str],
+        typer.Option(help="Refuse (exit 2) a second message with this key while the first is in the table.",
+                     show_default=False),
+    ] = None,
     dsn: Dsn = None,
     table: TableOpt = DEFAULT_TABLE,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Push one message; prints its id."""
+    """Push one message (BODY, or stdin) or many (--file); prints the id(s)."""
+    wait = _duration(delay, "--delay") if delay is not None else None
+    if file is not None:
+        if body is not None:
+            raise UsageError("give BODY or --file, not both")
+        if delay is not None or unique_key is not None:
+            raise UsageError("--delay and --unique-key apply to one message, not to --file")
+        raw = sys.stdin.buffer.read() if str(file) == "-" else _read_file(file)
+        bodies = [line for line in raw.splitlines() if line.strip()]
+        with _queue(dsn, table, pool_size=1) as q:
+            ids = q.push_many(queue, bodies)
+        if as_json:
+            _print_json({"queue": queue, "ids": ids})
+        elif ids:
+            out.print(f"pushed {len(ids)} messages to {queue} (ids {ids[0]}–{ids[-1]})", highlight=False)
+        else:
+            out.print(f"nothing to push: {file} has no non-empty line", highlight=False)
+        return
+    if body is None or body == "-":
+        if body is None and sys.stdin.isatty():
+            raise UsageError("give BODY, `-` to read stdin, or --file")
+        data: bytes | str = sys.stdin.buffer.read()
+    else:
+        data = body
+    options: dict[str, Any] = {}
     with _queue(dsn, table, pool_size=1) as q:
-        out.print(q.push(queue, body))
+        if wait is not None:
+            _needs(_accepts(q.push, "delay"), "--delay")
+            options["delay"] = wait.total_seconds()
+        if unique_key is not None:
+            _needs(_accepts(q.push, "unique_key"), "--unique-key")
+            options["unique_key"] = unique_key
+        new_id = q.push(queue, data, **options)
+    if as_json:
+        _print_json({"queue": queue, "id": new_id})
+    else:
+        out.print(new_id)
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
 
 @app.command()
 @handles_errors
 def pop(
-    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    queue: QueueArg,
+    raw: Annotated[bool, typer.Option("--raw", help="Write the body's bytes as they are, without a newline.")] = False,
     dsn: Dsn = None,
     table: TableOpt = DEFAULT_TABLE,
     as_json: JsonOpt = False,
@@ -118,33 +299,339 @@ def pop(
         message = q.pop(queue)
     if message is None:
         raise typer.Exit(1)
-    if as_json:
+    if raw:
+        sys.stdout.buffer.write(message.body)
+        sys.stdout.buffer.flush()
+    elif as_json:
         _print_json({"id": message.id, "queue": message.queue, "body": message.body.decode("utf-8", "replace")})
     else:
         sys.stdout.write(message.body.decode("utf-8", "replace") + "\n")
 
 
+# -- inspecting -------------------------------------------------------------------------------
+
+
 @app.command()
 @handles_errors
-def stats(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
-    """Depth of every queue: ready, claimed, age of the oldest ready message."""
+def peek(
+    queue: QueueArg,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="How many messages.")] = 10,
+    failed: Annotated[bool, typer.Option("--failed", help="Show failed messages instead of ready ones.")] = False,
+    dsn: Dsn = None,
+    table: TableOpt = DEFAULT_TABLE,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the oldest ready (or failed) messages of QUEUE without taking them."""
     with _queue(dsn, table, pool_size=1) as q:
-        s = q.stats()
+        if failed:
+            _needs(_accepts(q.peek, "failed"), "--failed")
+            messages = q.peek(queue, limit, failed=True)
+        else:
+            messages = q.peek(queue, limit)
     if as_json:
-        _print_json(
-            {
-                "queues": {name: {"ready": v.ready, "claimed": v.claimed, "oldest_ready": v.oldest_ready}
-                           for name, v in s.queues.items()},
-                "sees_all_connections": s.sees_all_connections,
-            }
-        )
+        _print_json([_message_json(m) for m in messages])
         return
-    t = Table("queue", "ready", "claimed", "oldest ready")
-    for v in s.queues.values():
-        t.add_row(v.queue, str(v.ready), str(v.claimed), _age(v.oldest_ready))
+    if not messages:
+        out.print(f"{queue}: no {'failed' if failed else 'ready'} messages", highlight=False)
+        return
+    t = Table("id", "age", "attempts", "owner", "last error", "body", title=f"{queue}: {len(messages)} "
+              f"{'failed' if failed else 'ready'} (oldest first)")
+    for m in messages:
+        t.add_row(
+            str(m.id), _age(m.created_at), str(getattr(m, "attempts", 0)), str(m.owner or "-"),
+            Text(_preview(getattr(m, "last_error", None), _ERROR_PREVIEW), style="red"),
+            Text(_preview(m.body, _PREVIEW)),
+        )
     out.print(t)
-    if not s.sees_all_connections:
-        out.print("[yellow]no PROCESS privilege: recovery cannot see other sessions and relies on the restart rule[/]")
+
+
+def _message_json(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "queue": m.queue,
+        "created_at": m.created_at,
+        "attempts": getattr(m, "attempts", 0),
+        "owner": m.owner,
+        "claimed_at": m.claimed_at,
+        "available_at": getattr(m, "available_at", None),
+        "failed_at": getattr(m, "failed_at", None),
+        "last_error": getattr(m, "last_error", None),
+        "body": m.body.decode("utf-8", "replace"),
+    }
+
+
+# Counters the library may not have yet (they come with failed and delayed messages): None = unknown.
+_STAT_FIELDS = ("ready", "delayed", "claimed", "failed", "processed", "failed_total")
+
+
+def _stats_rows(q: Queue, queue: str | None) -> tuple[dict[str, dict[str, Any]], bool]:
+    s = q.stats()
+    picked = {queue: s.queues.get(queue)} if queue is not None else dict(s.queues)
+    rows = {
+        name: {
+            **{f: (getattr(v, f, None) if v is not None else 0) for f in _STAT_FIELDS},
+            "oldest_ready": v.oldest_ready if v is not None else None,
+        }
+        for name, v in picked.items()
+    }
+    return rows, s.sees_all_connections
+
+
+def _stats_table(rows: dict[str, dict[str, Any]], sees_all: bool, title: str | None = None) -> Table:
+    t = Table("queue", "ready", "delayed", "claimed", "failed", "processed", "oldest ready", title=title,
+              caption=None if sees_all else "no PROCESS privilege: recovery cannot see other sessions")
+    for name, r in rows.items():
+        t.add_row(name, *("-" if r[f] is None else f"{r[f]:,}" for f in _STAT_FIELDS[:5]), _age(r["oldest_ready"]))
+    return t
+
+
+@app.command()
+@handles_errors
+def stats(
+    queue: Annotated[Optional[str], typer.Argument(help="Only this queue.", show_default=False)] = None,
+    watch: Annotated[
+        Optional[float],
+        typer.Option("--watch", "-w", min=0.1, help="Refresh every SECONDS until Ctrl-C.", show_default=False),
+    ] = None,
+    count: Annotated[
+        Optional[int], typer.Option(min=1, help="With --watch: stop after COUNT refreshes.", show_default=False)
+    ] = None,
+    dsn: Dsn = None,
+    table: TableOpt = DEFAULT_TABLE,
+    as_json: JsonOpt = False,
+) -> None:
+    """Depth of every queue: ready, delayed, claimed, failed, processed, age of the oldest ready message.
+
+    With --watch and --json, prints one JSON object per line per refresh.
+    """
+    with _queue(dsn, table, pool_size=1) as q:
+        if watch is None:
+            rows, sees_all = _stats_rows(q, queue)
+            if as_json:
+                _print_json({"queues": rows, "sees_all_connections": sees_all})
+                return
+            out.print(_stats_table(rows, sees_all))
+            return
+        try:
+            if as_json:
+                for rows, sees_all in _every(watch, count, lambda: _stats_rows(q, queue)):
+                    sys.stdout.write(json.dumps({"queues": rows, "sees_all_connections": sees_all}, default=str) + "\n")
+                    sys.stdout.flush()
+                return
+            tables = (_stats_table(rows, sees_all, f"every {watch:g}s, {datetime.now():%H:%M:%S}; Ctrl-C to stop")
+                      for rows, sees_all in _every(watch, count, lambda: _stats_rows(q, queue)))
+            if not out.is_terminal:  # a log or a pipe: one table per refresh
+                for t in tables:
+                    out.print(t)
+                return
+            with Live(console=out, auto_refresh=False) as live:
+                for t in tables:
+                    live.update(t, refresh=True)
+        except KeyboardInterrupt:
+            return
+
+
+def _every(seconds: float, count: int | None, read: Callable[[], Any]) -> Iterator[Any]:
+    done = 0
+    while count is None or done < count:
+        started = time.monotonic()
+        yield read()
+        done += 1
+        if count is None or done < count:
+            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+
+
+# -- maintenance ------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def purge(
+    queue: QueueArg,
+    failed: Annotated[bool, typer.Option("--failed", help="Delete failed messages instead of ready ones.")] = False,
+    older_than: Annotated[
+        Optional[str],
+        typer.Option(help="With --failed: only those that failed longer ago than this (7d, 12h).", show_default=False),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    dsn: Dsn = None,
+    table: TableOpt = DEFAULT_TABLE,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete the ready (or failed) messages of QUEUE; prints how many went. Claimed messages are left alone."""
+    age = _duration(older_than, "--older-than") if older_than is not None else None
+    if age is not None and not failed:
+        raise UsageError("--older-than applies to failed messages: add --failed")
+    what = "failed" if failed else "ready"
+    with _queue(dsn, table, pool_size=1) as q:
+        if failed:
+            _needs(hasattr(q, "purge_failed"), "--failed")
+        if not yes:
+            since = f" that failed more than {older_than} ago" if older_than else ""
+            typer.confirm(f"Delete the {what} messages of queue {queue!r}{since} from {table}?", abort=True, err=True)
+        n = q.purge_failed(queue, older_than=age) if failed else q.purge(queue)
+    if as_json:
+        _print_json({"queue": queue, "purged": n, "what": what})
+    else:
+        out.print(f"purged {n} {what} message{'s' if n != 1 else ''} of {queue}", highlight=False)
+
+
+@app.command()
+@handles_errors
+def retry(
+    queue: QueueArg,
+    ids: Annotated[
+        Optional[list[int]], typer.Option("--id", help="A failed message to retry; repeat for several.",
+                                          show_default=False)
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Retry every failed message of QUEUE.")] = False,
+    dsn: Dsn = None,
+    table: TableOpt = DEFAULT_TABLE,
+    as_json: JsonOpt = False,
+) -> None:
+    """Put failed messages of QUEUE back to ready (attempts start again)."""
+    if bool(ids) == all_:
+        raise UsageError("say which messages: --id N (repeatable) or --all")
+    with _queue(dsn, table, pool_size=1) as q:
+        _known_queue(q, queue)
+        _needs(hasattr(q, "retry_failed"), "retry")
+        n = q.retry_failed(queue, ids=None if all_ else ids)
+    if as_json:
+        _print_json({"queue": queue, "retried": n})
+    else:
+        out.print(f"{n} failed message{'s' if n != 1 else ''} of {queue} back to ready", highlight=False)
+
+
+@app.command()
+@handles_errors
+def recover(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+    """Put back claims whose consumer is gone; prints how many and why. Safe to run from cron."""
+    with _queue(dsn, table, pool_size=1) as q:
+        r = q.recover()
+    reasons = {
+        "dead_owner": r.dead_owner,
+        "before_restart": r.before_restart,
+        "lease_expired": getattr(r, "lease_expired", 0),
+    }
+    if as_json:
+        _print_json({"recovered": r.total, **reasons, "sees_all_connections": r.sees_all_connections})
+        return
+    why = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in reasons.items())
+    out.print(f"recovered {r.total} message{'s' if r.total != 1 else ''} ({why})", highlight=False)
+    if not r.sees_all_connections:
+        out.print("[yellow]no PROCESS privilege: a dead consumer cannot be told from another user's live one, "
+                  "so its claims come back only after their lease expires or the server restarts[/]")
+
+
+# -- consuming --------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def consume(
+    queue: QueueArg,
+    command: Annotated[
+        str, typer.Option("--exec", "-e", help="Shell command run for each message (see above).", show_default=False)
+    ],
+    max_messages: Annotated[
+        Optional[int], typer.Option(min=1, help="Stop after this many messages.", show_default=False)
+    ] = None,
+    max_seconds: Annotated[
+        Optional[float], typer.Option(min=0, help="Take no new message after this many seconds.", show_default=False)
+    ] = None,
+    dsn: Dsn = None,
+    table: TableOpt = DEFAULT_TABLE,
+    as_json: JsonOpt = False,
+) -> None:
+    """For cron: claim messages one at a time and run a command for each, until the queue is empty.
+
+    The command gets the body on stdin and MQLITE_MESSAGE_ID, MQLITE_QUEUE and MQLITE_ATTEMPT in
+    its environment. Exit 0 acknowledges the message; any other status records a failure with
+    the command's stderr tail (retried later). Each message is tried at most once per run.
+    Overlapping runs are safe: they claim different messages.
+
+    Exit status: 0 every message succeeded (or none was ready); 1 some failed; 2 an error.
+    SIGTERM/Ctrl-C: finish the message in hand, then stop.
+    """
+    with _queue(dsn, table, pool_size=3) as q:
+        q.size(queue)  # a bad DSN, name or schema: one red line, before any logging starts
+        with _logging_to_stderr(logging.WARNING):
+            result = Worker(q, [queue], command_handler(command), until_empty=True, max_messages=max_messages,
+                            max_seconds=max_seconds, stop_on_error=True).run()
+    _summary(queue, result, as_json)
+    if result.failed or not result.clean:
+        raise typer.Exit(1)
+
+
+def _summary(what: str, result: WorkerResult, as_json: bool) -> None:
+    if as_json:
+        _print_json({"queue": what, "processed": result.processed, "failed": result.failed,
+                     "abandoned": result.abandoned, "stopped": result.reason})
+        return
+    why = {"empty": "queue empty", "max_messages": "--max-messages reached", "max_seconds": "--max-seconds reached",
+           "signal": "signal", "stopped": "stopped", "crashed": "crashed", "error": "error"}.get(result.reason, result.reason)
+    line = f"{what}: {result.processed} acknowledged, {result.failed} failed ({why})"
+    if result.abandoned:
+        line += f", {result.abandoned} left claimed"
+    out.print(line, highlight=False)
+
+
+@app.command()
+@handles_errors
+def worker(
+    queues: Annotated[list[str], typer.Argument(help="Queues to consume, highest priority first.", show_default=False)],
+    handler: Annotated[
+        str, typer.Option("--handler", "-H", help="module:function called with each Message (the current "
+                          "directory is importable).", show_default=False)
+    ],
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=256, help="Handler threads.")] = 1,
+    idle_max: Annotated[float, typer.Option(min=0.01, help="Longest wait between polls of empty queues (s).")] = 1.0,
+    stop_timeout: Annotated[
+        float, typer.Option(min=0, help="After SIGTERM, how long messages in hand may take to finish (s).")
+    ] = 30.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    dsn: Dsn = None,
+    table: TableOpt = DEFAULT_TABLE,
+) -> None:
+    """Run a long-lived worker (systemd, supervisord, docker): call a Python function for each message.
+
+    The function returning acknowledges the message; raising records a failure (logged on one
+    line). When the queues are empty it polls every 50 ms, backing off to --idle-max.
+    SIGTERM/SIGINT: finish the messages in hand, acknowledge them, exit 0 (1 if --stop-timeout ran
+    out); a second signal exits at once and its claims come back by recovery.
+    """
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise UsageError(f"--log-level {log_level!r} is not one of debug, info, warning, error")
+    function = _load_handler(handler)
+    with _queue(dsn, table, pool_size=concurrency + 2) as q:
+        for name in queues:
+            q.size(name)  # a bad DSN, name or schema: one red line, before any logging starts
+        with _logging_to_stderr(level):
+            result = Worker(q, queues, function, concurrency=concurrency, idle_min=min(0.05, idle_max),
+                            idle_max=idle_max, stop_timeout=stop_timeout).run()
+    if not result.clean:
+        raise typer.Exit(1)
+
+
+def _load_handler(spec: str) -> Callable[[Message], Any]:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"--handler {spec!r} must look like module:function")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except Exception as exc:
+        raise UsageError(f"cannot load handler {spec!r}: {type(exc).__name__}: {exc}") from None
+    if not callable(target):
+        raise UsageError(f"handler {spec!r} is not callable")
+    return target
+
+
+# -- benchmark --------------------------------------------------------------------------------
 
 
 @app.command()

@@ -1,0 +1,461 @@
+"""`Worker`: the consuming loop for daemons and cron, over `Queue.claim`.
+
+    worker = mqlite.Worker(q, ["emails", "sms"], handle, concurrency=4)
+    worker.run()          # blocks; SIGTERM/SIGINT (or worker.stop()) ends it cleanly
+
+Each thread claims from the listed queues in order (the first queue with a ready message wins,
+and the sweep starts again from the first after every message), calls the handler, and lets the
+claim acknowledge the message when the handler returns or record the failure when it raises.
+When every queue is empty the thread waits `idle_min` seconds, doubling up to `idle_max`; the
+first message found resets the wait.
+
+Stopping (first SIGTERM/SIGINT, `stop()`, `max_messages`, `max_seconds`, or an empty sweep with
+`until_empty`): no new claim is made, the messages in hand are finished and acknowledged, and
+`run()` returns within `stop_timeout` seconds. A second signal exits the process at once; its
+claims come back to the queue by recovery (the session that owned them is gone).
+
+`command_handler(cmd)` makes a handler that runs a shell command per message (`mqlite consume`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from .config import check_queue
+from .errors import MqliteError
+from .message import Message
+
+log = logging.getLogger("mqlite.worker")
+
+Handler = Callable[[Message], Any]
+
+_ERROR_TEXT_MAX = 500  # characters of an exception message in a log line
+_DEFAULT_LEASE = 30.0  # the claim lease when none is given (issue 4's default)
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    """What one `run()` did, and why it ended.
+
+    `reason`: "stopped" (stop()), "signal", "empty" (until_empty), "max_messages", "max_seconds",
+    or "crashed" (an unexpected error in the loop, logged with its traceback). With
+    `stop_on_error`, a library error (server gone, schema missing) stops the worker and `run()`
+    raises it instead of returning.
+    `abandoned`: messages still inside the handler when `stop_timeout` ran out; they stay
+    claimed and come back by recovery once this process is gone.
+    """
+
+    processed: int
+    failed: int
+    errors: int
+    abandoned: int
+    reason: str
+
+    @property
+    def clean(self) -> bool:
+        """Every message taken was finished, and the loop did not crash."""
+        return self.abandoned == 0 and self.reason != "crashed"
+
+
+class Worker:
+    """Claims messages from `queues` (in order of priority) and calls `handler` with each.
+
+    `handler(message)` returning acknowledges the message; raising records a failure (the
+    claim's rules: released, or retried with backoff and kept as failed after max attempts).
+    Thread-safe `stop()`; `run()` blocks until the worker has stopped.
+    """
+
+    def __init__(
+        self,
+        queue: Any,
+        queues: Sequence[str],
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        idle_min: float = 0.05,
+        idle_max: float = 1.0,
+        stop_timeout: float = 30.0,
+        max_messages: int | None = None,
+        max_seconds: float | None = None,
+        until_empty: bool = False,
+        lease: float | None = None,
+        handle_signals: bool = True,
+        stop_on_error: bool = False,
+    ) -> None:
+        if isinstance(queues, str):
+            queues = [queues]
+        if not queues:
+            raise ValueError("a Worker needs at least one queue")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if not 0 < idle_min <= idle_max:
+            raise ValueError("need 0 < idle_min <= idle_max")
+        if max_messages is not None and max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        self.queue = queue
+        self.queues = [check_queue(name) for name in queues]
+        self.handler = handler
+        self.concurrency = concurrency
+        self.idle_min = idle_min
+        self.idle_max = idle_max
+        self.stop_timeout = stop_timeout
+        self.max_messages = max_messages
+        self.max_seconds = max_seconds
+        self.until_empty = until_empty
+        self.handle_signals = handle_signals
+        self.stop_on_error = stop_on_error
+        self._error: MqliteError | None = None
+        self._claim_kwargs: dict[str, Any] = {} if lease is None else {"lease": lease}
+        self._lease = lease or _DEFAULT_LEASE
+        # Without recorded failures (a Queue that has no failed state), a failed message goes back
+        # to the head of its queue and would be claimed again at once: hold its claim until the
+        # queues look empty, so the messages behind it get their turn.
+        self._park_failures = not hasattr(queue, "retry_failed")
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._reason = ""
+        self._signalled = False
+        self._taken = 0
+        self._counts = {"processed": 0, "failed": 0, "errors": 0}
+        self._in_hand: dict[int, Message] = {}
+        self._deadline: float | None = None
+        self._started = False
+
+    # -- control ------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to stop: no new claims; messages in hand are finished. Returns at once."""
+        self._request_stop("stopped")
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _request_stop(self, reason: str) -> None:
+        with self._lock:
+            if not self._reason:
+                self._reason = reason
+        self._stop.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._signalled:
+            log.warning("%s again: exiting now; claims in hand come back by recovery", name)
+            logging.shutdown()
+            os._exit(128 + signum)
+        self._signalled = True
+        with self._lock:
+            in_hand = len(self._in_hand)
+        log.warning(
+            "%s received: finishing %d message(s) in hand, then exiting (send it again to exit at once)", name, in_hand
+        )
+        self._request_stop("signal")
+
+    # -- running ------------------------------------------------------------------
+
+    def run(self) -> WorkerResult:
+        """Run until stopped; returns what was done. Raises MqliteError if the queues cannot be read at all.
+
+        A Worker runs once; build another to run again.
+        """
+        if self._started:
+            raise RuntimeError("this Worker has already run; build a new one")
+        self._started = True
+        for name in self.queues:
+            self.queue.size(name)  # fail fast on a bad DSN, a missing schema or a bad name
+        self._deadline = None if self.max_seconds is None else time.monotonic() + self.max_seconds
+        settings = getattr(self.queue, "settings", None)
+        log.info(
+            "pid %d consuming %s from %s, table %s, %d thread(s)", os.getpid(), ", ".join(self.queues),
+            settings.redacted() if settings is not None else "?", getattr(self.queue, "table", "?"), self.concurrency,
+        )
+        previous: dict[int, Any] = {}
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        heartbeat = _Heartbeat(self, self._lease / 3) if hasattr(Message, "touch") else None
+        threads = [
+            threading.Thread(target=self._loop, name=f"mqlite-worker-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        try:
+            for t in threads:
+                t.start()
+            if heartbeat:
+                heartbeat.start()
+            while not self._stop.is_set():
+                # Wake now and then even without news: a signal handler runs between waits.
+                self._stop.wait(0.5)
+            deadline = time.monotonic() + self.stop_timeout
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+        finally:
+            if heartbeat:
+                heartbeat.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        with self._lock:
+            abandoned = len(self._in_hand)
+            counts = dict(self._counts)
+            reason = self._reason
+        if abandoned:
+            log.warning(
+                "%d message(s) still in the handler after %gs: leaving them claimed (they come back by recovery)",
+                abandoned, self.stop_timeout,
+            )
+        log.info("stopped (%s): %d processed, %d failed", reason, counts["processed"], counts["failed"])
+        if self._error is not None:
+            raise self._error
+        return WorkerResult(counts["processed"], counts["failed"], counts["errors"], abandoned, reason)
+
+    def _loop(self) -> None:
+        idle = self.idle_min
+        parked: list[tuple[Any, BaseException]] = []
+        try:
+            while not self._stop.is_set():
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    self._request_stop("max_seconds")
+                    break
+                try:
+                    found = self._sweep(parked)
+                except MqliteError as exc:
+                    self._count("errors")
+                    if self.stop_on_error:
+                        self._error = exc
+                        self._request_stop("error")
+                        break
+                    log.warning("cannot consume: %s: %s (retrying in %gs)", type(exc).__name__, _one_line(exc),
+                                self.idle_max)
+                    self._stop.wait(self.idle_max)
+                    continue
+                if found is not None:
+                    if found:
+                        idle = self.idle_min  # after work, look again at once; after a failure, keep backing off
+                    continue
+                self._unpark(parked)
+                if self.until_empty:
+                    self._request_stop("empty")
+                    break
+                wait = idle
+                if self._deadline is not None:
+                    wait = min(wait, max(0.0, self._deadline - time.monotonic()))
+                self._stop.wait(wait)
+                idle = min(idle * 2, self.idle_max)
+        except BaseException:
+            log.exception("worker thread crashed")
+            self._request_stop("crashed")
+        finally:
+            self._unpark(parked)
+
+    def _sweep(self, parked: list[tuple[Any, BaseException]]) -> bool | None:
+        """Claim from the queues in order; handle the first message found.
+
+        True: a message was handled; False: it failed, or the worker is stopping; None: all queues were empty.
+        """
+        for name in self.queues:
+            if self._stop.is_set():
+                return False
+            if not self._reserve():
+                self._request_stop("max_messages")
+                return False
+            block = self.queue.claim(name, **self._claim_kwargs)
+            try:
+                message = block.__enter__()
+            except BaseException:
+                self._unreserve()
+                raise
+            if message is None:
+                self._unreserve()
+                block.__exit__(None, None, None)
+                continue
+            return self._handle(block, message, parked)
+        return None
+
+    def _handle(self, block: Any, message: Message, parked: list[tuple[Any, BaseException]]) -> bool:
+        with self._lock:
+            self._in_hand[id(message)] = message
+        try:
+            try:
+                self.handler(message)
+            except Exception as exc:
+                self._count("failed")
+                log.warning(
+                    "message %s of queue %r failed (attempt %d): %s: %s",
+                    message.id, message.queue, attempt_number(message), type(exc).__name__, _one_line(exc),
+                )
+                if self._park_failures:
+                    parked.append((block, exc))
+                else:
+                    _exit_block(block, exc)  # records the failure with its traceback
+                return False
+            except BaseException as exc:
+                _exit_block(block, exc)
+                raise
+            block.__exit__(None, None, None)  # acknowledges; raises MqliteError if it cannot
+            self._count("processed")
+            return True
+        finally:
+            with self._lock:
+                self._in_hand.pop(id(message), None)
+
+    def _unpark(self, parked: list[tuple[Any, BaseException]]) -> None:
+        while parked:
+            block, exc = parked.pop()
+            try:
+                _exit_block(block, exc)
+            except MqliteError as err:
+                log.warning("cannot release a failed message: %s (it comes back by recovery)", _one_line(err))
+
+    # -- bookkeeping --------------------------------------------------------------
+
+    def _reserve(self) -> bool:
+        with self._lock:
+            if self.max_messages is not None and self._taken >= self.max_messages:
+                return False
+            self._taken += 1
+            return True
+
+    def _unreserve(self) -> None:
+        with self._lock:
+            self._taken -= 1
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self._counts[what] += 1
+
+    def in_hand(self) -> list[Message]:
+        """The messages inside the handler right now."""
+        with self._lock:
+            return list(self._in_hand.values())
+
+
+class _Heartbeat:
+    """Extends the lease of every message in hand, every `interval` seconds (when messages can be touched)."""
+
+    def __init__(self, worker: Worker, interval: float) -> None:
+        self.worker = worker
+        self.interval = max(0.5, interval)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mqlite-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            for message in self.worker.in_hand():
+                try:
+                    message.touch()  # type: ignore[attr-defined]
+                except Exception as exc:
+                    log.warning("cannot extend the lease of message %s: %s", message.id, _one_line(exc))
+
+
+def _exit_block(block: Any, exc: BaseException) -> None:
+    """Leave a claim block as if `exc` had been raised inside it (the claim releases or records it)."""
+    block.__exit__(type(exc), exc, exc.__traceback__)
+
+
+def attempt_number(message: Message) -> int:
+    """Which attempt at this message is running now: 1 for the first delivery."""
+    return int(getattr(message, "attempts", 0) or 0) + 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text if len(text) <= _ERROR_TEXT_MAX else text[: _ERROR_TEXT_MAX - 1] + "…"
+
+
+# -- running a command per message (`mqlite consume`) ------------------------------------------
+
+
+class CommandFailed(Exception):
+    """The command run for a message exited non-zero. The message carries the tail of its stderr."""
+
+    def __init__(self, returncode: int, stderr_tail: str) -> None:
+        how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
+        super().__init__(f"command {how}" + (f": {stderr_tail}" if stderr_tail else ""))
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+def command_handler(command: str, *, stderr_tail: int = 2000, stderr: Any = None) -> Handler:
+    """A handler that runs `command` with `/bin/sh -c` for each message.
+
+    The body is the command's stdin; `MQLITE_MESSAGE_ID`, `MQLITE_QUEUE` and `MQLITE_ATTEMPT`
+    are added to its environment; its stdout is this process's. Its stderr is copied to
+    `stderr` (default `sys.stderr`) as it comes, and its last `stderr_tail` bytes go into the
+    `CommandFailed` raised when it exits non-zero.
+    """
+
+    def handle(message: Message) -> None:
+        env = {
+            **os.environ,
+            "MQLITE_MESSAGE_ID": str(message.id),
+            "MQLITE_QUEUE": message.queue,
+            "MQLITE_ATTEMPT": str(attempt_number(message)),
+        }
+        proc = subprocess.Popen(
+            command, shell=True, env=env, stdin=subprocess.PIPE, stderr=subprocess.PIPE, stdout=None,
+        )
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, message.body), daemon=True)
+        feeder.start()
+        tail = _copy_stderr(proc.stderr, stderr if stderr is not None else sys.stderr, stderr_tail)
+        returncode = proc.wait()
+        feeder.join()
+        if returncode != 0:
+            raise CommandFailed(returncode, tail)
+
+    return handle
+
+
+def _feed(pipe: Any, body: bytes) -> None:
+    try:
+        pipe.write(body)
+    except (BrokenPipeError, OSError):
+        pass  # the command did not read all of its stdin: its business
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
+
+
+def _copy_stderr(pipe: Any, sink: Any, keep: int) -> str:
+    """Copy `pipe` to `sink` until EOF; returns the last `keep` bytes as text."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    tail: deque[bytes] = deque()
+    kept = 0
+    fd = pipe.fileno()
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        text = decoder.decode(chunk)
+        if text:
+            try:
+                sink.write(text)
+                sink.flush()
+            except (OSError, ValueError):
+                pass
+        tail.append(chunk)
+        kept += len(chunk)
+        while kept - len(tail[0]) >= keep:
+            kept -= len(tail.popleft())
+    pipe.close()
+    data = b"".join(tail)[-keep:] if keep > 0 else b""
+    return data.decode("utf-8", "replace").strip()
