@@ -670,6 +670,34 @@ def bench(
     out.print(t)
 
 
+@app.command()
+@handles_errors
+def web(
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    token: Annotated[
+        Optional[str],
+        typer.Option(envvar="MQLITE_WEB_TOKEN", show_envvar=True, show_default=False,
+                     help="Bearer token every write route needs (prefer the environment variable)."),
+    ] = None,
+    max_body: Annotated[int, typer.Option(min=1, help="Largest message body accepted, in bytes.")] = 1 << 20,
+    dsn: Dsn = None,
+    table: TableOpt = DEFAULT_TABLE,
+) -> None:
+    """Serve the HTTP API, the status page (/) and Prometheus metrics (/metrics).
+
+    Needs the web extra: `pip install 'mqlite[web]'`.
+    """
+    from . import web as web_extra  # imports no web package until asked
+
+    lacking = web_extra.missing()
+    if lacking:
+        err.print(f"mqlite: web needs the web extra ({lacking} is not installed): {web_extra.EXTRA_HINT}",
+                  markup=False, highlight=False, soft_wrap=True, style="red")
+        raise typer.Exit(2)
+    web_extra.serve(dsn, host=host, port=port, token=token, table=table, max_body=max_body)
+
+
 def main() -> None:
     app()
 

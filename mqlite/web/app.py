@@ -1,0 +1,709 @@
+"""The HTTP API, status page and metrics over one `Queue`: parse and check the request, call the
+library in a threadpool, answer JSON. No SQL here; every database call is a public `Queue` method.
+
+Routes (JSON unless said otherwise; every error is `{"error": code, "message": text}` with a 4xx/5xx):
+
+    POST /q/{queue}                     push the request body as is         201 {"id", "queue"}
+         ?delay=S&unique_key=K&if_exists=raise|ignore&max_attempts=N        409 duplicate, 413 too large
+    GET  /q/{queue}[?wait=S]            pop (at-most-once): 200 raw body, X-Mqlite-Id / -Attempts; 204 empty
+    POST /q/{queue}/claim               claim (at-least-once)               200 {"id", "body", "encoding",
+         ?lease=S&wait=S&encoding=auto|base64                                     "attempts", "receipt", …}; 204
+    POST /messages/{id}/ack|nack|release|fail|extend                        200; 409 when the claim is gone
+         receipt in X-Mqlite-Receipt or the JSON body {"receipt", "error", "delay", "lease"}
+    GET  /q/{queue}/failed[?limit=N]    failed messages with their last error
+    POST /q/{queue}/failed/retry[?id=N…]   POST /q/{queue}/failed/purge[?older_than=S]
+    POST /control/{queue}/pause|resume
+    GET  /stats, /stats/{queue}         depth by state, totals, oldest ready age, paused
+    GET  /metrics                       Prometheus text format
+    GET  /                              the HTML status page (static files under /static/)
+
+Writes (push, pop, claim, settling, retry, purge, pause, resume) need `Authorization: Bearer
+<token>` when the app has a token. Without one (a loopback-only server), writes coming from a
+browser page of another site are refused (Origin / Sec-Fetch-Site), and every request must name a
+loopback Host (no DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import time
+import traceback
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
+
+from ..config import check_queue, redact
+from ..errors import (
+    DatabaseError,
+    Duplicate,
+    InvalidBody,
+    InvalidName,
+    MqliteError,
+    NotClaimed,
+    PayloadTooLarge,
+    SchemaMissing,
+    Unavailable,
+)
+from ..message import Message, Receipt
+from ..queue import Queue, QueueStats, Stats
+from . import metrics
+from .leases import LeaseKeeper
+from .waiting import FIRST_PAUSE, Arrivals, next_pause
+
+log = logging.getLogger("mqlite.web")
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_MAX_BODY = 1 << 20  # bytes
+MAX_WAIT = 30.0  # seconds a long-poll may ask for
+DEFAULT_LEASE = 30.0
+MAX_LEASE = 86400.0
+MAX_DELAY = 100 * 365 * 86400.0  # the library's bound
+MAX_UNIQUE_KEY = 191
+FAILED_LIMIT = 200  # failed messages one GET may list
+SETTLE_ACTIONS = ("ack", "nack", "release", "fail", "extend")
+PREVIEW_BYTES = 1000  # of a failed message's body shown in listings and on the page
+PAGE_FAILED_QUEUES = 20  # queues whose failed messages the page lists
+PAGE_FAILED_PER_QUEUE = 20
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# The library's claimer lease. Claims asking for another lease are extended right after the
+# claim: one claimer (and its sessions) per queue whatever leases clients ask for.
+_CLAIM_LEASE = DEFAULT_LEASE
+
+
+class ApiError(Exception):
+    """A request the API refuses: answered as `{"error": code, "message": message}`."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status, headers=headers)
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def _allow_params(request: Request, *names: str) -> None:
+    unknown = sorted(set(request.query_params) - set(names))
+    if unknown:
+        allowed = ", ".join(names) or "none"
+        raise ApiError(400, "unknown_parameter", f"unknown query parameter {unknown[0]!r} (allowed: {allowed})")
+
+
+def _number(request: Request, name: str, default: float | None, low: float, high: float, *, strict_low: bool = False) -> float | None:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ApiError(400, "bad_parameter", f"{name} must be a number of seconds, got {text[:40]!r}") from None
+    if not math.isfinite(value) or value < low or value > high or (strict_low and value == low):
+        bound = f"more than {low:g}" if strict_low else f"at least {low:g}"
+        raise ApiError(400, "bad_parameter", f"{name} must be {bound} and at most {high:g}, got {text[:40]!r}")
+    return value
+
+
+def _integer(text: str, name: str, low: int, high: int) -> int:
+    if not text.isascii() or not text.strip().isdigit() or not low <= int(text) <= high:
+        raise ApiError(400, "bad_parameter", f"{name} must be an integer from {low} to {high}, got {text[:40]!r}")
+    return int(text)
+
+
+def _queue_name(request: Request) -> str:
+    try:
+        return check_queue(request.path_params["queue"])
+    except InvalidName as exc:
+        raise ApiError(400, "bad_queue_name", str(exc)) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "payload_too_large", f"body of {int(declared)} bytes is over the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "payload_too_large", f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _json_object(request: Request, limit: int) -> dict[str, Any]:
+    raw = await _read_body(request, limit)
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_json", "the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_json", "the body must be a JSON object")
+    return data
+
+
+def _field_seconds(data: dict[str, Any], name: str, low: float, high: float) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise ApiError(400, "bad_parameter", f"{name} must be a number of seconds from {low:g} to {high:g}")
+    return float(value)
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return None if ts is None else ts.isoformat(sep=" ")
+
+
+def _stats_json(s: QueueStats) -> dict[str, Any]:
+    return {
+        "queue": s.queue, "ready": s.ready, "delayed": s.delayed, "claimed": s.claimed, "failed": s.failed,
+        "processed": s.processed, "failed_total": s.failed_total, "oldest_ready": _iso(s.oldest_ready),
+        "oldest_age": s.oldest_age, "counted_since": _iso(s.counted_since), "paused": s.paused,
+    }
+
+
+def _body_json(body: bytes, encoding: str) -> tuple[str, str]:
+    """(encoding, text): UTF-8 text when the body is valid UTF-8 and base64 was not asked for."""
+    if encoding == "auto":
+        try:
+            return "utf-8", body.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return "base64", base64.b64encode(body).decode("ascii")
+
+
+def _failed_json(m: Message) -> dict[str, Any]:
+    preview = m.body[:PREVIEW_BYTES].decode("utf-8", "replace")
+    return {
+        "id": m.id, "attempts": m.attempts, "failed_at": _iso(m.failed_at), "created_at": _iso(m.created_at),
+        "last_error": m.last_error, "body_preview": preview, "body_bytes": len(m.body),
+        "truncated": len(m.body) > PREVIEW_BYTES,
+    }
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
+# -- the pieces of state the routes share ------------------------------------------------------
+
+
+class StatsCache:
+    """`Queue.stats()` at most once per `ttl` seconds, shared by the page and /stats (one read in flight)."""
+
+    def __init__(self, queue: Queue, ttl: float) -> None:
+        self._queue = queue
+        self.ttl = ttl
+        self._value: Stats | None = None
+        self._at = 0.0
+        self._lock: asyncio.Lock | None = None
+
+    def invalidate(self) -> None:
+        self._value = None
+
+    async def get(self) -> Stats:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._value is None or time.monotonic() - self._at >= self.ttl:
+                self._value = await run_in_threadpool(self._queue.stats)
+                self._at = time.monotonic()
+            return self._value
+
+
+class _Guard:
+    """Who may write: the bearer token (constant-time comparison), else same-origin browsers only."""
+
+    def __init__(self, token: str | None) -> None:
+        self._digest = None if token is None else hashlib.sha256(token.encode("utf-8")).digest()
+
+    @property
+    def required(self) -> bool:
+        return self._digest is not None
+
+    def check(self, request: Request) -> None:
+        if self._digest is None:
+            _refuse_cross_site(request)
+            return
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        offered = hashlib.sha256(credential.strip().encode("utf-8", "surrogateescape")).digest()
+        # Both sides hashed first: equal lengths, so neither the token nor its length leaks by timing.
+        if not (hmac.compare_digest(offered, self._digest) and scheme.lower() == "bearer"):
+            missing = not request.headers.get("authorization")
+            raise ApiError(
+                401, "unauthorized",
+                "this route needs Authorization: Bearer <token>" if missing else "wrong token",
+                headers={"WWW-Authenticate": 'Bearer realm="mqlite"'},
+            )
+
+
+def _refuse_cross_site(request: Request) -> None:
+    """Without a token, a page of another site must not write through the operator's browser (CSRF)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise ApiError(403, "cross_site", f"writes from a {site} page are refused")
+    origin = request.headers.get("origin")
+    if origin is not None:
+        host = request.headers.get("host", "").lower()
+        if origin == "null" or urlsplit(origin).netloc.lower() != host:
+            raise ApiError(403, "cross_site", "writes from another origin are refused")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or address, maybe `[v6]`) can only be reached from this machine."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Headers:
+    """ASGI middleware: the Host check, and headers every response gets (no sniffing, no caching,
+    no framing; the page's Content-Security-Policy allows only its own script and style)."""
+
+    CSP = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    )
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str] | None, loopback_only: bool) -> None:
+        self.app = app
+        self.allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+        self.loopback_only = loopback_only
+
+    def _host_ok(self, scope: Scope) -> bool:
+        if self.allowed is None and not self.loopback_only:
+            return True
+        host = ""
+        for name, value in scope.get("headers", []):
+            if name == b"host":
+                host = value.decode("latin-1")
+                break
+        name = urlsplit("//" + host).hostname or ""
+        if self.allowed is not None:
+            return "*" in self.allowed or name in self.allowed
+        return is_loopback(name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not self._host_ok(scope):
+            response = _error(421, "bad_host", "this server answers only to its own host names (no token: loopback only)")
+            await response(scope, receive, send)
+            return
+
+        async def sending(message: AsgiMessage) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                headers += [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"cache-control", b"no-store"),
+                    (b"content-security-policy", self.CSP.encode()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+# -- the app ------------------------------------------------------------------------------------
+
+
+def create_app(
+    queue: Queue,
+    *,
+    token: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    allowed_hosts: list[str] | None = None,
+    stats_ttl: float = 1.0,
+    max_queues: int = 64,
+    lease_sweep: float = 1.0,
+    refresh: float = 2.0,
+) -> Starlette:
+    """An ASGI app serving `queue` over HTTP. The caller owns `queue` (and closes it).
+
+    `token`: writes need `Authorization: Bearer <token>`. `max_body`: largest body accepted (bytes).
+    `allowed_hosts`: Host names served (None: any with a token, loopback names only without one).
+    `stats_ttl`: seconds a stats read is reused by /stats and the page. `max_queues`: distinct queues
+    this server pops or claims from (each keeps claim sessions open in the library). `lease_sweep`:
+    seconds between checks of HTTP claims' leases. `refresh`: the page's polling period.
+    """
+    if not isinstance(max_body, int) or max_body < 1:
+        raise ValueError("max_body must be a positive number of bytes")
+    if token is not None and not token:
+        token = None
+    guard = _Guard(token)
+    arrivals = Arrivals()
+    stats_cache = StatsCache(queue, stats_ttl)
+    consuming: set[str] = set()
+
+    def on_ready(name: str) -> None:
+        stats_cache.invalidate()
+        arrivals.notify(name)
+
+    leases = LeaseKeeper(queue, on_ready, every=lease_sweep)
+    registry = metrics.registry(
+        queue, lambda: {"waiting_requests": float(arrivals.waiting), "claims_held": float(len(leases))}
+    )
+    templates = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+        autoescape=True,  # every template, whatever its name: bodies and errors are user data
+        undefined=jinja2.StrictUndefined,
+    )
+
+    def settings_text(exc: BaseException) -> str:
+        return redact(str(exc), queue.settings)
+
+    def consume_slot(name: str) -> None:
+        if name not in consuming:
+            if len(consuming) >= max_queues:
+                raise ApiError(
+                    429, "too_many_queues",
+                    f"this server already consumes from {max_queues} queues (each keeps database sessions open)",
+                )
+            consuming.add(name)
+
+    async def poll(request: Request, name: str, wait: float, fetch: Callable[[], Message | None]) -> Message | None:
+        """`fetch` now, then again with backoff (or when woken) until a message or `wait` seconds.
+
+        No database connection is held between two tries: the request sleeps in the event loop.
+        """
+        deadline = time.monotonic() + wait
+        pause = FIRST_PAUSE
+        while True:
+            message = await run_in_threadpool(fetch)
+            remaining = deadline - time.monotonic()
+            if message is not None or remaining <= 0:
+                return message
+            if await request.is_disconnected():
+                return None  # nobody to hand a message to: take nothing
+            await arrivals.wait(name, min(pause, remaining))
+            pause = next_pause(pause)
+
+    # -- producing and consuming ---------------------------------------------------------------
+
+    async def push(request: Request) -> Response:
+        guard.check(request)
+        name = _queue_name(request)
+        _allow_params(request, "delay", "unique_key", "if_exists", "max_attempts")
+        delay = _number(request, "delay", None, 0.0, MAX_DELAY)
+        key = request.query_params.get("unique_key")
+        if key is not None and not 1 <= len(key) <= MAX_UNIQUE_KEY:
+            raise ApiError(400, "bad_parameter", f"unique_key must be 1 to {MAX_UNIQUE_KEY} characters")
+        if_exists = request.query_params.get("if_exists", "raise")
+        if if_exists not in ("raise", "ignore"):
+            raise ApiError(400, "bad_parameter", "if_exists must be raise or ignore")
+        attempts_text = request.query_params.get("max_attempts")
+        max_attempts = None if attempts_text is None else _integer(attempts_text, "max_attempts", 1, 65535)
+        body = await _read_body(request, max_body)
+        new_id = await run_in_threadpool(
+            queue.push, name, body, delay=delay, unique_key=key, if_exists=if_exists, max_attempts=max_attempts,  # type: ignore[arg-type]
+        )
+        if not delay:
+            on_ready(name)
+        else:
+            stats_cache.invalidate()
+        return JSONResponse({"id": new_id, "queue": name}, status_code=201)
+
+    async def pop(request: Request) -> Response:
+        if request.method == "HEAD":  # Starlette answers HEAD on GET routes: never pop for a HEAD
+            raise ApiError(405, "method_not_allowed", "HEAD would consume a message: use GET", {"Allow": "GET"})
+        guard.check(request)
+        name = _queue_name(request)
+        _allow_params(request, "wait")
+        wait = _number(request, "wait", 0.0, 0.0, MAX_WAIT) or 0.0
+        consume_slot(name)
+        message = await poll(request, name, wait, lambda: queue.pop(name))
+        if message is None:
+            return await empty(name)
+        stats_cache.invalidate()
+        return Response(
+            message.body, status_code=200, media_type="application/octet-stream",
+            headers={"X-Mqlite-Id": str(message.id), "X-Mqlite-Attempts": str(message.attempts)},
+        )
+
+    async def empty(name: str) -> Response:
+        paused = await run_in_threadpool(queue.is_paused, name)
+        return Response(status_code=204, headers={"X-Mqlite-Paused": "true"} if paused else None)
+
+    async def claim(request: Request) -> Response:
+        guard.check(request)
+        name = _queue_name(request)
+        _allow_params(request, "lease", "wait", "encoding")
+        lease = _number(request, "lease", DEFAULT_LEASE, 0.0, MAX_LEASE, strict_low=True) or DEFAULT_LEASE
+        wait = _number(request, "wait", 0.0, 0.0, MAX_WAIT) or 0.0
+        encoding = request.query_params.get("encoding", "auto")
+        if encoding not in ("auto", "base64"):
+            raise ApiError(400, "bad_parameter", "encoding must be auto or base64")
+        consume_slot(name)
+        message = await poll(request, name, wait, lambda: queue.take(name, lease=_CLAIM_LEASE))
+        if message is None:
+            return await empty(name)
+        receipt = str(message.receipt)
+        if lease != _CLAIM_LEASE and not await run_in_threadpool(queue.extend, message, lease):
+            raise ApiError(409, "claim_gone", f"the claim on message {message.id} was lost at once; it will come back")
+        leases.hold(receipt, name, lease)
+        stats_cache.invalidate()
+        kind, text = _body_json(message.body, encoding)
+        return JSONResponse(
+            {
+                "id": message.id, "queue": name, "body": text, "encoding": kind, "attempts": message.attempts,
+                "max_attempts": message.max_attempts or queue.max_attempts, "lease": lease, "receipt": receipt,
+                "created_at": _iso(message.created_at),
+            },
+            headers={"X-Mqlite-Id": str(message.id), "X-Mqlite-Attempts": str(message.attempts)},
+        )
+
+    async def settle(request: Request) -> Response:
+        if request.path_params["action"] not in SETTLE_ACTIONS:
+            raise HTTPException(404)
+        guard.check(request)
+        message_id: int = request.path_params["id"]
+        action: str = request.path_params["action"]
+        _allow_params(request)
+        data = await _json_object(request, max_body)
+        text = request.headers.get("x-mqlite-receipt") or data.get("receipt")
+        if not isinstance(text, str) or not text:
+            raise ApiError(400, "no_receipt", "give the claim's receipt in X-Mqlite-Receipt or {\"receipt\": …}")
+        try:
+            receipt = Receipt.parse(text)
+        except NotClaimed:
+            raise ApiError(400, "bad_receipt", "not a claim receipt") from None
+        if receipt.id != message_id:
+            raise ApiError(400, "bad_receipt", f"that receipt is for message {receipt.id}, not {message_id}")
+        error = data.get("error")
+        if error is not None and not isinstance(error, str):
+            raise ApiError(400, "bad_parameter", "error must be a string")
+        if action == "ack":
+            done = await run_in_threadpool(queue.ack, text)
+        elif action == "nack":
+            delay = _field_seconds(data, "delay", 0.0, MAX_DELAY)
+            done = await run_in_threadpool(queue.nack, text, error, delay=delay)
+        elif action == "fail":
+            done = await run_in_threadpool(queue.fail, text, error or "failed over HTTP")
+        elif action == "release":
+            delay = _field_seconds(data, "delay", 0.0, MAX_DELAY) or 0.0
+            done = await run_in_threadpool(queue.release, text, delay)
+        else:  # extend
+            lease = _field_seconds(data, "lease", 0.0, MAX_LEASE) or DEFAULT_LEASE
+            done = await run_in_threadpool(queue.extend, text, lease)
+            if done:
+                leases.extend(text, lease)
+        if action != "extend":
+            leases.drop(text)
+        if not done:
+            raise ApiError(
+                409, "claim_gone",
+                f"the claim on message {message_id} is gone (settled, or its lease expired and it was returned)",
+            )
+        if action in ("nack", "release"):
+            on_ready(receipt.queue)
+        else:
+            stats_cache.invalidate()
+        return JSONResponse({"id": message_id, "done": action})
+
+    # -- failed messages and control ------------------------------------------------------------
+
+    async def failed(request: Request) -> Response:
+        name = _queue_name(request)
+        _allow_params(request, "limit")
+        limit = _integer(request.query_params.get("limit", "50"), "limit", 1, FAILED_LIMIT)
+        found = await run_in_threadpool(queue.peek, name, limit, failed=True)
+        return JSONResponse({"queue": name, "messages": [_failed_json(m) for m in found]})
+
+    async def retry(request: Request) -> Response:
+        guard.check(request)
+        name = _queue_name(request)
+        _allow_params(request, "id")
+        ids = [_integer(i, "id", 1, 2**63 - 1) for i in request.query_params.getlist("id")] or None
+        count = await run_in_threadpool(queue.retry_failed, name, ids)
+        on_ready(name)
+        return JSONResponse({"queue": name, "retried": count})
+
+    async def purge(request: Request) -> Response:
+        guard.check(request)
+        name = _queue_name(request)
+        _allow_params(request, "older_than")
+        older = _number(request, "older_than", None, 0.0, MAX_DELAY)
+        count = await run_in_threadpool(queue.purge_failed, name, older)
+        stats_cache.invalidate()
+        return JSONResponse({"queue": name, "purged": count})
+
+    async def control(request: Request) -> Response:
+        if request.path_params["action"] not in ("pause", "resume"):
+            raise HTTPException(404)
+        guard.check(request)
+        name = _queue_name(request)
+        _allow_params(request)
+        if request.path_params["action"] == "pause":
+            await run_in_threadpool(queue.pause, name)
+            stats_cache.invalidate()
+        else:
+            await run_in_threadpool(queue.resume, name)
+            on_ready(name)
+        return JSONResponse({"queue": name, "paused": await run_in_threadpool(queue.is_paused, name)})
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def stats_all(request: Request) -> Response:
+        _allow_params(request)
+        s = await stats_cache.get()
+        return JSONResponse(
+            {"queues": {n: _stats_json(v) for n, v in s.queues.items()}, "sees_all_connections": s.sees_all_connections}
+        )
+
+    async def stats_one(request: Request) -> Response:
+        name = _queue_name(request)
+        _allow_params(request)
+        s = (await stats_cache.get()).queues.get(name)
+        if s is None:
+            raise ApiError(404, "unknown_queue", "no message and no counter of this queue in the table")
+        return JSONResponse(_stats_json(s))
+
+    async def prometheus(request: Request) -> Response:
+        _allow_params(request)
+        data = await run_in_threadpool(generate_latest, registry)
+        return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+    async def page(request: Request) -> Response:
+        _allow_params(request)
+        s = await stats_cache.get()
+        with_failures = [n for n, v in s.queues.items() if v.failed][:PAGE_FAILED_QUEUES]
+        listed = await asyncio.gather(
+            *(run_in_threadpool(queue.peek, n, PAGE_FAILED_PER_QUEUE, failed=True) for n in with_failures)
+        )
+        biggest = max((v.ready + v.delayed + v.claimed + v.failed for v in s.queues.values()), default=0)
+        html = templates.get_template("index.html").render(
+            table=queue.table, queues=list(s.queues.values()), failed=dict(zip(with_failures, listed)),
+            preview=lambda m: _failed_json(m)["body_preview"], age=_age, biggest=max(biggest, 1),
+            auth_required=guard.required, refresh_ms=int(refresh * 1000),
+            sees_all=s.sees_all_connections, now=datetime.now().strftime("%H:%M:%S"),
+        )
+        return HTMLResponse(html)
+
+    # -- errors -----------------------------------------------------------------------------------
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return _error(exc.status, exc.code, exc.message, exc.headers)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        message = {404: "no such route", 405: "method not allowed on this route"}.get(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), message, dict(exc.headers or {}))
+
+    async def library_error(request: Request, exc: Exception) -> Response:
+        text = settings_text(exc)
+        if isinstance(exc, Duplicate):
+            return _error(409, "duplicate", text, existing_id=exc.existing_id)
+        status, code = (
+            (413, "payload_too_large") if isinstance(exc, PayloadTooLarge)
+            else (400, "bad_queue_name") if isinstance(exc, InvalidName)
+            else (400, "bad_body") if isinstance(exc, InvalidBody)
+            else (409, "claim_gone") if isinstance(exc, NotClaimed)
+            else (503, "unavailable") if isinstance(exc, Unavailable)
+            else (503, "schema_missing") if isinstance(exc, SchemaMissing)
+            else (500, "database_error") if isinstance(exc, DatabaseError)
+            else (400, "bad_request") if isinstance(exc, ValueError)
+            else (500, "error")
+        )
+        if status >= 500:
+            log.warning("mqlite web: %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, text)
+        return _error(status, code, text)
+
+    async def value_error(request: Request, exc: Exception) -> Response:
+        # The library's own argument checks (a bound the HTTP layer did not repeat).
+        return _error(400, "bad_request", settings_text(exc))
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        log.error("mqlite web: %s %s failed:\n%s", request.method, request.url.path, redact(tb, queue.settings))
+        return _error(500, "internal", "internal error (see the server's log)")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        keeper = asyncio.create_task(leases.run())
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            try:
+                await keeper
+            except asyncio.CancelledError:
+                pass
+
+    routes = [
+        Route("/", page, methods=["GET"]),
+        Route("/stats", stats_all, methods=["GET"]),
+        Route("/stats/{queue}", stats_one, methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
+        Route("/q/{queue}", push, methods=["POST"]),
+        Route("/q/{queue}", pop, methods=["GET"]),
+        Route("/q/{queue}/claim", claim, methods=["POST"]),
+        Route("/q/{queue}/failed", failed, methods=["GET"]),
+        Route("/q/{queue}/failed/retry", retry, methods=["POST"]),
+        Route("/q/{queue}/failed/purge", purge, methods=["POST"]),
+        Route("/messages/{id:int}/{action:str}", settle, methods=["POST"]),
+        Route("/control/{queue}/{action:str}", control, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: api_error,
+            HTTPException: http_error,
+            MqliteError: library_error,
+            ValueError: value_error,
+            Exception: internal_error,
+        },
+    )
+    app.state.arrivals = arrivals
+    app.state.leases = leases
+    loopback_only = token is None and allowed_hosts is None
+    app.add_middleware(_Headers, allowed_hosts=allowed_hosts, loopback_only=loopback_only)
+    return app
+
