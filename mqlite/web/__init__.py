@@ -34,7 +34,7 @@ def __getattr__(name: str) -> Any:
 
         return create_app
     if name == "serve":
-        from .serve import serve
+        from .runner import serve
 
         return serve
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@
   const AUTH = body.dataset.auth === "required";
   const KEY = "mqlite-token";
   const STATES = ["ready", "delayed", "claimed", "failed"];
-  const HISTORY = 60; // samples kept for each sparkline
+  const HISTORY = 40; // samples kept for each sparkline
   const FAILED_QUEUES = 20;
   const FAILED_PER_QUEUE = 20;
   const history = new Map(); // queue -> [depth, …]
@@ -98,11 +98,10 @@
   }
 
   function spark(samples) {
-    const node = svg("svg", { class: "spark", width: 90, height: 16, viewBox: "0 0 90 16", "aria-hidden": "true" });
+    const node = svg("svg", { class: "spark", width: 72, height: 16, viewBox: "0 0 72 16", "aria-hidden": "true" });
     const top = Math.max(1, ...samples);
-    const step = samples.length > 1 ? 90 / (HISTORY - 1) : 0;
-    const offset = 90 - step * (samples.length - 1);
-    const points = samples.map((v, i) => (offset + i * step).toFixed(1) + "," + (15 - (14 * v) / top).toFixed(1));
+    const step = 72 / Math.max(1, samples.length - 1); // stretched over the width until HISTORY samples
+    const points = samples.map((v, i) => (i * step).toFixed(1) + "," + (15 - (14 * v) / top).toFixed(1));
     node.appendChild(svg("polyline", { points: points.join(" ") }));
     return node;
   }
@@ -112,45 +111,70 @@
     return b;
   }
 
-  function queueRow(name, s, biggest) {
+  const FIELDS = ["ready", "delayed", "claimed", "failed", "processed", "failed_total"];
+
+  function setText(node, text) {
+    text = String(text);
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  function newRow(name) {
     const row = el("tr", { "data-queue": name });
     row.appendChild(el("td", { class: "name" }, name));
-    row.appendChild(el("td", { class: "state" + (s.paused ? " paused" : "") }, s.paused ? "paused" : "running"));
-    for (const field of ["ready", "delayed", "claimed", "failed", "processed", "failed_total"]) {
-      row.appendChild(el("td", { class: "n " + field }, s[field]));
-    }
-    row.appendChild(el("td", { class: "n oldest" }, age(s.oldest_age)));
-    const depth = el("td", { class: "depth" });
-    depth.appendChild(bar(s, biggest));
-    depth.appendChild(spark(history.get(name) || []));
-    row.appendChild(depth);
-    const actions = el("td", { class: "actions" });
-    actions.appendChild(button(s.paused ? "resume" : "pause", s.paused ? "Resume" : "Pause"));
-    const none = s.failed ? {} : { disabled: "" };
-    actions.appendChild(button("retry-all", "Retry failed", none));
-    actions.appendChild(button("purge-all", "Purge failed", none));
-    row.appendChild(actions);
+    row.appendChild(el("td", { class: "state" }));
+    for (const field of FIELDS) row.appendChild(el("td", { class: "n " + field }));
+    row.appendChild(el("td", { class: "n oldest" }));
+    row.appendChild(el("td", { class: "depth" }));
+    const actions = row.appendChild(el("td", { class: "actions" }));
+    actions.appendChild(button("pause", "Pause"));
+    actions.appendChild(button("retry-all", "Retry failed"));
+    actions.appendChild(button("purge-all", "Purge failed"));
     return row;
+  }
+
+  // Rows are updated in place (not rebuilt), so a button is the same element from one refresh to
+  // the next and a click never lands on a row being replaced.
+  function updateRow(row, name, s, biggest) {
+    const state = row.querySelector("td.state");
+    setText(state, s.paused ? "paused" : "running");
+    state.className = "state" + (s.paused ? " paused" : "");
+    for (const field of FIELDS) setText(row.querySelector("td." + field), s[field]);
+    setText(row.querySelector("td.oldest"), age(s.oldest_age));
+    row.querySelector("td.depth").replaceChildren(bar(s, biggest), spark(history.get(name) || []));
+    const [toggle, retry, purge] = row.querySelectorAll("td.actions button");
+    const action = s.paused ? "resume" : "pause";
+    if (toggle.dataset.action !== action) {
+      toggle.dataset.action = action;
+      toggle.textContent = s.paused ? "Resume" : "Pause";
+    }
+    for (const b of [retry, purge]) {
+      if (!b.dataset.busy) b.disabled = !s.failed;
+    }
   }
 
   function drawQueues(queues) {
     const tbody = $("#queues tbody");
     const names = Object.keys(queues);
     const biggest = Math.max(1, ...names.map((n) => STATES.reduce((sum, s) => sum + queues[n][s], 0)));
+    const existing = new Map();
+    for (const row of tbody.querySelectorAll("tr[data-queue]")) existing.set(row.dataset.queue, row);
     const rows = names.map((name) => {
       const s = queues[name];
       const samples = history.get(name) || [];
       samples.push(s.ready + s.delayed + s.claimed);
       if (samples.length > HISTORY) samples.shift();
       history.set(name, samples);
-      return queueRow(name, s, biggest);
+      const row = existing.get(name) || newRow(name);
+      updateRow(row, name, s, biggest);
+      return row;
     });
     if (!rows.length) {
       const row = el("tr", { class: "none" });
       row.appendChild(el("td", { colspan: 11 }, "No queues yet: push a message (POST /q/NAME)."));
       rows.push(row);
     }
-    tbody.replaceChildren(...rows);
+    const current = Array.from(tbody.children);
+    if (current.length !== rows.length || current.some((node, i) => node !== rows[i])) tbody.replaceChildren(...rows);
   }
 
   function failedTable(name, messages) {
@@ -174,11 +198,16 @@
     return table;
   }
 
+  let drawnFailed = null; // the JSON last drawn: the list is rebuilt only when it changed
+
   async function drawFailed(queues) {
     const names = Object.keys(queues).filter((n) => queues[n].failed > 0).slice(0, FAILED_QUEUES);
     const lists = await Promise.all(
       names.map((n) => fetch(q(n) + "/failed?limit=" + FAILED_PER_QUEUE).then((r) => (r.ok ? r.json() : { messages: [] })))
     );
+    const key = JSON.stringify([names, lists]);
+    if (key === drawnFailed) return;
+    drawnFailed = key;
     const nodes = [];
     names.forEach((name, i) => {
       if (!lists[i].messages.length) return;
@@ -190,8 +219,12 @@
   }
 
   let busy = false;
+  let again = false; // a refresh asked for while one was running: run once more after it
   async function refresh() {
-    if (busy) return;
+    if (busy) {
+      again = true;
+      return;
+    }
     busy = true;
     try {
       const response = await fetch("/stats");
@@ -205,6 +238,10 @@
       say(String(e.message || e), true);
     } finally {
       busy = false;
+      if (again) {
+        again = false;
+        refresh();
+      }
     }
   }
 
@@ -229,6 +266,7 @@
       return;
     }
     b.disabled = true;
+    b.dataset.busy = "1";
     try {
       const data = await write(url);
       if ("retried" in data) say("retried " + data.retried + " message(s) of " + name);
@@ -237,6 +275,7 @@
     } catch (e) {
       /* said already */
     } finally {
+      delete b.dataset.busy;
       b.disabled = false;
       refresh();
     }

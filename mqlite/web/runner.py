@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import uvicorn
 
@@ -62,11 +66,28 @@ def serve(
             "mqlite web on http://%s:%d/ over %s, table %s, writes %s", shown, port, queue.settings.redacted(),
             table, "need the bearer token" if token else "open to this machine only (no token)",
         )
-        server.run()
+        with _signals_end_the_run():
+            server.run()
         if not server.started:
             raise WebError(f"could not listen on {host}:{port} (see the error above)")
     finally:
-        queue.close()
+        queue.close()  # flushes the processed/failed counters; claim sessions close
+
+
+@contextmanager
+def _signals_end_the_run() -> Iterator[None]:
+    """uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again under the
+    handlers it found. Found handlers that only take note let `serve` return normally, so the
+    Queue is closed (counters flushed) and the command exits 0."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _log_to_stderr(level: str) -> None:

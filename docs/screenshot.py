@@ -1,0 +1,93 @@
+"""Take docs/status-page.png: `mqlite web` over a scratch database with some traffic, in chromium.
+
+    .venv/bin/python docs/screenshot.py [OUT.png]      # MQLITE_DSN, else a throwaway server
+
+Needs the web and test extras and Debian's chromium + chromedriver (as the browser test does).
+Takes about half a minute: the page samples depth every 2 s for its sparklines.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import MySQLdb
+from selenium import webdriver
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import mqlite  # noqa: E402
+from mqlite.config import parse_dsn  # noqa: E402
+from mqlite.server import dsn_or_throwaway  # noqa: E402
+from tests.webtools import free_port, start_web  # noqa: E402
+
+DATABASE = "mqlite_screenshot"
+
+
+def traffic(q: mqlite.Queue, step: int) -> None:
+    """One step of made-up load: emails rise then drain, orders trickle, thumbnails burst."""
+    q.push_many("emails", [f"mail {step}-{i}" for i in range(6 if step < 7 else 1)])
+    for _ in range(2 if step < 7 else 5):
+        q.pop("emails")
+    q.push("orders", f'{{"order": {1000 + step}}}')
+    if step % 3 == 0:
+        q.pop("orders")
+    if step in (3, 4, 9):
+        q.push_many("thumbnails", [f"img-{step}-{i}.png" for i in range(12)])
+    for _ in range(4):
+        with q.claim("thumbnails"):
+            pass
+
+
+def main(out: Path) -> None:
+    with dsn_or_throwaway(None) as server:
+        admin = MySQLdb.connect(autocommit=True, **parse_dsn(server).connect_kwargs())
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {DATABASE}")
+        admin.cursor().execute(f"CREATE DATABASE {DATABASE}")
+        dsn = parse_dsn(server).with_database(DATABASE).url()
+        q = mqlite.Queue(dsn)
+        q.apply_schema()
+        q.push("reports", b"monthly", delay=3600)
+        q.push("exports", b"csv for finance")
+        q.pause("exports")
+        for body, error in [
+            (b'{"charge": 42, "card": "tok_visa"}', "CardDeclined: insufficient funds\n\nTraceback (most recent call last):\n"
+             '  File "billing.py", line 88, in charge\n    raise CardDeclined(reply.reason)'),
+            (b"<script>alert(1)</script>", "ValueError: not JSON: '<script>alert(1)</script>'"),
+        ]:
+            q.push("payments", body)
+            m = q.take("payments")
+            assert m is not None
+            q.fail(m, error)
+        port = free_port()
+        web = start_web(dsn, port)
+        profile = tempfile.mkdtemp(prefix="mqlite-shot-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = "/usr/bin/chromium"
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--hide-scrollbars", "--window-size=1280,900", f"--user-data-dir={profile}"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(options=options, service=webdriver.ChromeService("/usr/bin/chromedriver"))
+        try:
+            driver.get(f"http://127.0.0.1:{port}/")
+            for step in range(12):
+                traffic(q, step)
+                time.sleep(2.1)  # pacing the demo load to the page's refresh, not synchronisation
+            driver.save_screenshot(str(out))
+        finally:
+            driver.quit()
+            web.send_signal(signal.SIGTERM)
+            web.communicate(timeout=30)
+            q.close()
+            admin.cursor().execute(f"DROP DATABASE IF EXISTS {DATABASE}")
+            admin.close()
+    print(out)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "status-page.png")
