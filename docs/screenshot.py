@@ -8,7 +8,6 @@ Takes about half a minute: the page samples depth every 2 s for its sparklines.
 
 from __future__ import annotations
 
-import signal
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import mqlite  # noqa: E402
 from mqlite.config import parse_dsn  # noqa: E402
 from mqlite.server import dsn_or_throwaway  # noqa: E402
-from tests.webtools import free_port, start_web  # noqa: E402
+from tests.webtools import free_port, start_web, stop_web  # noqa: E402
 
 DATABASE = "mqlite_screenshot"
 
@@ -81,8 +80,7 @@ def main(out: Path) -> None:
             driver.save_screenshot(str(out))
         finally:
             driver.quit()
-            web.send_signal(signal.SIGTERM)
-            web.communicate(timeout=30)
+            stop_web(web)
             q.close()
             admin.cursor().execute(f"DROP DATABASE IF EXISTS {DATABASE}")
             admin.close()

@@ -681,6 +681,9 @@ def web(
                      help="Bearer token every write route needs (prefer the environment variable)."),
     ] = None,
     max_body: Annotated[int, typer.Option(min=1, help="Largest message body accepted, in bytes.")] = 1 << 20,
+    log_level: Annotated[
+        str, typer.Option(help="debug, info (one line per request), warning or error.")
+    ] = "info",
     dsn: Dsn = None,
     table: TableOpt = DEFAULT_TABLE,
 ) -> None:
@@ -695,7 +698,9 @@ def web(
         err.print(f"mqlite: web needs the web extra ({lacking} is not installed): {web_extra.EXTRA_HINT}",
                   markup=False, highlight=False, soft_wrap=True, style="red")
         raise typer.Exit(2)
-    web_extra.serve(dsn, host=host, port=port, token=token, table=table, max_body=max_body)
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise typer.BadParameter("must be debug, info, warning or error", param_hint="--log-level")
+    web_extra.serve(dsn, host=host, port=port, token=token, table=table, max_body=max_body, log_level=log_level)
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 # Installs what a fresh machine lacks for `make test` and `make bench`, then the .venv.
 #   - system packages (Debian/Ubuntu, as root): pkg-config + libmariadb-dev to build mysqlclient,
 #     mariadb-server when no server binary exists and MQLITE_DSN is unset, python3-venv;
-#   - .venv with `pip install -e '.[test]'` (redone when pyproject.toml changes).
+#   - .venv with `pip install -e '.[test]'` (redone when pyproject.toml changes);
+#   - chromium + chromium-driver for the web browser test, as root on Debian/Ubuntu only, and never
+#     fatal: without them that one test is skipped (MQLITE_SKIP_BROWSER=1: do not install).
 # Not root, or not Debian/Ubuntu: one line saying what to install, exit 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +50,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     else
         echo "mqlite: missing ${missing[*]}: install with: sudo apt-get install ${missing[*]} (or set MQLITE_DSN to a server)" >&2
         exit 1
+    fi
+fi
+
+# The browser test (tests/test_web_browser.py) drives the system's chromium through chromedriver.
+debian_like() { [ -r /etc/os-release ] && grep -Eqi '^(ID|ID_LIKE)=.*(debian|ubuntu)' /etc/os-release; }
+if [ -z "${MQLITE_SKIP_BROWSER:-}" ] && ! { { have chromium || have chromium-browser; } && have chromedriver; }; then
+    if [ "$(id -u)" = 0 ] && have apt-get && debian_like; then
+        echo "mqlite: installing chromium chromium-driver with apt-get (for the browser test)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || {
+            apt-get update -q >/dev/null 2>&1
+            apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1
+        } || echo "mqlite: could not install chromium; the browser test will be skipped" >&2
+    else
+        echo "mqlite: no chromium/chromedriver: the browser test will be skipped (apt-get install chromium chromium-driver)" >&2
     fi
 fi
 

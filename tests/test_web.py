@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import http.client
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from mqlite.worker import Worker  # noqa: E402
 
 from .conftest import rows  # noqa: E402
 from .helpers import ROOT, wait_for  # noqa: E402
-from .webtools import free_port, start_web  # noqa: E402
+from .webtools import free_port, start_web, stop_web  # noqa: E402
 
 BASE = "http://127.0.0.1"
 TOKEN = "t0ken-for-tests"
@@ -102,6 +101,15 @@ def test_claim_ack_round_trip(client: TestClient, admin: Any) -> None:
     again = client.post(f"/messages/{pushed}/ack", json={"receipt": c["receipt"]})
     assert again.status_code == 409 and again.json()["error"] == "claim_gone"
     assert client.get("/stats/jobs").json()["processed"] == 1
+
+def test_a_queue_named_in_utf8_round_trips_with_the_receipt_in_a_header(client: TestClient) -> None:
+    client.post("/q/%C3%A9t%C3%A9", content=b"summer")  # /q/été
+    c = claim_json(client, "été")
+    assert c["queue"] == "été" and c["receipt"].endswith(".été")
+    r = client.post(f"/messages/{c['id']}/ack", headers={"X-Mqlite-Receipt": c["receipt"].encode("utf-8")})
+    assert r.status_code == 200, r.text
+    assert client.get("/stats/%C3%A9t%C3%A9").json()["processed"] == 1
+
 
 def test_claim_body_is_base64_when_not_utf8_or_asked(client: TestClient) -> None:
     client.post("/q/bin", content=b"\xff\x00\x01")
@@ -292,7 +300,7 @@ def test_metrics_parse_with_prometheus_client(client: TestClient) -> None:
 
 def test_with_a_token_every_write_needs_it_and_failures_write_nothing(q: mqlite.Queue, admin: Any) -> None:
     q.push("jobs", b"already here")
-    with TestClient(create_app(q, token=TOKEN, stats_ttl=0), base_url="http://mq.example.com") as client:
+    with TestClient(create_app(q, token=TOKEN, stats_ttl=0, loopback_only=False), base_url="http://mq.example.com") as client:
         writes = [
             ("POST", "/q/jobs"), ("GET", "/q/jobs"), ("POST", "/q/jobs/claim"),
             ("POST", "/control/jobs/pause"), ("POST", "/q/jobs/failed/retry"), ("POST", "/q/jobs/failed/purge"),
@@ -309,7 +317,7 @@ def test_with_a_token_every_write_needs_it_and_failures_write_nothing(q: mqlite.
         # Reads stay open; the page says the buttons need the token.
         assert client.get("/stats").status_code == 200 and client.get("/metrics").status_code == 200
         assert 'data-auth="required"' in client.get("/").text
-        # The right token, any Host (a token server may sit behind a name).
+        # The right token, any Host (a server with a token may sit behind a name).
         assert client.post("/q/jobs", content=b"ok", headers=AUTH).status_code == 201
         assert client.get("/q/jobs", headers=AUTH).content == b"already here"
 
@@ -485,9 +493,12 @@ def test_web_command_serves_and_stops_on_sigterm(server_dsn: str, dsn: str) -> N
         conn.request("GET", "/q/jobs?wait=1", headers=AUTH)
         r = conn.getresponse()
         assert (r.status, r.read()) == (200, b"over http")
+        # Listening on loopback, token or not, it answers only to loopback names (no DNS rebinding).
+        conn.request("GET", "/stats", headers={"Host": f"evil.example:{port}"})
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (421, b'{"error":"bad_host","message":"this server answers only to its own host names"}')
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        out = stop_web(proc)
     assert proc.returncode == 0, out
     assert "mqlite web on http://127.0.0.1:%d/" % port in out and TOKEN not in out
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 import mqlite  # noqa: E402
 
-from .webtools import free_port, start_web  # noqa: E402
+from .webtools import free_port, start_web, stop_web  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -85,8 +84,7 @@ def web(dsn: str) -> Iterator[Any]:
 
     yield start
     for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+        stop_web(proc)
 
 
 def cell(driver: Any, queue: str, column: str) -> str:

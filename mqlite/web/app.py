@@ -134,6 +134,16 @@ def _integer(text: str, name: str, low: int, high: int) -> int:
     return int(text)
 
 
+def _utf8_header(value: str | None) -> str | None:
+    """A header value as UTF-8 (Starlette decodes headers as latin-1; receipts carry the queue name)."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def _queue_name(request: Request) -> str:
     try:
         return check_queue(request.path_params["queue"])
@@ -328,7 +338,7 @@ class _Headers:
             await self.app(scope, receive, send)
             return
         if not self._host_ok(scope):
-            response = _error(421, "bad_host", "this server answers only to its own host names (no token: loopback only)")
+            response = _error(421, "bad_host", "this server answers only to its own host names")
             await response(scope, receive, send)
             return
 
@@ -356,6 +366,7 @@ def create_app(
     token: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
     allowed_hosts: list[str] | None = None,
+    loopback_only: bool | None = None,
     stats_ttl: float = 1.0,
     max_queues: int = 64,
     lease_sweep: float = 1.0,
@@ -364,7 +375,8 @@ def create_app(
     """An ASGI app serving `queue` over HTTP. The caller owns `queue` (and closes it).
 
     `token`: writes need `Authorization: Bearer <token>`. `max_body`: largest body accepted (bytes).
-    `allowed_hosts`: Host names served (None: any with a token, loopback names only without one).
+    `allowed_hosts`: Host names served ("*": any). Else `loopback_only` (default: when there is no
+    token) serves only loopback Host names, which defeats DNS rebinding against a local server.
     `stats_ttl`: seconds a stats read is reused by /stats and the page. `max_queues`: distinct queues
     this server pops or claims from (each keeps claim sessions open in the library). `lease_sweep`:
     seconds between checks of HTTP claims' leases. `refresh`: the page's polling period.
@@ -503,7 +515,7 @@ def create_app(
         action: str = request.path_params["action"]
         _allow_params(request)
         data = await _json_object(request, max_body)
-        text = request.headers.get("x-mqlite-receipt") or data.get("receipt")
+        text = _utf8_header(request.headers.get("x-mqlite-receipt")) or data.get("receipt")
         if not isinstance(text, str) or not text:
             raise ApiError(400, "no_receipt", "give the claim's receipt in X-Mqlite-Receipt or {\"receipt\": …}")
         try:
@@ -703,7 +715,8 @@ def create_app(
     )
     app.state.arrivals = arrivals
     app.state.leases = leases
-    loopback_only = token is None and allowed_hosts is None
+    if loopback_only is None:
+        loopback_only = token is None
     app.add_middleware(_Headers, allowed_hosts=allowed_hosts, loopback_only=loopback_only)
     return app
 

@@ -55,7 +55,8 @@ def serve(
                 "pending: run `mqlite schema apply` first"
             )
         _log_to_stderr(log_level)
-        app = create_app(queue, token=token, max_body=max_body)
+        # Bound to loopback, only loopback Host names are served, token or not (no DNS rebinding).
+        app = create_app(queue, token=token, max_body=max_body, loopback_only=is_loopback(host))
         config = uvicorn.Config(
             app, host=host, port=port, log_level=log_level, server_header=False, proxy_headers=False,
             timeout_graceful_shutdown=5, lifespan="on",
