@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import inspect
 import json
 import logging
 import os
@@ -74,10 +73,6 @@ class UnknownQueue(MqliteError):
     """No message of this queue is in the table."""
 
 
-class Unsupported(MqliteError):
-    """An option needs a feature this version of the mqlite library does not have."""
-
-
 def handles_errors(fn: F) -> F:
     """Turn an MqliteError into one red line on stderr and exit status 2."""
 
@@ -99,7 +94,13 @@ def _queue(dsn: str | None, table: str = DEFAULT_TABLE, **kwargs: Any) -> Queue:
 def _age(ts: datetime | None) -> str:
     if ts is None:
         return "-"
-    seconds = max(0.0, (datetime.now() - ts).total_seconds())
+    return _seconds((datetime.now() - ts).total_seconds())
+
+
+def _seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
@@ -120,16 +121,6 @@ def _duration(text: str, option: str) -> timedelta:
     if not m:
         raise UsageError(f"{option} {text!r} is not a duration (examples: 30s, 5m, 2h, 7d)")
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-
-
-def _accepts(method: Callable[..., Any], parameter: str) -> bool:
-    return parameter in inspect.signature(method).parameters
-
-
-def _needs(available: bool, what: str) -> None:
-    """Refuse an option the library cannot do yet (failures, delays and unique keys come with schema 002)."""
-    if not available:
-        raise Unsupported(f"{what} needs failed/delayed-message support, which this mqlite library lacks")
 
 
 def _known_queue(q: Queue, queue: str) -> None:
@@ -263,15 +254,8 @@ def push(
         data: bytes | str = sys.stdin.buffer.read()
     else:
         data = body
-    options: dict[str, Any] = {}
     with _queue(dsn, table, pool_size=1) as q:
-        if wait is not None:
-            _needs(_accepts(q.push, "delay"), "--delay")
-            options["delay"] = wait.total_seconds()
-        if unique_key is not None:
-            _needs(_accepts(q.push, "unique_key"), "--unique-key")
-            options["unique_key"] = unique_key
-        new_id = q.push(queue, data, **options)
+        new_id = q.push(queue, data, delay=wait.total_seconds() if wait is not None else None, unique_key=unique_key)
     if as_json:
         _print_json({"queue": queue, "id": new_id})
     else:
@@ -323,11 +307,7 @@ def peek(
 ) -> None:
     """Show the oldest ready (or failed) messages of QUEUE without taking them."""
     with _queue(dsn, table, pool_size=1) as q:
-        if failed:
-            _needs(_accepts(q.peek, "failed"), "--failed")
-            messages = q.peek(queue, limit, failed=True)
-        else:
-            messages = q.peek(queue, limit)
+        messages = q.peek(queue, limit, failed=failed)
     if as_json:
         _print_json([_message_json(m) for m in messages])
         return
@@ -338,8 +318,8 @@ def peek(
               f"{'failed' if failed else 'ready'} (oldest first)")
     for m in messages:
         t.add_row(
-            str(m.id), _age(m.created_at), str(getattr(m, "attempts", 0)), str(m.owner or "-"),
-            Text(_preview(getattr(m, "last_error", None), _ERROR_PREVIEW), style="red"),
+            str(m.id), _age(m.created_at), str(m.attempts), str(m.owner or "-"),
+            Text(_preview(m.last_error, _ERROR_PREVIEW), style="red"),
             Text(_preview(m.body, _PREVIEW)),
         )
     out.print(t)
@@ -350,17 +330,16 @@ def _message_json(m: Message) -> dict[str, Any]:
         "id": m.id,
         "queue": m.queue,
         "created_at": m.created_at,
-        "attempts": getattr(m, "attempts", 0),
+        "attempts": m.attempts,
         "owner": m.owner,
         "claimed_at": m.claimed_at,
-        "available_at": getattr(m, "available_at", None),
-        "failed_at": getattr(m, "failed_at", None),
-        "last_error": getattr(m, "last_error", None),
+        "available_at": m.available_at,
+        "failed_at": m.failed_at,
+        "last_error": m.last_error,
         "body": m.body.decode("utf-8", "replace"),
     }
 
 
-# Counters the library may not have yet (they come with failed and delayed messages): None = unknown.
 _STAT_FIELDS = ("ready", "delayed", "claimed", "failed", "processed", "failed_total")
 
 
@@ -369,8 +348,10 @@ def _stats_rows(q: Queue, queue: str | None) -> tuple[dict[str, dict[str, Any]],
     picked = {queue: s.queues.get(queue)} if queue is not None else dict(s.queues)
     rows = {
         name: {
-            **{f: (getattr(v, f, None) if v is not None else 0) for f in _STAT_FIELDS},
+            **{f: (getattr(v, f) if v is not None else 0) for f in _STAT_FIELDS},
             "oldest_ready": v.oldest_ready if v is not None else None,
+            "oldest_age": v.oldest_age if v is not None else None,
+            "paused": v.paused if v is not None else False,
         }
         for name, v in picked.items()
     }
@@ -381,7 +362,8 @@ def _stats_table(rows: dict[str, dict[str, Any]], sees_all: bool, title: str | N
     t = Table("queue", "ready", "delayed", "claimed", "failed", "processed", "oldest ready", title=title,
               caption=None if sees_all else "no PROCESS privilege: recovery cannot see other sessions")
     for name, r in rows.items():
-        t.add_row(name, *("-" if r[f] is None else f"{r[f]:,}" for f in _STAT_FIELDS[:5]), _age(r["oldest_ready"]))
+        label = f"{name} [yellow](paused)[/]" if r["paused"] else name
+        t.add_row(label, *(f"{r[f]:,}" for f in _STAT_FIELDS[:5]), _seconds(r["oldest_age"]))
     return t
 
 
@@ -464,8 +446,6 @@ def purge(
         raise UsageError("--older-than applies to failed messages: add --failed")
     what = "failed" if failed else "ready"
     with _queue(dsn, table, pool_size=1) as q:
-        if failed:
-            _needs(hasattr(q, "purge_failed"), "--failed")
         if not yes:
             since = f" that failed more than {older_than} ago" if older_than else ""
             typer.confirm(f"Delete the {what} messages of queue {queue!r}{since} from {table}?", abort=True, err=True)
@@ -494,12 +474,36 @@ def retry(
         raise UsageError("say which messages: --id N (repeatable) or --all")
     with _queue(dsn, table, pool_size=1) as q:
         _known_queue(q, queue)
-        _needs(hasattr(q, "retry_failed"), "retry")
         n = q.retry_failed(queue, ids=None if all_ else ids)
     if as_json:
         _print_json({"queue": queue, "retried": n})
     else:
         out.print(f"{n} failed message{'s' if n != 1 else ''} of {queue} back to ready", highlight=False)
+
+
+@app.command()
+@handles_errors
+def pause(queue: QueueArg, dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+    """Stop handing out messages of QUEUE to every consumer (pushes are still accepted)."""
+    with _queue(dsn, table, pool_size=1) as q:
+        q.pause(queue)
+    _paused_state(queue, True, as_json)
+
+
+@app.command()
+@handles_errors
+def resume(queue: QueueArg, dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+    """Hand out messages of a paused QUEUE again."""
+    with _queue(dsn, table, pool_size=1) as q:
+        q.resume(queue)
+    _paused_state(queue, False, as_json)
+
+
+def _paused_state(queue: str, paused: bool, as_json: bool) -> None:
+    if as_json:
+        _print_json({"queue": queue, "paused": paused})
+    else:
+        out.print(f"{queue}: {'paused' if paused else 'resumed'}", highlight=False)
 
 
 @app.command()
@@ -511,7 +515,7 @@ def recover(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt =
     reasons = {
         "dead_owner": r.dead_owner,
         "before_restart": r.before_restart,
-        "lease_expired": getattr(r, "lease_expired", 0),
+        "lease_expired": r.lease_expired,
     }
     if as_json:
         _print_json({"recovered": r.total, **reasons, "sees_all_connections": r.sees_all_connections})

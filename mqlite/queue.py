@@ -394,7 +394,7 @@ class Queue:
                     if claimer.queue == r.queue:
                         claimer.done_id(r.owner, r.id)
         if not done:
-            log.warning("mqlite: message %s: claim gone (recovered elsewhere); it will be delivered again", r.id)
+            log.warning("message %s: claim gone (recovered elsewhere); it will be delivered again", r.id)
         return done
 
     def _claimer(self, queue: str, *, consume: bool, lease: float) -> Claimer:
@@ -432,7 +432,7 @@ class Queue:
 
         report = retry.call(self._policy, attempt)
         if report.total:
-            log.info("mqlite: recovered %d claims (%s)", report.total, report)
+            log.info("recovered %d claims (%s)", report.total, report)
         return report
 
     def _maybe_recover(self, found_empty: bool) -> None:
@@ -447,7 +447,7 @@ class Queue:
             self._last_recover = time.monotonic()
             self.recover()
         except Exception as exc:  # a consumer must not fail because housekeeping did
-            log.warning("mqlite: opportunistic recovery failed: %s", exc)
+            log.warning("opportunistic recovery failed: %s", exc)
         finally:
             self._recover_lock.release()
 

@@ -34,7 +34,7 @@ from types import FrameType
 from typing import Any
 
 from .config import check_queue
-from .errors import MqliteError
+from .errors import MqliteError, NotClaimed
 from .message import Message
 
 log = logging.getLogger("mqlite.worker")
@@ -42,7 +42,6 @@ log = logging.getLogger("mqlite.worker")
 Handler = Callable[[Message], Any]
 
 _ERROR_TEXT_MAX = 500  # characters of an exception message in a log line
-_DEFAULT_LEASE = 30.0  # the claim lease when none is given (issue 4's default)
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ class Worker:
         max_messages: int | None = None,
         max_seconds: float | None = None,
         until_empty: bool = False,
-        lease: float | None = None,
+        lease: float = 30.0,
         handle_signals: bool = True,
         stop_on_error: bool = False,
     ) -> None:
@@ -117,12 +116,7 @@ class Worker:
         self.handle_signals = handle_signals
         self.stop_on_error = stop_on_error
         self._error: MqliteError | None = None
-        self._claim_kwargs: dict[str, Any] = {} if lease is None else {"lease": lease}
-        self._lease = lease or _DEFAULT_LEASE
-        # Without recorded failures (a Queue that has no failed state), a failed message goes back
-        # to the head of its queue and would be claimed again at once: hold its claim until the
-        # queues look empty, so the messages behind it get their turn.
-        self._park_failures = not hasattr(queue, "retry_failed")
+        self.lease = lease
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._reason = ""
@@ -176,16 +170,15 @@ class Worker:
         for name in self.queues:
             self.queue.size(name)  # fail fast on a bad DSN, a missing schema or a bad name
         self._deadline = None if self.max_seconds is None else time.monotonic() + self.max_seconds
-        settings = getattr(self.queue, "settings", None)
         log.info(
             "pid %d consuming %s from %s, table %s, %d thread(s)", os.getpid(), ", ".join(self.queues),
-            settings.redacted() if settings is not None else "?", getattr(self.queue, "table", "?"), self.concurrency,
+            self.queue.settings.redacted(), self.queue.table, self.concurrency,
         )
         previous: dict[int, Any] = {}
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self._on_signal)
-        heartbeat = _Heartbeat(self, self._lease / 3) if hasattr(Message, "touch") else None
+        heartbeat = _Heartbeat(self, self.lease / 3)
         threads = [
             threading.Thread(target=self._loop, name=f"mqlite-worker-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -193,8 +186,7 @@ class Worker:
         try:
             for t in threads:
                 t.start()
-            if heartbeat:
-                heartbeat.start()
+            heartbeat.start()
             while not self._stop.is_set():
                 # Wake now and then even without news: a signal handler runs between waits.
                 self._stop.wait(0.5)
@@ -202,8 +194,7 @@ class Worker:
             for t in threads:
                 t.join(max(0.0, deadline - time.monotonic()))
         finally:
-            if heartbeat:
-                heartbeat.stop()
+            heartbeat.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         with self._lock:
@@ -222,14 +213,13 @@ class Worker:
 
     def _loop(self) -> None:
         idle = self.idle_min
-        parked: list[tuple[Any, BaseException]] = []
         try:
             while not self._stop.is_set():
                 if self._deadline is not None and time.monotonic() >= self._deadline:
                     self._request_stop("max_seconds")
                     break
                 try:
-                    found = self._sweep(parked)
+                    found = self._sweep()
                 except MqliteError as exc:
                     self._count("errors")
                     if self.stop_on_error:
@@ -244,7 +234,6 @@ class Worker:
                     if found:
                         idle = self.idle_min  # after work, look again at once; after a failure, keep backing off
                     continue
-                self._unpark(parked)
                 if self.until_empty:
                     self._request_stop("empty")
                     break
@@ -256,10 +245,8 @@ class Worker:
         except BaseException:
             log.exception("worker thread crashed")
             self._request_stop("crashed")
-        finally:
-            self._unpark(parked)
 
-    def _sweep(self, parked: list[tuple[Any, BaseException]]) -> bool | None:
+    def _sweep(self) -> bool | None:
         """Claim from the queues in order; handle the first message found.
 
         True: a message was handled; False: it failed, or the worker is stopping; None: all queues were empty.
@@ -270,7 +257,7 @@ class Worker:
             if not self._reserve():
                 self._request_stop("max_messages")
                 return False
-            block = self.queue.claim(name, **self._claim_kwargs)
+            block = self.queue.claim(name, lease=self.lease)
             try:
                 message = block.__enter__()
             except BaseException:
@@ -280,10 +267,10 @@ class Worker:
                 self._unreserve()
                 block.__exit__(None, None, None)
                 continue
-            return self._handle(block, message, parked)
+            return self._handle(block, message)
         return None
 
-    def _handle(self, block: Any, message: Message, parked: list[tuple[Any, BaseException]]) -> bool:
+    def _handle(self, block: Any, message: Message) -> bool:
         with self._lock:
             self._in_hand[id(message)] = message
         try:
@@ -295,10 +282,7 @@ class Worker:
                     "message %s of queue %r failed (attempt %d): %s: %s",
                     message.id, message.queue, attempt_number(message), type(exc).__name__, _one_line(exc),
                 )
-                if self._park_failures:
-                    parked.append((block, exc))
-                else:
-                    _exit_block(block, exc)  # records the failure with its traceback
+                _exit_block(block, exc)  # records the failure with its traceback, retried after the backoff
                 return False
             except BaseException as exc:
                 _exit_block(block, exc)
@@ -309,14 +293,6 @@ class Worker:
         finally:
             with self._lock:
                 self._in_hand.pop(id(message), None)
-
-    def _unpark(self, parked: list[tuple[Any, BaseException]]) -> None:
-        while parked:
-            block, exc = parked.pop()
-            try:
-                _exit_block(block, exc)
-            except MqliteError as err:
-                log.warning("cannot release a failed message: %s (it comes back by recovery)", _one_line(err))
 
     # -- bookkeeping --------------------------------------------------------------
 
@@ -342,7 +318,7 @@ class Worker:
 
 
 class _Heartbeat:
-    """Extends the lease of every message in hand, every `interval` seconds (when messages can be touched)."""
+    """Renews the lease of every message in hand, every `interval` seconds."""
 
     def __init__(self, worker: Worker, interval: float) -> None:
         self.worker = worker
@@ -360,7 +336,9 @@ class _Heartbeat:
         while not self._done.wait(self.interval):
             for message in self.worker.in_hand():
                 try:
-                    message.touch()  # type: ignore[attr-defined]
+                    message.touch()
+                except NotClaimed:
+                    pass  # settled between the listing and the touch
                 except Exception as exc:
                     log.warning("cannot extend the lease of message %s: %s", message.id, _one_line(exc))
 
@@ -372,7 +350,7 @@ def _exit_block(block: Any, exc: BaseException) -> None:
 
 def attempt_number(message: Message) -> int:
     """Which attempt at this message is running now: 1 for the first delivery."""
-    return int(getattr(message, "attempts", 0) or 0) + 1
+    return message.attempts + 1
 
 
 def _one_line(exc: BaseException) -> str:
