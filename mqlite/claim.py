@@ -281,3 +281,8 @@ def fail(cur: Any, st: Statements, r: Receipt, attempts: int, error: str) -> boo
 def extend(cur: Any, st: Statements, r: Receipt, lease_us: int) -> bool:
     """Make a claim's lease run until `lease_us` from now."""
     return cur.execute(st.extend, (lease_us, *r.fence())) == 1
+
+
+def checkpoint(cur: Any, st: Statements, r: Receipt, cursor: str, progress: float | None, lease_us: int) -> bool:
+    """Save a handler's resume point on a claimed message and renew its lease."""
+    return cur.execute(st.checkpoint, (cursor, progress, lease_us, *r.fence())) == 1

@@ -7,6 +7,7 @@ printed as one red line (bad DSN, server unreachable, missing schema, unknown qu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import json
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -336,6 +337,8 @@ def _message_json(m: Message) -> dict[str, Any]:
         "available_at": m.available_at,
         "failed_at": m.failed_at,
         "last_error": m.last_error,
+        "cursor": m.cursor,
+        "progress": m.progress,
         "body": m.body.decode("utf-8", "replace"),
     }
 
@@ -388,20 +391,19 @@ def stats(
     """
     with _queue(dsn, table, pool_size=1) as q:
         if watch is None:
-            rows, sees_all = _stats_rows(q, queue)
             if as_json:
-                _print_json({"queues": rows, "sees_all_connections": sees_all})
+                _print_json(_stats_json(q, queue))
                 return
-            out.print(_stats_table(rows, sees_all))
+            out.print(_stats_view(q, queue))
             return
         try:
             if as_json:
-                for rows, sees_all in _every(watch, count, lambda: _stats_rows(q, queue)):
-                    sys.stdout.write(json.dumps({"queues": rows, "sees_all_connections": sees_all}, default=str) + "\n")
+                for snapshot in _every(watch, count, lambda: _stats_json(q, queue)):
+                    sys.stdout.write(json.dumps(snapshot, default=str) + "\n")
                     sys.stdout.flush()
                 return
-            tables = (_stats_table(rows, sees_all, f"every {watch:g}s, {datetime.now():%H:%M:%S}; Ctrl-C to stop")
-                      for rows, sees_all in _every(watch, count, lambda: _stats_rows(q, queue)))
+            tables = _every(watch, count, lambda: _stats_view(
+                q, queue, f"every {watch:g}s, {datetime.now():%H:%M:%S}; Ctrl-C to stop"))
             if not out.is_terminal:  # a log or a pipe: one table per refresh
                 for t in tables:
                     out.print(t)
@@ -411,6 +413,29 @@ def stats(
                     live.update(t, refresh=True)
         except KeyboardInterrupt:
             return
+
+
+def _stats_json(q: Queue, queue: str | None) -> dict[str, Any]:
+    rows, sees_all = _stats_rows(q, queue)
+    return {
+        "queues": rows,
+        "sees_all_connections": sees_all,
+        "in_progress": [_message_json(m) for m in q.in_progress(queue)],
+        "workers": [dataclasses.asdict(w) for w in q.workers()],
+    }
+
+
+def _stats_view(q: Queue, queue: str | None, title: str | None = None) -> Group:
+    """The queues table, then (when there are any) messages in progress and live workers."""
+    rows, sees_all = _stats_rows(q, queue)
+    parts: list[Any] = [_stats_table(rows, sees_all, title)]
+    busy = [m for m in q.in_progress(queue) if m.progress is not None or m.cursor is not None]
+    if busy:
+        parts.append(_progress_table(busy))
+    found = q.workers()
+    if found:
+        parts.append(_workers_table(found))
+    return Group(*parts)
 
 
 def _every(seconds: float, count: int | None, read: Callable[[], Any]) -> Iterator[Any]:
@@ -479,6 +504,35 @@ def retry(
         _print_json({"queue": queue, "retried": n})
     else:
         out.print(f"{n} failed message{'s' if n != 1 else ''} of {queue} back to ready", highlight=False)
+
+
+@app.command()
+@handles_errors
+def workers(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+    """List the live Worker / consume processes: host, pid, queues, messages in hand, counts."""
+    with _queue(dsn, table, pool_size=1) as q:
+        found = q.workers()
+    if as_json:
+        _print_json([dataclasses.asdict(w) for w in found])
+        return
+    out.print(_workers_table(found))
+
+
+def _workers_table(found: list[Any]) -> Table:
+    t = Table("id", "host", "pid", "queues", "up", "last beat", "in hand", "processed", "failed",
+              title=f"{len(found)} worker{'s' if len(found) != 1 else ''}")
+    for w in found:
+        t.add_row(str(w.id), w.host, str(w.pid), ",".join(w.queues), _age(w.started_at), _seconds(w.silent_for),
+                  ",".join(map(str, w.current_messages)) or "-", f"{w.processed:,}", f"{w.failed:,}")
+    return t
+
+
+def _progress_table(messages: list[Message]) -> Table:
+    t = Table("id", "queue", "claimed", "owner", "progress", "cursor", title="in progress")
+    for m in messages:
+        done = "-" if m.progress is None else f"{m.progress:.0%}" if 0 <= m.progress <= 1 else f"{m.progress:g}"
+        t.add_row(str(m.id), m.queue, _age(m.claimed_at), str(m.owner), done, _preview(m.cursor, 24))
+    return t
 
 
 @app.command()

@@ -13,11 +13,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from . import claim as protocol
-from . import recovery, retry, schema
+from . import recovery, registry, retry, schema
 from .claim import Claimer
 from .config import DEFAULT_TABLE, check_queue, parse_dsn, resolve_dsn
 from .counters import Counters
-from .errors import DatabaseError, Duplicate, NotClaimed, PayloadTooLarge
+from .errors import DatabaseError, Duplicate, Interrupted, NotClaimed, PayloadTooLarge
 from .failure import Backoff, describe
 from .message import Body, Message, Receipt, as_bytes
 from .pool import Pool
@@ -63,9 +63,10 @@ class Stats:
 class _Held:
     """What a message taken by `claim` knows about its claim, so `message.fail()` etc. work."""
 
-    def __init__(self, owner: Queue, lease: float) -> None:
+    def __init__(self, owner: Queue, lease: float, interrupt: threading.Event | None) -> None:
         self.owner = owner
         self.lease = lease
+        self.interrupt = interrupt
         self.finished = False
 
     def touch(self, m: Message) -> None:
@@ -80,6 +81,12 @@ class _Held:
 
     def release(self, m: Message, delay: float) -> None:
         self.owner.release(m, delay)
+
+    def checkpoint(self, m: Message, cursor: str, progress: float | None) -> None:
+        if not self.owner.checkpoint(m, cursor, progress, lease=self.lease):
+            raise NotClaimed(f"message {m.id}: the claim was lost (recovered after its lease or owner died)")
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise Interrupted(f"message {m.id}: stopping at cursor {cursor!r}")
 
 
 class Queue:
@@ -278,16 +285,19 @@ class Queue:
         return message
 
     @contextmanager
-    def claim(self, queue: str, *, lease: float = 30.0) -> Iterator[Message | None]:
+    def claim(
+        self, queue: str, *, lease: float = 30.0, interrupt: threading.Event | None = None
+    ) -> Iterator[Message | None]:
         """Claim the oldest ready message for the `with` block (at-least-once); None if none is ready.
 
         Exiting normally deletes the message. Raising records a failed attempt (error and traceback
         kept on the row) and makes it available again after the backoff, or failed after
-        `max_attempts`. Inside, `message.touch()` renews the `lease` (seconds), and `message.fail()`
-        or `message.release()` settle it differently. If the process dies inside the block, the
-        claim comes back by recovery.
+        `max_attempts`. Inside, `message.touch()` renews the `lease` (seconds), `message.fail()`
+        or `message.release()` settle it differently, and `message.checkpoint()` saves where a
+        long handler has got to (raising Interrupted once `interrupt` is set). If the process dies
+        inside the block, the claim comes back by recovery.
         """
-        message = self.take(queue, lease=lease)
+        message = self.take(queue, lease=lease, interrupt=interrupt)
         if message is None:
             yield None
             return
@@ -305,7 +315,9 @@ class Queue:
             if not handle.finished:
                 self.ack(message)
 
-    def take(self, queue: str, *, lease: float = 30.0) -> Message | None:
+    def take(
+        self, queue: str, *, lease: float = 30.0, interrupt: threading.Event | None = None
+    ) -> Message | None:
         """Claim the oldest ready message without a `with` block; settle it with ack/nack/release/fail.
 
         For consumers whose acknowledgement happens elsewhere (another thread, an HTTP call):
@@ -318,7 +330,7 @@ class Queue:
         self._maybe_recover(found_empty=message is None)
         if message is None:
             return None
-        return replace(message, _handle=_Held(self, float(lease)))
+        return replace(message, _handle=_Held(self, float(lease), interrupt))
 
     def ack(self, message: Claimable) -> bool:
         """Delete a claimed message (done). False if its claim was lost meanwhile (it will be redelivered)."""
@@ -361,6 +373,21 @@ class Queue:
         if isinstance(message, Message) and message._handle is not None and message._handle.finished:
             raise NotClaimed(f"message {message.id} was already settled")
         return self._settle(_receipt(message), protocol.extend, _delay_us(seconds, None), finishing=False)
+
+    def checkpoint(
+        self, message: Claimable, cursor: str, progress: float | None = None, *, lease: float = 30.0
+    ) -> bool:
+        """Save `cursor` (and `progress`) on a claimed message and renew its lease for `lease` seconds.
+
+        The next consumer of this message, after a release, failure or recovery, sees them on
+        `message.cursor` / `message.progress`. False if the claim was lost.
+        """
+        if not isinstance(cursor, str) or len(cursor) > 16_000:
+            raise ValueError("cursor must be a string of at most 16000 characters")
+        if progress is not None and not (isinstance(progress, (int, float)) and math.isfinite(progress)):
+            raise ValueError(f"progress must be a finite number, got {progress!r}")
+        args = (cursor, None if progress is None else float(progress), _delay_us(lease, None))
+        return self._settle(_receipt(message), protocol.checkpoint, *args, finishing=False)
 
     def _settling(self, message: Claimable) -> Receipt:
         handle = message._handle if isinstance(message, Message) else None
@@ -531,6 +558,28 @@ class Queue:
         """Whether `queue` is paused."""
         name = check_queue(queue)
         return bool(self._fetch(self._sql.is_paused, (self.table, name)))
+
+    def in_progress(self, queue: str | None = None, limit: int = 100) -> list[Message]:
+        """Claimed messages (of `queue`, or of every queue), oldest claim first, with their progress."""
+        name = None if queue is None else check_queue(queue)
+        return [Message.from_row(r) for r in self._fetch(self._sql.in_progress, (name, name, limit))]
+
+    def workers(self) -> list[registry.WorkerInfo]:
+        """The Worker / `mqlite consume` processes registered on this table."""
+        return self._registry(registry.list_workers)
+
+    def _registry(self, step: Any, *args: Any) -> Any:
+        """Run one registry step (register, heartbeat, unregister) with the usual retries."""
+
+        def attempt() -> Any:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                try:
+                    return step(cur, self._sql, *args)
+                finally:
+                    cur.close()
+
+        return retry.call(self._policy, attempt)
 
     def reset_counters(self, queue: str | None = None) -> None:
         """Zero the processed/failed totals of `queue` (or of every queue)."""

@@ -14,7 +14,7 @@ from .config import check_table
 # Columns a Message is built from, in this order (see Message.from_row).
 MESSAGE_COLUMNS = (
     "id, queue, body, created_at, owner, claimed_at, available_at, lease_until, "
-    "attempts, max_attempts, unique_key, failed_at, last_error"
+    "attempts, max_attempts, unique_key, failed_at, last_error, resume_cursor, progress"
 )
 
 SERVER_INFO = "SELECT @@max_allowed_packet, @@auto_increment_increment, VERSION(), CONNECTION_ID()"
@@ -72,6 +72,13 @@ class Statements:
     retry_later: str
     fail: str
     extend: str
+    checkpoint: str
+    in_progress: str
+    register_worker: str
+    heartbeat_worker: str
+    unregister_worker: str
+    prune_workers: str
+    list_workers: str
     claimed_owners: str
     recover_owners: str
     recover_before: str
@@ -181,6 +188,30 @@ def statements(table: str) -> Statements:
             f"available_at = NULL, failed_at = NOW(6) WHERE {fence}"
         ),
         extend=f"UPDATE {by_queue} SET lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence}",
+        checkpoint=(
+            f"UPDATE {by_queue} SET resume_cursor = %s, progress = %s, "
+            f"lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence}"
+        ),
+        in_progress=(
+            f"SELECT {MESSAGE_COLUMNS} FROM {t} FORCE INDEX (mqlite_owner) WHERE owner > 0 "
+            "AND (queue = %s OR %s IS NULL) ORDER BY claimed_at LIMIT %s"
+        ),
+        register_worker=(
+            "INSERT INTO mqlite_workers (table_name, host, pid, queues) VALUES (%s, %s, %s, %s)"
+        ),
+        heartbeat_worker=(
+            "UPDATE mqlite_workers SET heartbeat_at = NOW(6), current_messages = %s, processed = %s, failed = %s "
+            "WHERE id = %s"
+        ),
+        unregister_worker="DELETE FROM mqlite_workers WHERE id = %s",
+        prune_workers=(
+            "DELETE FROM mqlite_workers WHERE table_name = %s AND heartbeat_at < NOW(6) - INTERVAL %s MICROSECOND"
+        ),
+        list_workers=(
+            "SELECT id, host, pid, queues, started_at, heartbeat_at, current_messages, processed, failed, "
+            "TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)) / 1e6 "
+            "FROM mqlite_workers WHERE table_name = %s ORDER BY started_at"
+        ),
         claimed_owners=f"SELECT DISTINCT owner FROM {t} WHERE owner <> 0 AND claimed_at < %s",
         recover_owners=f"UPDATE {t} SET {recover_set} WHERE owner IN ({{ids}}) AND claimed_at < %s",
         recover_before=f"UPDATE {t} SET {recover_set} WHERE owner <> 0 AND claimed_at < %s",

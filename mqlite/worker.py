@@ -34,7 +34,8 @@ from types import FrameType
 from typing import Any
 
 from .config import check_queue
-from .errors import MqliteError, NotClaimed
+from . import registry
+from .errors import Interrupted, MqliteError, NotClaimed
 from .message import Message
 
 log = logging.getLogger("mqlite.worker")
@@ -42,6 +43,7 @@ log = logging.getLogger("mqlite.worker")
 Handler = Callable[[Message], Any]
 
 _ERROR_TEXT_MAX = 500  # characters of an exception message in a log line
+_PRUNE_AFTER = 6  # heartbeat intervals of silence after which a registered worker is pruned
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Worker:
         lease: float = 30.0,
         handle_signals: bool = True,
         stop_on_error: bool = False,
+        heartbeat_every: float = 5.0,
     ) -> None:
         if isinstance(queues, str):
             queues = [queues]
@@ -117,6 +120,8 @@ class Worker:
         self.stop_on_error = stop_on_error
         self._error: MqliteError | None = None
         self.lease = lease
+        self.heartbeat_every = heartbeat_every
+        self._worker_id: int | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._reason = ""
@@ -178,7 +183,8 @@ class Worker:
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self._on_signal)
-        heartbeat = _Heartbeat(self, self.lease / 3)
+        self._register()
+        heartbeat = _Heartbeat(self, min(self.lease / 3, self.heartbeat_every))
         threads = [
             threading.Thread(target=self._loop, name=f"mqlite-worker-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -195,6 +201,7 @@ class Worker:
                 t.join(max(0.0, deadline - time.monotonic()))
         finally:
             heartbeat.stop()
+            self._unregister()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         with self._lock:
@@ -257,7 +264,7 @@ class Worker:
             if not self._reserve():
                 self._request_stop("max_messages")
                 return False
-            block = self.queue.claim(name, lease=self.lease)
+            block = self.queue.claim(name, lease=self.lease, interrupt=self._stop)
             try:
                 message = block.__enter__()
             except BaseException:
@@ -276,6 +283,12 @@ class Worker:
         try:
             try:
                 self.handler(message)
+            except Interrupted as exc:
+                # The handler saved a checkpoint while we are stopping: released at once, to resume
+                # elsewhere from its cursor.
+                _exit_block(block, exc)
+                log.info("message %s of queue %r interrupted at its checkpoint; released", message.id, message.queue)
+                return False
             except Exception as exc:
                 self._count("failed")
                 log.warning(
@@ -316,9 +329,37 @@ class Worker:
         with self._lock:
             return list(self._in_hand.values())
 
+    # -- the worker registry --------------------------------------------------------
+
+    def _register(self) -> None:
+        try:
+            self._worker_id = self.queue._registry(registry.register, self.queues)
+        except MqliteError as exc:  # the registry is for operators: never a reason not to consume
+            log.warning("cannot register in the worker registry: %s", _one_line(exc))
+
+    def beat(self) -> None:
+        """Record this worker as alive, with the messages in hand and its counts."""
+        if self._worker_id is None:
+            return
+        with self._lock:
+            current = sorted(m.id for m in self._in_hand.values())
+            counts = dict(self._counts)
+        try:
+            self.queue._registry(registry.heartbeat, self._worker_id, current, counts["processed"],
+                                 counts["failed"], _PRUNE_AFTER * self.heartbeat_every)
+        except MqliteError as exc:
+            log.warning("cannot heartbeat: %s", _one_line(exc))
+
+    def _unregister(self) -> None:
+        if self._worker_id is not None:
+            try:
+                self.queue._registry(registry.unregister, self._worker_id)
+            except MqliteError as exc:
+                log.warning("cannot unregister (it will be pruned): %s", _one_line(exc))
+
 
 class _Heartbeat:
-    """Renews the lease of every message in hand, every `interval` seconds."""
+    """Every `interval` seconds: renews the lease of every message in hand, and heartbeats the registry."""
 
     def __init__(self, worker: Worker, interval: float) -> None:
         self.worker = worker
@@ -334,6 +375,7 @@ class _Heartbeat:
 
     def _run(self) -> None:
         while not self._done.wait(self.interval):
+            self.worker.beat()
             for message in self.worker.in_hand():
                 try:
                     message.touch()

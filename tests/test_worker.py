@@ -160,8 +160,11 @@ class _FakeQueue:
     def size(self, name: str) -> int:
         return 0
 
+    def _registry(self, step, *args):  # no registry: this stand-in only counts claims
+        return 1
+
     @contextmanager
-    def claim(self, name: str, *, lease: float = 30.0):
+    def claim(self, name: str, *, lease: float = 30.0, interrupt=None):
         self.calls += 1
         yield Message(self.calls, name, b"x", datetime.now()) if self.calls in self.hits else None
 
