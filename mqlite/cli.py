@@ -647,6 +647,7 @@ def worker(
     stop_timeout: Annotated[
         float, typer.Option(min=0, help="After SIGTERM, how long messages in hand may take to finish (s).")
     ] = 30.0,
+    until_empty: Annotated[bool, typer.Option("--until-empty", help="Exit once every queue is empty.")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     dsn: Dsn = None,
     table: TableOpt = DEFAULT_TABLE,
@@ -667,7 +668,7 @@ def worker(
             q.size(name)  # a bad DSN, name or schema: one red line, before any logging starts
         with _logging_to_stderr(level):
             result = Worker(q, queues, function, concurrency=concurrency, idle_min=min(0.05, idle_max),
-                            idle_max=idle_max, stop_timeout=stop_timeout).run()
+                            idle_max=idle_max, stop_timeout=stop_timeout, until_empty=until_empty).run()
     if not result.clean:
         raise typer.Exit(1)
 

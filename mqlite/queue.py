@@ -126,7 +126,7 @@ class Queue:
         self._claimers: dict[tuple[str, bool, float], Claimer] = {}
         self._claimers_lock = threading.Lock()
         self._counters = Counters(self._flush_counts)
-        self._last_recover = time.monotonic()
+        self._last_recover = float("-inf")  # a fresh consumer recovers orphans the first time it finds nothing
         self._recover_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -279,10 +279,7 @@ class Queue:
 
         Returns None at once when nothing is ready; never blocks waiting for a message.
         """
-        claimer = self._claimer(check_queue(queue), consume=True, lease=30.0)
-        message = retry.call(self._policy, claimer.take)
-        self._maybe_recover(found_empty=message is None)
-        return message
+        return self._take_from(self._claimer(check_queue(queue), consume=True, lease=30.0))
 
     @contextmanager
     def claim(
@@ -325,12 +322,16 @@ class Queue:
         """
         if not (isinstance(lease, (int, float)) and 0 < lease <= _MAX_DELAY):
             raise ValueError("lease must be a positive number of seconds")
-        claimer = self._claimer(check_queue(queue), consume=False, lease=float(lease))
-        message = retry.call(self._policy, claimer.take)
-        self._maybe_recover(found_empty=message is None)
+        message = self._take_from(self._claimer(check_queue(queue), consume=False, lease=float(lease)))
         if message is None:
             return None
         return replace(message, _handle=_Held(self, float(lease), interrupt))
+
+    def _take_from(self, claimer: Claimer) -> Message | None:
+        message = retry.call(self._policy, claimer.take)
+        if self._maybe_recover(found_empty=message is None) and message is None:
+            message = retry.call(self._policy, claimer.take)  # what recovery just put back
+        return message
 
     def ack(self, message: Claimable) -> bool:
         """Delete a claimed message (done). False if its claim was lost meanwhile (it will be redelivered)."""
@@ -462,19 +463,21 @@ class Queue:
             log.info("recovered %d claims (%s)", report.total, report)
         return report
 
-    def _maybe_recover(self, found_empty: bool) -> None:
+    def _maybe_recover(self, found_empty: bool) -> int:
+        """Recover if due; returns how many claims came back."""
         if not self.recover_every:
-            return
+            return 0
         since = time.monotonic() - self._last_recover
         if since < (self.recover_every if found_empty else 6 * self.recover_every):
-            return
+            return 0
         if not self._recover_lock.acquire(blocking=False):
-            return
+            return 0
         try:
             self._last_recover = time.monotonic()
-            self.recover()
+            return self.recover().total
         except Exception as exc:  # a consumer must not fail because housekeeping did
             log.warning("opportunistic recovery failed: %s", exc)
+            return 0
         finally:
             self._recover_lock.release()
 
