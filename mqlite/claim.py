@@ -265,12 +265,12 @@ def ack(cur: Any, st: Statements, r: Receipt) -> bool:
 
 def release(cur: Any, st: Statements, r: Receipt, delay_us: int) -> bool:
     """Put a claimed message back, available after `delay_us`, without counting an attempt."""
-    return cur.execute(st.release, (delay_us, *r.fence())) == 1
+    return cur.execute(st.release, (delay_us, delay_us, *r.fence())) == 1
 
 
 def retry_later(cur: Any, st: Statements, r: Receipt, attempts: int, error: str, delay_us: int) -> bool:
     """Record a failed attempt; the message is available again after `delay_us`."""
-    return cur.execute(st.retry_later, (attempts, error, delay_us, *r.fence())) == 1
+    return cur.execute(st.retry_later, (attempts, error, delay_us, delay_us, *r.fence())) == 1
 
 
 def fail(cur: Any, st: Statements, r: Receipt, attempts: int, error: str) -> bool:

@@ -63,6 +63,7 @@ class Message:
     max_attempts: int | None = None
     cursor: str | None = None  # what the last `checkpoint()` saved: where to resume
     progress: float | None = None
+    concurrency_key: str | None = None
     # Who holds the claim: the session id and the server time of the claim.
     owner: int = field(default=0, repr=False, compare=False)
     claimed_at: datetime | None = field(default=None, repr=False, compare=False)
@@ -115,10 +116,10 @@ class Message:
     def from_row(cls, row: tuple) -> Message:
         """Build from a row of `sql.MESSAGE_COLUMNS`."""
         (id_, queue, body, created_at, owner, claimed_at, available_at, lease_until,
-         attempts, max_attempts, unique_key, failed_at, last_error, cursor, progress) = row
+         attempts, max_attempts, unique_key, failed_at, last_error, cursor, progress, key) = row
         return cls(
             int(id_), queue, bytes(body), created_at, int(attempts), available_at, last_error, failed_at,
-            unique_key, max_attempts, cursor, progress, int(owner), claimed_at, lease_until,
+            unique_key, max_attempts, cursor, progress, key, int(owner), claimed_at, lease_until,
         )
 
 

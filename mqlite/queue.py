@@ -165,6 +165,8 @@ class Queue:
         unique_key: str | None = None,
         if_exists: Literal["raise", "ignore"] = "raise",
         max_attempts: int | None = None,
+        concurrency_key: str | None = None,
+        max_running: int = 1,
     ) -> int:
         """Append one message; returns its id.
 
@@ -172,16 +174,21 @@ class Queue:
         then. With `unique_key`, a second push of the same key while the first is in the table
         raises Duplicate (`if_exists="ignore"`: returns the existing id), and a push retried after
         a lost connection is idempotent. Without one, a retry after a lost reply may store the
-        message twice (at-least-once). PayloadTooLarge is raised before anything is sent.
+        message twice (at-least-once). With `concurrency_key`, at most `max_running` messages of
+        that key (across queues, consumers and processes) are handed out at once; the others wait.
+        PayloadTooLarge is raised before anything is sent.
         """
         name = check_queue(queue)
         data = as_bytes(body)
         delay_us = _delay_us(delay, run_at)
-        key = _check_unique_key(unique_key)
+        key = _check_key(unique_key, "unique_key")
         if if_exists not in ("raise", "ignore"):
             raise ValueError("if_exists must be 'raise' or 'ignore'")
         limit = None if max_attempts is None else _check_attempts(max_attempts)
-        plain = not delay_us and key is None and limit is None
+        ckey = _check_key(concurrency_key, "concurrency_key")
+        if ckey is not None:
+            _check_attempts(max_running, "max_running")
+        plain = not delay_us and key is None and limit is None and ckey is None
         tries = 0
 
         def attempt() -> int:
@@ -192,14 +199,17 @@ class Queue:
                 cur = conn.cursor()
                 if plain:
                     cur.execute(self._sql.push, (name, data))
-                else:
+                elif ckey is None:
                     cur.execute(self._sql.push_with, (name, data, delay_us, key, limit))
+                else:
+                    cur.execute(self._sql.set_cap, (self.table, ckey, max_running, max_running))
+                    cur.execute(self._sql.push_keyed, (name, data, delay_us, key, limit, ckey))
                 new_id = cur.lastrowid
                 cur.close()
                 return int(new_id)
 
         try:
-            return retry.call(self._policy, attempt)
+            new_id = retry.call(self._policy, attempt)
         except DatabaseError as exc:
             if exc.code != _ER_DUP_ENTRY or key is None:
                 raise
@@ -211,6 +221,9 @@ class Queue:
             raise Duplicate(
                 f"queue {name!r} already holds a message with unique key {key!r} (id {existing})", existing
             ) from None
+        if ckey is not None:
+            self._promote(ckey)
+        return new_id
 
     def push_many(self, queue: str, bodies: Iterable[Body]) -> list[int]:
         """Append many messages in one transaction (all or none); returns their ids in order."""
@@ -336,7 +349,8 @@ class Queue:
     def ack(self, message: Claimable) -> bool:
         """Delete a claimed message (done). False if its claim was lost meanwhile (it will be redelivered)."""
         r = self._settling(message)
-        done = self._settle(r, protocol.ack)
+        _, _, ckey = self._known_of(message, r)
+        done = self._settle(r, protocol.ack, key=ckey)
         if done:
             self._counters.add(r.queue, processed=1)
         return done
@@ -345,13 +359,13 @@ class Queue:
         """Record a failed attempt: available again after `delay` (default: the backoff), or failed
         once `max_attempts` attempts have failed. False if the claim was lost meanwhile."""
         r = self._settling(message)
-        attempts, limit = self._attempts_of(message, r)
+        attempts, limit, ckey = self._known_of(message, r)
         text = describe(error)
         if attempts + 1 >= limit:
-            done = self._settle(r, protocol.fail, attempts + 1, text)
+            done = self._settle(r, protocol.fail, attempts + 1, text, key=ckey)
         else:
             wait = self.backoff.delay(attempts + 1) if delay is None else delay
-            done = self._settle(r, protocol.retry_later, attempts + 1, text, _delay_us(wait, None))
+            done = self._settle(r, protocol.retry_later, attempts + 1, text, _delay_us(wait, None), key=ckey)
         if done:
             self._counters.add(r.queue, failed=1)
         return done
@@ -359,15 +373,16 @@ class Queue:
     def fail(self, message: Claimable, reason: str | BaseException) -> bool:
         """Give up on a claimed message: failed at once, kept with `reason`. False if the claim was lost."""
         r = self._settling(message)
-        attempts, _ = self._attempts_of(message, r)
-        done = self._settle(r, protocol.fail, attempts + 1, describe(reason))
+        attempts, _, ckey = self._known_of(message, r)
+        done = self._settle(r, protocol.fail, attempts + 1, describe(reason), key=ckey)
         if done:
             self._counters.add(r.queue, failed=1)
         return done
 
     def release(self, message: Claimable, delay: float = 0.0) -> bool:
         """Put a claimed message back, available after `delay` seconds, without counting an attempt."""
-        return self._settle(self._settling(message), protocol.release, _delay_us(delay, None))
+        r = self._settling(message)
+        return self._settle(r, protocol.release, _delay_us(delay, None), key=self._known_of(message, r)[2])
 
     def extend(self, message: Claimable, seconds: float) -> bool:
         """Make a claim's lease run until `seconds` from now. False if the claim was lost."""
@@ -398,14 +413,15 @@ class Queue:
             handle.finished = True
         return _receipt(message)
 
-    def _attempts_of(self, message: Claimable, r: Receipt) -> tuple[int, int]:
+    def _known_of(self, message: Claimable, r: Receipt) -> tuple[int, int, str | None]:
+        """(attempts so far, max attempts, concurrency key) of a claimed message."""
         if isinstance(message, Message):
-            return message.attempts, message.max_attempts or self.max_attempts
+            return message.attempts, message.max_attempts or self.max_attempts, message.concurrency_key
         rows = self._fetch(self._sql.find_attempts, (r.id,))
-        attempts, limit = rows[0] if rows else (0, None)
-        return int(attempts), int(limit or self.max_attempts)
+        attempts, limit, ckey = rows[0] if rows else (0, None, None)
+        return int(attempts), int(limit or self.max_attempts), ckey
 
-    def _settle(self, r: Receipt, step: Any, *args: Any, finishing: bool = True) -> bool:
+    def _settle(self, r: Receipt, step: Any, *args: Any, finishing: bool = True, key: str | None = None) -> bool:
         def attempt() -> bool:
             with self._pool.connection() as conn:
                 cur = conn.cursor()
@@ -423,7 +439,34 @@ class Queue:
                         claimer.done_id(r.owner, r.id)
         if not done:
             log.warning("message %s: claim gone (recovered elsewhere); it will be delivered again", r.id)
+        elif key is not None:
+            self._promote(key)  # its slot is free: the next message of the key may run
         return done
+
+    def _promote(self, key: str) -> int:
+        """Let parked messages of `key` into the ready range while it has free slots; returns how many."""
+
+        def attempt() -> int:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                cur.execute("START TRANSACTION")
+                cur.execute(self._sql.lock_key, (self.table, key))
+                row = cur.fetchone()
+                promoted = 0
+                if row is not None:
+                    cur.execute(self._sql.count_running, (key,))
+                    free = int(row[0]) - int(cur.fetchone()[0])
+                    if free > 0:
+                        promoted = cur.execute(self._sql.promote, (key, free))
+                conn.commit()
+                cur.close()
+                return int(promoted)
+
+        return retry.call(self._policy, attempt)
+
+    def _promote_due(self) -> int:
+        """Promote for every key with parked messages now due (after delays, backoffs, recoveries)."""
+        return sum(self._promote(key) for (key,) in self._fetch(self._sql.keys_due, ()))
 
     def _claimer(self, queue: str, *, consume: bool, lease: float) -> Claimer:
         key = (queue, consume, lease)
@@ -445,7 +488,7 @@ class Queue:
             cur = conn.cursor()
             for m in messages:
                 cur.execute(self._sql.restore, (m.id, m.queue, m.body, m.created_at, m.available_at,
-                                                m.attempts, m.max_attempts, m.unique_key))
+                                                m.attempts, m.max_attempts, m.unique_key, m.concurrency_key))
             cur.close()
 
     # -- recovery and failed messages --------------------------------------------
@@ -461,6 +504,7 @@ class Queue:
         report = retry.call(self._policy, attempt)
         if report.total:
             log.info("recovered %d claims (%s)", report.total, report)
+        self._promote_due()
         return report
 
     def _maybe_recover(self, found_empty: bool) -> int:
@@ -664,17 +708,17 @@ def _delay_us(delay: float | None, run_at: datetime | None) -> int:
     return int(delay * 1e6)
 
 
-def _check_unique_key(key: str | None) -> str | None:
+def _check_key(key: str | None, what: str) -> str | None:
     if key is None:
         return None
     if not isinstance(key, str) or not 1 <= len(key) <= 191:
-        raise ValueError("unique_key must be a string of 1 to 191 characters")
+        raise ValueError(f"{what} must be a string of 1 to 191 characters")
     return key
 
 
-def _check_attempts(n: int) -> int:
+def _check_attempts(n: int, what: str = "max_attempts") -> int:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 65535:
-        raise ValueError(f"max_attempts must be an integer from 1 to 65535, got {n!r}")
+        raise ValueError(f"{what} must be an integer from 1 to 65535, got {n!r}")
     return n
 
 
