@@ -265,12 +265,12 @@ def ack(cur: Any, st: Statements, r: Receipt) -> bool:
 
 def release(cur: Any, st: Statements, r: Receipt, delay_us: int) -> bool:
     """Put a claimed message back, available after `delay_us`, without counting an attempt."""
-    return cur.execute(st.release, (delay_us, *r.fence())) == 1
+    return cur.execute(st.release, (delay_us, delay_us, *r.fence())) == 1
 
 
 def retry_later(cur: Any, st: Statements, r: Receipt, attempts: int, error: str, delay_us: int) -> bool:
     """Record a failed attempt; the message is available again after `delay_us`."""
-    return cur.execute(st.retry_later, (attempts, error, delay_us, *r.fence())) == 1
+    return cur.execute(st.retry_later, (attempts, error, delay_us, delay_us, *r.fence())) == 1
 
 
 def fail(cur: Any, st: Statements, r: Receipt, attempts: int, error: str) -> bool:
@@ -281,3 +281,8 @@ def fail(cur: Any, st: Statements, r: Receipt, attempts: int, error: str) -> boo
 def extend(cur: Any, st: Statements, r: Receipt, lease_us: int) -> bool:
     """Make a claim's lease run until `lease_us` from now."""
     return cur.execute(st.extend, (lease_us, *r.fence())) == 1
+
+
+def checkpoint(cur: Any, st: Statements, r: Receipt, cursor: str, progress: float | None, lease_us: int) -> bool:
+    """Save a handler's resume point on a claimed message and renew its lease."""
+    return cur.execute(st.checkpoint, (cursor, progress, lease_us, *r.fence())) == 1

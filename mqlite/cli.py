@@ -7,9 +7,9 @@ printed as one red line (bad DSN, server unreachable, missing schema, unknown qu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
-import inspect
 import json
 import logging
 import os
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -74,10 +74,6 @@ class UnknownQueue(MqliteError):
     """No message of this queue is in the table."""
 
 
-class Unsupported(MqliteError):
-    """An option needs a feature this version of the mqlite library does not have."""
-
-
 def handles_errors(fn: F) -> F:
     """Turn an MqliteError into one red line on stderr and exit status 2."""
 
@@ -99,7 +95,13 @@ def _queue(dsn: str | None, table: str = DEFAULT_TABLE, **kwargs: Any) -> Queue:
 def _age(ts: datetime | None) -> str:
     if ts is None:
         return "-"
-    seconds = max(0.0, (datetime.now() - ts).total_seconds())
+    return _seconds((datetime.now() - ts).total_seconds())
+
+
+def _seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
@@ -120,16 +122,6 @@ def _duration(text: str, option: str) -> timedelta:
     if not m:
         raise UsageError(f"{option} {text!r} is not a duration (examples: 30s, 5m, 2h, 7d)")
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-
-
-def _accepts(method: Callable[..., Any], parameter: str) -> bool:
-    return parameter in inspect.signature(method).parameters
-
-
-def _needs(available: bool, what: str) -> None:
-    """Refuse an option the library cannot do yet (failures, delays and unique keys come with schema 002)."""
-    if not available:
-        raise Unsupported(f"{what} needs failed/delayed-message support, which this mqlite library lacks")
 
 
 def _known_queue(q: Queue, queue: str) -> None:
@@ -263,15 +255,8 @@ def push(
         data: bytes | str = sys.stdin.buffer.read()
     else:
         data = body
-    options: dict[str, Any] = {}
     with _queue(dsn, table, pool_size=1) as q:
-        if wait is not None:
-            _needs(_accepts(q.push, "delay"), "--delay")
-            options["delay"] = wait.total_seconds()
-        if unique_key is not None:
-            _needs(_accepts(q.push, "unique_key"), "--unique-key")
-            options["unique_key"] = unique_key
-        new_id = q.push(queue, data, **options)
+        new_id = q.push(queue, data, delay=wait.total_seconds() if wait is not None else None, unique_key=unique_key)
     if as_json:
         _print_json({"queue": queue, "id": new_id})
     else:
@@ -323,11 +308,7 @@ def peek(
 ) -> None:
     """Show the oldest ready (or failed) messages of QUEUE without taking them."""
     with _queue(dsn, table, pool_size=1) as q:
-        if failed:
-            _needs(_accepts(q.peek, "failed"), "--failed")
-            messages = q.peek(queue, limit, failed=True)
-        else:
-            messages = q.peek(queue, limit)
+        messages = q.peek(queue, limit, failed=failed)
     if as_json:
         _print_json([_message_json(m) for m in messages])
         return
@@ -338,8 +319,8 @@ def peek(
               f"{'failed' if failed else 'ready'} (oldest first)")
     for m in messages:
         t.add_row(
-            str(m.id), _age(m.created_at), str(getattr(m, "attempts", 0)), str(m.owner or "-"),
-            Text(_preview(getattr(m, "last_error", None), _ERROR_PREVIEW), style="red"),
+            str(m.id), _age(m.created_at), str(m.attempts), str(m.owner or "-"),
+            Text(_preview(m.last_error, _ERROR_PREVIEW), style="red"),
             Text(_preview(m.body, _PREVIEW)),
         )
     out.print(t)
@@ -350,17 +331,18 @@ def _message_json(m: Message) -> dict[str, Any]:
         "id": m.id,
         "queue": m.queue,
         "created_at": m.created_at,
-        "attempts": getattr(m, "attempts", 0),
+        "attempts": m.attempts,
         "owner": m.owner,
         "claimed_at": m.claimed_at,
-        "available_at": getattr(m, "available_at", None),
-        "failed_at": getattr(m, "failed_at", None),
-        "last_error": getattr(m, "last_error", None),
+        "available_at": m.available_at,
+        "failed_at": m.failed_at,
+        "last_error": m.last_error,
+        "cursor": m.cursor,
+        "progress": m.progress,
         "body": m.body.decode("utf-8", "replace"),
     }
 
 
-# Counters the library may not have yet (they come with failed and delayed messages): None = unknown.
 _STAT_FIELDS = ("ready", "delayed", "claimed", "failed", "processed", "failed_total")
 
 
@@ -369,8 +351,10 @@ def _stats_rows(q: Queue, queue: str | None) -> tuple[dict[str, dict[str, Any]],
     picked = {queue: s.queues.get(queue)} if queue is not None else dict(s.queues)
     rows = {
         name: {
-            **{f: (getattr(v, f, None) if v is not None else 0) for f in _STAT_FIELDS},
+            **{f: (getattr(v, f) if v is not None else 0) for f in _STAT_FIELDS},
             "oldest_ready": v.oldest_ready if v is not None else None,
+            "oldest_age": v.oldest_age if v is not None else None,
+            "paused": v.paused if v is not None else False,
         }
         for name, v in picked.items()
     }
@@ -381,7 +365,8 @@ def _stats_table(rows: dict[str, dict[str, Any]], sees_all: bool, title: str | N
     t = Table("queue", "ready", "delayed", "claimed", "failed", "processed", "oldest ready", title=title,
               caption=None if sees_all else "no PROCESS privilege: recovery cannot see other sessions")
     for name, r in rows.items():
-        t.add_row(name, *("-" if r[f] is None else f"{r[f]:,}" for f in _STAT_FIELDS[:5]), _age(r["oldest_ready"]))
+        label = f"{name} [yellow](paused)[/]" if r["paused"] else name
+        t.add_row(label, *(f"{r[f]:,}" for f in _STAT_FIELDS[:5]), _seconds(r["oldest_age"]))
     return t
 
 
@@ -406,20 +391,19 @@ def stats(
     """
     with _queue(dsn, table, pool_size=1) as q:
         if watch is None:
-            rows, sees_all = _stats_rows(q, queue)
             if as_json:
-                _print_json({"queues": rows, "sees_all_connections": sees_all})
+                _print_json(_stats_json(q, queue))
                 return
-            out.print(_stats_table(rows, sees_all))
+            out.print(_stats_view(q, queue))
             return
         try:
             if as_json:
-                for rows, sees_all in _every(watch, count, lambda: _stats_rows(q, queue)):
-                    sys.stdout.write(json.dumps({"queues": rows, "sees_all_connections": sees_all}, default=str) + "\n")
+                for snapshot in _every(watch, count, lambda: _stats_json(q, queue)):
+                    sys.stdout.write(json.dumps(snapshot, default=str) + "\n")
                     sys.stdout.flush()
                 return
-            tables = (_stats_table(rows, sees_all, f"every {watch:g}s, {datetime.now():%H:%M:%S}; Ctrl-C to stop")
-                      for rows, sees_all in _every(watch, count, lambda: _stats_rows(q, queue)))
+            tables = _every(watch, count, lambda: _stats_view(
+                q, queue, f"every {watch:g}s, {datetime.now():%H:%M:%S}; Ctrl-C to stop"))
             if not out.is_terminal:  # a log or a pipe: one table per refresh
                 for t in tables:
                     out.print(t)
@@ -429,6 +413,29 @@ def stats(
                     live.update(t, refresh=True)
         except KeyboardInterrupt:
             return
+
+
+def _stats_json(q: Queue, queue: str | None) -> dict[str, Any]:
+    rows, sees_all = _stats_rows(q, queue)
+    return {
+        "queues": rows,
+        "sees_all_connections": sees_all,
+        "in_progress": [_message_json(m) for m in q.in_progress(queue)],
+        "workers": [dataclasses.asdict(w) for w in q.workers()],
+    }
+
+
+def _stats_view(q: Queue, queue: str | None, title: str | None = None) -> Group:
+    """The queues table, then (when there are any) messages in progress and live workers."""
+    rows, sees_all = _stats_rows(q, queue)
+    parts: list[Any] = [_stats_table(rows, sees_all, title)]
+    busy = [m for m in q.in_progress(queue) if m.progress is not None or m.cursor is not None]
+    if busy:
+        parts.append(_progress_table(busy))
+    found = q.workers()
+    if found:
+        parts.append(_workers_table(found))
+    return Group(*parts)
 
 
 def _every(seconds: float, count: int | None, read: Callable[[], Any]) -> Iterator[Any]:
@@ -464,8 +471,6 @@ def purge(
         raise UsageError("--older-than applies to failed messages: add --failed")
     what = "failed" if failed else "ready"
     with _queue(dsn, table, pool_size=1) as q:
-        if failed:
-            _needs(hasattr(q, "purge_failed"), "--failed")
         if not yes:
             since = f" that failed more than {older_than} ago" if older_than else ""
             typer.confirm(f"Delete the {what} messages of queue {queue!r}{since} from {table}?", abort=True, err=True)
@@ -494,12 +499,65 @@ def retry(
         raise UsageError("say which messages: --id N (repeatable) or --all")
     with _queue(dsn, table, pool_size=1) as q:
         _known_queue(q, queue)
-        _needs(hasattr(q, "retry_failed"), "retry")
         n = q.retry_failed(queue, ids=None if all_ else ids)
     if as_json:
         _print_json({"queue": queue, "retried": n})
     else:
         out.print(f"{n} failed message{'s' if n != 1 else ''} of {queue} back to ready", highlight=False)
+
+
+@app.command()
+@handles_errors
+def workers(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+    """List the live Worker / consume processes: host, pid, queues, messages in hand, counts."""
+    with _queue(dsn, table, pool_size=1) as q:
+        found = q.workers()
+    if as_json:
+        _print_json([dataclasses.asdict(w) for w in found])
+        return
+    out.print(_workers_table(found))
+
+
+def _workers_table(found: list[Any]) -> Table:
+    t = Table("id", "host", "pid", "queues", "up", "last beat", "in hand", "processed", "failed",
+              title=f"{len(found)} worker{'s' if len(found) != 1 else ''}")
+    for w in found:
+        t.add_row(str(w.id), w.host, str(w.pid), ",".join(w.queues), _age(w.started_at), _seconds(w.silent_for),
+                  ",".join(map(str, w.current_messages)) or "-", f"{w.processed:,}", f"{w.failed:,}")
+    return t
+
+
+def _progress_table(messages: list[Message]) -> Table:
+    t = Table("id", "queue", "claimed", "owner", "progress", "cursor", title="in progress")
+    for m in messages:
+        done = "-" if m.progress is None else f"{m.progress:.0%}" if 0 <= m.progress <= 1 else f"{m.progress:g}"
+        t.add_row(str(m.id), m.queue, _age(m.claimed_at), str(m.owner), done, _preview(m.cursor, 24))
+    return t
+
+
+@app.command()
+@handles_errors
+def pause(queue: QueueArg, dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+    """Stop handing out messages of QUEUE to every consumer (pushes are still accepted)."""
+    with _queue(dsn, table, pool_size=1) as q:
+        q.pause(queue)
+    _paused_state(queue, True, as_json)
+
+
+@app.command()
+@handles_errors
+def resume(queue: QueueArg, dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+    """Hand out messages of a paused QUEUE again."""
+    with _queue(dsn, table, pool_size=1) as q:
+        q.resume(queue)
+    _paused_state(queue, False, as_json)
+
+
+def _paused_state(queue: str, paused: bool, as_json: bool) -> None:
+    if as_json:
+        _print_json({"queue": queue, "paused": paused})
+    else:
+        out.print(f"{queue}: {'paused' if paused else 'resumed'}", highlight=False)
 
 
 @app.command()
@@ -511,7 +569,7 @@ def recover(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt =
     reasons = {
         "dead_owner": r.dead_owner,
         "before_restart": r.before_restart,
-        "lease_expired": getattr(r, "lease_expired", 0),
+        "lease_expired": r.lease_expired,
     }
     if as_json:
         _print_json({"recovered": r.total, **reasons, "sees_all_connections": r.sees_all_connections})
@@ -589,6 +647,7 @@ def worker(
     stop_timeout: Annotated[
         float, typer.Option(min=0, help="After SIGTERM, how long messages in hand may take to finish (s).")
     ] = 30.0,
+    until_empty: Annotated[bool, typer.Option("--until-empty", help="Exit once every queue is empty.")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     dsn: Dsn = None,
     table: TableOpt = DEFAULT_TABLE,
@@ -609,7 +668,7 @@ def worker(
             q.size(name)  # a bad DSN, name or schema: one red line, before any logging starts
         with _logging_to_stderr(level):
             result = Worker(q, queues, function, concurrency=concurrency, idle_min=min(0.05, idle_max),
-                            idle_max=idle_max, stop_timeout=stop_timeout).run()
+                            idle_max=idle_max, stop_timeout=stop_timeout, until_empty=until_empty).run()
     if not result.clean:
         raise typer.Exit(1)
 

@@ -42,7 +42,7 @@ class Counters:
         try:
             self._write(pending)
         except Exception as exc:  # counting must never fail an acknowledgement; try again later
-            log.warning("mqlite: could not write queue counters (will retry): %s", exc)
+            log.warning("could not write queue counters (will retry): %s", exc)
             with self._lock:
                 for queue, (processed, failed) in pending.items():
                     counts = self._pending.setdefault(queue, [0, 0])

@@ -60,7 +60,16 @@ class NotClaimed(MqliteError):
     """The message is no longer held by this consumer (acknowledged, released or recovered)."""
 
 
+class Interrupted(BaseException):
+    """Raised by `message.checkpoint()` when the worker is stopping: the claim is released at once.
+
+    A BaseException (like KeyboardInterrupt), so that a handler's `except Exception` does not
+    swallow it, and so that `claim` releases the message instead of counting a failed attempt.
+    """
+
+
 __all__ = [
+    "Interrupted",
     "MqliteError",
     "ConfigError",
     "InvalidName",

@@ -61,6 +61,9 @@ class Message:
     failed_at: datetime | None = None
     unique_key: str | None = None
     max_attempts: int | None = None
+    cursor: str | None = None  # what the last `checkpoint()` saved: where to resume
+    progress: float | None = None
+    concurrency_key: str | None = None
     # Who holds the claim: the session id and the server time of the claim.
     owner: int = field(default=0, repr=False, compare=False)
     claimed_at: datetime | None = field(default=None, repr=False, compare=False)
@@ -94,6 +97,16 @@ class Message:
         """Put the message back, available after `delay` seconds, without counting an attempt."""
         self._held().release(self, delay)
 
+    def checkpoint(self, cursor: str, progress: float | None = None) -> None:
+        """Save where a long handler has got to (and renew the lease).
+
+        If the message comes back (worker stopped, crashed, or the attempt failed), the next
+        consumer finds `cursor` and `progress` on it and resumes from there. When the Worker
+        running this handler is stopping, raises `mqlite.errors.Interrupted` after saving: the
+        message is released at once, without counting an attempt.
+        """
+        self._held().checkpoint(self, cursor, progress)
+
     def _held(self) -> Any:
         if self._handle is None:
             raise NotClaimed(f"message {self.id} was not taken with claim(); use the Queue's methods")
@@ -103,10 +116,10 @@ class Message:
     def from_row(cls, row: tuple) -> Message:
         """Build from a row of `sql.MESSAGE_COLUMNS`."""
         (id_, queue, body, created_at, owner, claimed_at, available_at, lease_until,
-         attempts, max_attempts, unique_key, failed_at, last_error) = row
+         attempts, max_attempts, unique_key, failed_at, last_error, cursor, progress, key) = row
         return cls(
             int(id_), queue, bytes(body), created_at, int(attempts), available_at, last_error, failed_at,
-            unique_key, max_attempts, int(owner), claimed_at, lease_until,
+            unique_key, max_attempts, cursor, progress, key, int(owner), claimed_at, lease_until,
         )
 
 

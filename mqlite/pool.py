@@ -126,40 +126,22 @@ class Pool:
 
     # -- checkout --------------------------------------------------------------
 
-    @contextmanager
-    def connection(self) -> Iterator[Any]:
-        """Hold one physical connection for the whole block (raw MySQLdb connection, autocommit on)."""
-        if not self._slots.acquire(timeout=self.checkout_timeout):
-            raise Unavailable(
-                f"no free connection to {self.settings.where} after {self.checkout_timeout:g}s "
-                f"(all {self.size} in use; raise pool_size)"
-            )
-        try:
-            pooled = self._checkout()
-            try:
-                raw = pooled.dbapi_connection
-                try:
-                    yield raw
-                except MySQLdb.Error as exc:
-                    err = self.translate(exc)
-                    self._after_error(raw, err)
-                    raise err from exc
-                except BaseException:
-                    self._after_error(raw, None)
-                    raise
-            finally:
-                pooled.close()
-        finally:
-            self._slots.release()
+    def connection(self) -> _Checkout:
+        """Hold one physical connection for a `with` block (raw MySQLdb connection, autocommit on).
 
-    def _checkout(self) -> Any:
+        Driver errors raised in the block come out as MqliteErrors.
+        """
+        return _Checkout(self)
+
+    def _checkout(self) -> tuple[Any, Any]:
+        """(DBUtils' pooled connection, the raw connection inside it), checked out and alive."""
         try:
             pooled = self._pool().dedicated_connection()
         except MySQLdb.Error as exc:
             raise self.translate(exc) from exc
         steady = pooled._con  # DBUtils' SteadyDBConnection holding the raw connection
-        raw = steady.dbapi_connection
-        if not self._alive(raw):
+        raw = steady._con
+        if not (raw.open and (not self._suspect_since or self._alive(raw))):
             try:
                 fresh = MySQLdb.connect(**self._connect_kwargs)
             except MySQLdb.Error as exc:
@@ -170,7 +152,7 @@ class Pool:
             raw = fresh
         if self.server is None:
             self._probe(raw)
-        return pooled
+        return pooled, raw
 
     def open_session(self, *, read_committed: bool = True) -> Any:
         """A dedicated connection outside the pool (the caller closes it). Raises Unavailable."""
@@ -234,6 +216,44 @@ class Pool:
     def translate(self, exc: BaseException) -> MqliteError:
         """Turn a driver exception into an MqliteError; never includes the password."""
         return translate(exc, self.settings)
+
+
+class _Checkout:
+    """The `with pool.connection() as raw:` block: a class, not a generator, because every push
+    pays for it (a generator-based context manager costs several microseconds more)."""
+
+    __slots__ = ("pool", "pooled", "raw")
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def __enter__(self) -> Any:
+        pool = self.pool
+        if not pool._slots.acquire(timeout=pool.checkout_timeout):
+            raise Unavailable(
+                f"no free connection to {pool.settings.where} after {pool.checkout_timeout:g}s "
+                f"(all {pool.size} in use; raise pool_size)"
+            )
+        try:
+            self.pooled, self.raw = pool._checkout()
+        except BaseException:
+            pool._slots.release()
+            raise
+        return self.raw
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        pool = self.pool
+        try:
+            if kind is None:
+                return
+            if isinstance(exc, MySQLdb.Error):
+                err = pool.translate(exc)
+                pool._after_error(self.raw, err)
+                raise err from exc
+            pool._after_error(self.raw, None)
+        finally:
+            self.pooled.close()
+            pool._slots.release()
 
 
 def translate(exc: BaseException, settings: Settings | None) -> MqliteError:

@@ -13,11 +13,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from . import claim as protocol
-from . import recovery, retry, schema
+from . import recovery, registry, retry, schema
 from .claim import Claimer
 from .config import DEFAULT_TABLE, check_queue, parse_dsn, resolve_dsn
 from .counters import Counters
-from .errors import DatabaseError, Duplicate, NotClaimed, PayloadTooLarge
+from .errors import DatabaseError, Duplicate, Interrupted, NotClaimed, PayloadTooLarge
 from .failure import Backoff, describe
 from .message import Body, Message, Receipt, as_bytes
 from .pool import Pool
@@ -63,9 +63,10 @@ class Stats:
 class _Held:
     """What a message taken by `claim` knows about its claim, so `message.fail()` etc. work."""
 
-    def __init__(self, owner: Queue, lease: float) -> None:
+    def __init__(self, owner: Queue, lease: float, interrupt: threading.Event | None) -> None:
         self.owner = owner
         self.lease = lease
+        self.interrupt = interrupt
         self.finished = False
 
     def touch(self, m: Message) -> None:
@@ -80,6 +81,12 @@ class _Held:
 
     def release(self, m: Message, delay: float) -> None:
         self.owner.release(m, delay)
+
+    def checkpoint(self, m: Message, cursor: str, progress: float | None) -> None:
+        if not self.owner.checkpoint(m, cursor, progress, lease=self.lease):
+            raise NotClaimed(f"message {m.id}: the claim was lost (recovered after its lease or owner died)")
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise Interrupted(f"message {m.id}: stopping at cursor {cursor!r}")
 
 
 class Queue:
@@ -119,7 +126,7 @@ class Queue:
         self._claimers: dict[tuple[str, bool, float], Claimer] = {}
         self._claimers_lock = threading.Lock()
         self._counters = Counters(self._flush_counts)
-        self._last_recover = time.monotonic()
+        self._last_recover = float("-inf")  # a fresh consumer recovers orphans the first time it finds nothing
         self._recover_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -158,6 +165,8 @@ class Queue:
         unique_key: str | None = None,
         if_exists: Literal["raise", "ignore"] = "raise",
         max_attempts: int | None = None,
+        concurrency_key: str | None = None,
+        max_running: int = 1,
     ) -> int:
         """Append one message; returns its id.
 
@@ -165,16 +174,21 @@ class Queue:
         then. With `unique_key`, a second push of the same key while the first is in the table
         raises Duplicate (`if_exists="ignore"`: returns the existing id), and a push retried after
         a lost connection is idempotent. Without one, a retry after a lost reply may store the
-        message twice (at-least-once). PayloadTooLarge is raised before anything is sent.
+        message twice (at-least-once). With `concurrency_key`, at most `max_running` messages of
+        that key (across queues, consumers and processes) are handed out at once; the others wait.
+        PayloadTooLarge is raised before anything is sent.
         """
         name = check_queue(queue)
         data = as_bytes(body)
         delay_us = _delay_us(delay, run_at)
-        key = _check_unique_key(unique_key)
+        key = _check_key(unique_key, "unique_key")
         if if_exists not in ("raise", "ignore"):
             raise ValueError("if_exists must be 'raise' or 'ignore'")
         limit = None if max_attempts is None else _check_attempts(max_attempts)
-        plain = not delay_us and key is None and limit is None
+        ckey = _check_key(concurrency_key, "concurrency_key")
+        if ckey is not None:
+            _check_attempts(max_running, "max_running")
+        plain = not delay_us and key is None and limit is None and ckey is None
         tries = 0
 
         def attempt() -> int:
@@ -185,14 +199,17 @@ class Queue:
                 cur = conn.cursor()
                 if plain:
                     cur.execute(self._sql.push, (name, data))
-                else:
+                elif ckey is None:
                     cur.execute(self._sql.push_with, (name, data, delay_us, key, limit))
+                else:
+                    cur.execute(self._sql.set_cap, (self.table, ckey, max_running, max_running))
+                    cur.execute(self._sql.push_keyed, (name, data, delay_us, key, limit, ckey))
                 new_id = cur.lastrowid
                 cur.close()
                 return int(new_id)
 
         try:
-            return retry.call(self._policy, attempt)
+            new_id = retry.call(self._policy, attempt)
         except DatabaseError as exc:
             if exc.code != _ER_DUP_ENTRY or key is None:
                 raise
@@ -204,6 +221,9 @@ class Queue:
             raise Duplicate(
                 f"queue {name!r} already holds a message with unique key {key!r} (id {existing})", existing
             ) from None
+        if ckey is not None:
+            self._promote(ckey)
+        return new_id
 
     def push_many(self, queue: str, bodies: Iterable[Body]) -> list[int]:
         """Append many messages in one transaction (all or none); returns their ids in order."""
@@ -272,22 +292,22 @@ class Queue:
 
         Returns None at once when nothing is ready; never blocks waiting for a message.
         """
-        claimer = self._claimer(check_queue(queue), consume=True, lease=30.0)
-        message = retry.call(self._policy, claimer.take)
-        self._maybe_recover(found_empty=message is None)
-        return message
+        return self._take_from(self._claimer(check_queue(queue), consume=True, lease=30.0))
 
     @contextmanager
-    def claim(self, queue: str, *, lease: float = 30.0) -> Iterator[Message | None]:
+    def claim(
+        self, queue: str, *, lease: float = 30.0, interrupt: threading.Event | None = None
+    ) -> Iterator[Message | None]:
         """Claim the oldest ready message for the `with` block (at-least-once); None if none is ready.
 
         Exiting normally deletes the message. Raising records a failed attempt (error and traceback
         kept on the row) and makes it available again after the backoff, or failed after
-        `max_attempts`. Inside, `message.touch()` renews the `lease` (seconds), and `message.fail()`
-        or `message.release()` settle it differently. If the process dies inside the block, the
-        claim comes back by recovery.
+        `max_attempts`. Inside, `message.touch()` renews the `lease` (seconds), `message.fail()`
+        or `message.release()` settle it differently, and `message.checkpoint()` saves where a
+        long handler has got to (raising Interrupted once `interrupt` is set). If the process dies
+        inside the block, the claim comes back by recovery.
         """
-        message = self.take(queue, lease=lease)
+        message = self.take(queue, lease=lease, interrupt=interrupt)
         if message is None:
             yield None
             return
@@ -305,7 +325,9 @@ class Queue:
             if not handle.finished:
                 self.ack(message)
 
-    def take(self, queue: str, *, lease: float = 30.0) -> Message | None:
+    def take(
+        self, queue: str, *, lease: float = 30.0, interrupt: threading.Event | None = None
+    ) -> Message | None:
         """Claim the oldest ready message without a `with` block; settle it with ack/nack/release/fail.
 
         For consumers whose acknowledgement happens elsewhere (another thread, an HTTP call):
@@ -313,17 +335,22 @@ class Queue:
         """
         if not (isinstance(lease, (int, float)) and 0 < lease <= _MAX_DELAY):
             raise ValueError("lease must be a positive number of seconds")
-        claimer = self._claimer(check_queue(queue), consume=False, lease=float(lease))
-        message = retry.call(self._policy, claimer.take)
-        self._maybe_recover(found_empty=message is None)
+        message = self._take_from(self._claimer(check_queue(queue), consume=False, lease=float(lease)))
         if message is None:
             return None
-        return replace(message, _handle=_Held(self, float(lease)))
+        return replace(message, _handle=_Held(self, float(lease), interrupt))
+
+    def _take_from(self, claimer: Claimer) -> Message | None:
+        message = retry.call(self._policy, claimer.take)
+        if self._maybe_recover(found_empty=message is None) and message is None:
+            message = retry.call(self._policy, claimer.take)  # what recovery just put back
+        return message
 
     def ack(self, message: Claimable) -> bool:
         """Delete a claimed message (done). False if its claim was lost meanwhile (it will be redelivered)."""
         r = self._settling(message)
-        done = self._settle(r, protocol.ack)
+        _, _, ckey = self._known_of(message, r)
+        done = self._settle(r, protocol.ack, key=ckey)
         if done:
             self._counters.add(r.queue, processed=1)
         return done
@@ -332,13 +359,13 @@ class Queue:
         """Record a failed attempt: available again after `delay` (default: the backoff), or failed
         once `max_attempts` attempts have failed. False if the claim was lost meanwhile."""
         r = self._settling(message)
-        attempts, limit = self._attempts_of(message, r)
+        attempts, limit, ckey = self._known_of(message, r)
         text = describe(error)
         if attempts + 1 >= limit:
-            done = self._settle(r, protocol.fail, attempts + 1, text)
+            done = self._settle(r, protocol.fail, attempts + 1, text, key=ckey)
         else:
             wait = self.backoff.delay(attempts + 1) if delay is None else delay
-            done = self._settle(r, protocol.retry_later, attempts + 1, text, _delay_us(wait, None))
+            done = self._settle(r, protocol.retry_later, attempts + 1, text, _delay_us(wait, None), key=ckey)
         if done:
             self._counters.add(r.queue, failed=1)
         return done
@@ -346,21 +373,37 @@ class Queue:
     def fail(self, message: Claimable, reason: str | BaseException) -> bool:
         """Give up on a claimed message: failed at once, kept with `reason`. False if the claim was lost."""
         r = self._settling(message)
-        attempts, _ = self._attempts_of(message, r)
-        done = self._settle(r, protocol.fail, attempts + 1, describe(reason))
+        attempts, _, ckey = self._known_of(message, r)
+        done = self._settle(r, protocol.fail, attempts + 1, describe(reason), key=ckey)
         if done:
             self._counters.add(r.queue, failed=1)
         return done
 
     def release(self, message: Claimable, delay: float = 0.0) -> bool:
         """Put a claimed message back, available after `delay` seconds, without counting an attempt."""
-        return self._settle(self._settling(message), protocol.release, _delay_us(delay, None))
+        r = self._settling(message)
+        return self._settle(r, protocol.release, _delay_us(delay, None), key=self._known_of(message, r)[2])
 
     def extend(self, message: Claimable, seconds: float) -> bool:
         """Make a claim's lease run until `seconds` from now. False if the claim was lost."""
         if isinstance(message, Message) and message._handle is not None and message._handle.finished:
             raise NotClaimed(f"message {message.id} was already settled")
         return self._settle(_receipt(message), protocol.extend, _delay_us(seconds, None), finishing=False)
+
+    def checkpoint(
+        self, message: Claimable, cursor: str, progress: float | None = None, *, lease: float = 30.0
+    ) -> bool:
+        """Save `cursor` (and `progress`) on a claimed message and renew its lease for `lease` seconds.
+
+        The next consumer of this message, after a release, failure or recovery, sees them on
+        `message.cursor` / `message.progress`. False if the claim was lost.
+        """
+        if not isinstance(cursor, str) or len(cursor) > 16_000:
+            raise ValueError("cursor must be a string of at most 16000 characters")
+        if progress is not None and not (isinstance(progress, (int, float)) and math.isfinite(progress)):
+            raise ValueError(f"progress must be a finite number, got {progress!r}")
+        args = (cursor, None if progress is None else float(progress), _delay_us(lease, None))
+        return self._settle(_receipt(message), protocol.checkpoint, *args, finishing=False)
 
     def _settling(self, message: Claimable) -> Receipt:
         handle = message._handle if isinstance(message, Message) else None
@@ -370,14 +413,15 @@ class Queue:
             handle.finished = True
         return _receipt(message)
 
-    def _attempts_of(self, message: Claimable, r: Receipt) -> tuple[int, int]:
+    def _known_of(self, message: Claimable, r: Receipt) -> tuple[int, int, str | None]:
+        """(attempts so far, max attempts, concurrency key) of a claimed message."""
         if isinstance(message, Message):
-            return message.attempts, message.max_attempts or self.max_attempts
+            return message.attempts, message.max_attempts or self.max_attempts, message.concurrency_key
         rows = self._fetch(self._sql.find_attempts, (r.id,))
-        attempts, limit = rows[0] if rows else (0, None)
-        return int(attempts), int(limit or self.max_attempts)
+        attempts, limit, ckey = rows[0] if rows else (0, None, None)
+        return int(attempts), int(limit or self.max_attempts), ckey
 
-    def _settle(self, r: Receipt, step: Any, *args: Any, finishing: bool = True) -> bool:
+    def _settle(self, r: Receipt, step: Any, *args: Any, finishing: bool = True, key: str | None = None) -> bool:
         def attempt() -> bool:
             with self._pool.connection() as conn:
                 cur = conn.cursor()
@@ -394,8 +438,35 @@ class Queue:
                     if claimer.queue == r.queue:
                         claimer.done_id(r.owner, r.id)
         if not done:
-            log.warning("mqlite: message %s: claim gone (recovered elsewhere); it will be delivered again", r.id)
+            log.warning("message %s: claim gone (recovered elsewhere); it will be delivered again", r.id)
+        elif key is not None:
+            self._promote(key)  # its slot is free: the next message of the key may run
         return done
+
+    def _promote(self, key: str) -> int:
+        """Let parked messages of `key` into the ready range while it has free slots; returns how many."""
+
+        def attempt() -> int:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                cur.execute("START TRANSACTION")
+                cur.execute(self._sql.lock_key, (self.table, key))
+                row = cur.fetchone()
+                promoted = 0
+                if row is not None:
+                    cur.execute(self._sql.count_running, (key,))
+                    free = int(row[0]) - int(cur.fetchone()[0])
+                    if free > 0:
+                        promoted = cur.execute(self._sql.promote, (key, free))
+                conn.commit()
+                cur.close()
+                return int(promoted)
+
+        return retry.call(self._policy, attempt)
+
+    def _promote_due(self) -> int:
+        """Promote for every key with parked messages now due (after delays, backoffs, recoveries)."""
+        return sum(self._promote(key) for (key,) in self._fetch(self._sql.keys_due, ()))
 
     def _claimer(self, queue: str, *, consume: bool, lease: float) -> Claimer:
         key = (queue, consume, lease)
@@ -417,7 +488,7 @@ class Queue:
             cur = conn.cursor()
             for m in messages:
                 cur.execute(self._sql.restore, (m.id, m.queue, m.body, m.created_at, m.available_at,
-                                                m.attempts, m.max_attempts, m.unique_key))
+                                                m.attempts, m.max_attempts, m.unique_key, m.concurrency_key))
             cur.close()
 
     # -- recovery and failed messages --------------------------------------------
@@ -432,22 +503,25 @@ class Queue:
 
         report = retry.call(self._policy, attempt)
         if report.total:
-            log.info("mqlite: recovered %d claims (%s)", report.total, report)
+            log.info("recovered %d claims (%s)", report.total, report)
+        self._promote_due()
         return report
 
-    def _maybe_recover(self, found_empty: bool) -> None:
+    def _maybe_recover(self, found_empty: bool) -> int:
+        """Recover if due; returns how many claims came back."""
         if not self.recover_every:
-            return
+            return 0
         since = time.monotonic() - self._last_recover
         if since < (self.recover_every if found_empty else 6 * self.recover_every):
-            return
+            return 0
         if not self._recover_lock.acquire(blocking=False):
-            return
+            return 0
         try:
             self._last_recover = time.monotonic()
-            self.recover()
+            return self.recover().total
         except Exception as exc:  # a consumer must not fail because housekeeping did
-            log.warning("mqlite: opportunistic recovery failed: %s", exc)
+            log.warning("opportunistic recovery failed: %s", exc)
+            return 0
         finally:
             self._recover_lock.release()
 
@@ -532,6 +606,28 @@ class Queue:
         name = check_queue(queue)
         return bool(self._fetch(self._sql.is_paused, (self.table, name)))
 
+    def in_progress(self, queue: str | None = None, limit: int = 100) -> list[Message]:
+        """Claimed messages (of `queue`, or of every queue), oldest claim first, with their progress."""
+        name = None if queue is None else check_queue(queue)
+        return [Message.from_row(r) for r in self._fetch(self._sql.in_progress, (name, name, limit))]
+
+    def workers(self) -> list[registry.WorkerInfo]:
+        """The Worker / `mqlite consume` processes registered on this table."""
+        return self._registry(registry.list_workers)
+
+    def _registry(self, step: Any, *args: Any) -> Any:
+        """Run one registry step (register, heartbeat, unregister) with the usual retries."""
+
+        def attempt() -> Any:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                try:
+                    return step(cur, self._sql, *args)
+                finally:
+                    cur.close()
+
+        return retry.call(self._policy, attempt)
+
     def reset_counters(self, queue: str | None = None) -> None:
         """Zero the processed/failed totals of `queue` (or of every queue)."""
         name = None if queue is None else check_queue(queue)
@@ -612,17 +708,17 @@ def _delay_us(delay: float | None, run_at: datetime | None) -> int:
     return int(delay * 1e6)
 
 
-def _check_unique_key(key: str | None) -> str | None:
+def _check_key(key: str | None, what: str) -> str | None:
     if key is None:
         return None
     if not isinstance(key, str) or not 1 <= len(key) <= 191:
-        raise ValueError("unique_key must be a string of 1 to 191 characters")
+        raise ValueError(f"{what} must be a string of 1 to 191 characters")
     return key
 
 
-def _check_attempts(n: int) -> int:
+def _check_attempts(n: int, what: str = "max_attempts") -> int:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 65535:
-        raise ValueError(f"max_attempts must be an integer from 1 to 65535, got {n!r}")
+        raise ValueError(f"{what} must be an integer from 1 to 65535, got {n!r}")
     return n
 
 

@@ -37,7 +37,7 @@ def _log(exc: BaseException | None, attempt: int) -> None:
     # Lock conflicts are the normal cost of concurrency: debug. A lost connection is worth a warning.
     code = getattr(exc, "code", None)
     level = logging.DEBUG if code in LOCK_CONFLICT else logging.WARNING
-    log.log(level, "mqlite: transient error, retrying (attempt %d): %s", attempt, exc)
+    log.log(level, "transient error, retrying (attempt %d): %s", attempt, exc)
 
 
 def _log_retry(state: Any) -> None:

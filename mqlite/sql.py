@@ -14,8 +14,10 @@ from .config import check_table
 # Columns a Message is built from, in this order (see Message.from_row).
 MESSAGE_COLUMNS = (
     "id, queue, body, created_at, owner, claimed_at, available_at, lease_until, "
-    "attempts, max_attempts, unique_key, failed_at, last_error"
+    "attempts, max_attempts, unique_key, failed_at, last_error, resume_cursor, progress, concurrency_key"
 )
+# available_at of a message waiting for a concurrency slot: later than any claim ever looks.
+PARKED = "'9999-12-31 00:00:00'"
 
 SERVER_INFO = "SELECT @@max_allowed_packet, @@auto_increment_increment, VERSION(), CONNECTION_ID()"
 # Claim sessions run at READ COMMITTED: their UPDATE then locks only the rows it claims (no gap
@@ -59,6 +61,12 @@ class Statements:
     push_with: str
     push_many_head: str
     push_many_row: str
+    push_keyed: str
+    set_cap: str
+    lock_key: str
+    count_running: str
+    promote: str
+    keys_due: str
     find_unique: str
     find_attempts: str
     claim: str
@@ -72,6 +80,13 @@ class Statements:
     retry_later: str
     fail: str
     extend: str
+    checkpoint: str
+    in_progress: str
+    register_worker: str
+    heartbeat_worker: str
+    unregister_worker: str
+    prune_workers: str
+    list_workers: str
     claimed_owners: str
     recover_owners: str
     recover_before: str
@@ -116,6 +131,12 @@ def statements(table: str) -> Statements:
     # time make sure a claim that was recovered and taken by someone else is left alone.
     fence = "queue = %s AND available_at = %s AND id = %s AND owner = %s AND claimed_at = %s"
     unclaim = "owner = 0, claimed_at = NULL, lease_until = NULL"
+    # Back in the queue after a delay; a message with a concurrency key gives up its slot and
+    # waits parked until a promotion (due_at is read before it is assigned, as with `attempts`).
+    back_later = (
+        f"available_at = IF(concurrency_key IS NULL, NOW(6) + INTERVAL %s MICROSECOND, {PARKED}), "
+        "due_at = IF(concurrency_key IS NULL, NULL, NOW(6) + INTERVAL %s MICROSECOND)"
+    )
     # A recovered claim counts as a failed attempt (a message that kills its consumer every
     # time ends up failed, not in an endless loop). `attempts` is read before it is assigned:
     # the same under MySQL's left-to-right and MariaDB's simultaneous assignment.
@@ -133,8 +154,30 @@ def statements(table: str) -> Statements:
         ),
         push_many_head=f"INSERT INTO {t} (queue, body) VALUES ",
         push_many_row="(%s,%s)",
+        push_keyed=(
+            f"INSERT INTO {t} (queue, body, available_at, due_at, unique_key, max_attempts, concurrency_key) "
+            f"VALUES (%s, %s, {PARKED}, NOW(6) + INTERVAL %s MICROSECOND, %s, %s, %s)"
+        ),
+        set_cap=(
+            "INSERT INTO mqlite_keys (table_name, concurrency_key, max_running) VALUES (%s, %s, %s) "
+            "ON DUPLICATE KEY UPDATE max_running = %s"
+        ),
+        # A promotion, in one transaction: lock the key, count its promoted messages, let the
+        # oldest due parked ones fill the free slots.
+        lock_key="SELECT max_running FROM mqlite_keys WHERE table_name = %s AND concurrency_key = %s FOR UPDATE",
+        count_running=(
+            f"SELECT COUNT(*) FROM {t} FORCE INDEX (mqlite_key) WHERE concurrency_key = %s AND available_at < {PARKED}"
+        ),
+        promote=(
+            f"UPDATE {t} FORCE INDEX (mqlite_key) SET available_at = due_at, due_at = NULL "
+            f"WHERE concurrency_key = %s AND available_at = {PARKED} AND due_at <= NOW(6) ORDER BY due_at, id LIMIT %s"
+        ),
+        keys_due=(
+            f"SELECT DISTINCT concurrency_key FROM {t} FORCE INDEX (mqlite_key) "
+            f"WHERE concurrency_key IS NOT NULL AND available_at = {PARKED} AND due_at <= NOW(6)"
+        ),
         find_unique=f"SELECT id FROM {t} WHERE queue = %s AND unique_key = %s",
-        find_attempts=f"SELECT attempts, max_attempts FROM {t} WHERE id = %s",
+        find_attempts=f"SELECT attempts, max_attempts, concurrency_key FROM {t} WHERE id = %s",
         # The optimistic pop: one atomic UPDATE tags rows with this session's id, walking the
         # queue's ready range from its head.
         claim=(
@@ -164,23 +207,44 @@ def statements(table: str) -> Statements:
         present=f"SELECT id FROM {t} WHERE id IN ({{ids}})",
         # Puts a consumed-but-never-returned message back where it was (same id, same place).
         restore=(
-            f"INSERT INTO {t} (id, queue, body, created_at, available_at, attempts, max_attempts, unique_key) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            f"INSERT INTO {t} (id, queue, body, created_at, available_at, attempts, max_attempts, unique_key, "
+            "concurrency_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ),
         ack=(
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.available_at = %s "
             "AND m.id = %s AND m.owner = %s AND m.claimed_at = %s"
         ),
-        release=f"UPDATE {by_queue} SET {unclaim}, available_at = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence}",
-        retry_later=(
-            f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, "
-            f"available_at = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence}"
-        ),
+        release=f"UPDATE {by_queue} SET {unclaim}, {back_later} WHERE {fence}",
+        retry_later=f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, {back_later} WHERE {fence}",
         fail=(
             f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, "
             f"available_at = NULL, failed_at = NOW(6) WHERE {fence}"
         ),
         extend=f"UPDATE {by_queue} SET lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence}",
+        checkpoint=(
+            f"UPDATE {by_queue} SET resume_cursor = %s, progress = %s, "
+            f"lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence}"
+        ),
+        in_progress=(
+            f"SELECT {MESSAGE_COLUMNS} FROM {t} FORCE INDEX (mqlite_owner) WHERE owner > 0 "
+            "AND (queue = %s OR %s IS NULL) ORDER BY claimed_at LIMIT %s"
+        ),
+        register_worker=(
+            "INSERT INTO mqlite_workers (table_name, host, pid, queues) VALUES (%s, %s, %s, %s)"
+        ),
+        heartbeat_worker=(
+            "UPDATE mqlite_workers SET heartbeat_at = NOW(6), current_messages = %s, processed = %s, failed = %s "
+            "WHERE id = %s"
+        ),
+        unregister_worker="DELETE FROM mqlite_workers WHERE id = %s",
+        prune_workers=(
+            "DELETE FROM mqlite_workers WHERE table_name = %s AND heartbeat_at < NOW(6) - INTERVAL %s MICROSECOND"
+        ),
+        list_workers=(
+            "SELECT id, host, pid, queues, started_at, heartbeat_at, current_messages, processed, failed, "
+            "TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)) / 1e6 "
+            "FROM mqlite_workers WHERE table_name = %s ORDER BY started_at"
+        ),
         claimed_owners=f"SELECT DISTINCT owner FROM {t} WHERE owner <> 0 AND claimed_at < %s",
         recover_owners=f"UPDATE {t} SET {recover_set} WHERE owner IN ({{ids}}) AND claimed_at < %s",
         recover_before=f"UPDATE {t} SET {recover_set} WHERE owner <> 0 AND claimed_at < %s",

@@ -34,7 +34,8 @@ from types import FrameType
 from typing import Any
 
 from .config import check_queue
-from .errors import MqliteError
+from . import registry
+from .errors import Interrupted, MqliteError, NotClaimed
 from .message import Message
 
 log = logging.getLogger("mqlite.worker")
@@ -42,7 +43,7 @@ log = logging.getLogger("mqlite.worker")
 Handler = Callable[[Message], Any]
 
 _ERROR_TEXT_MAX = 500  # characters of an exception message in a log line
-_DEFAULT_LEASE = 30.0  # the claim lease when none is given (issue 4's default)
+_PRUNE_AFTER = 6  # heartbeat intervals of silence after which a registered worker is pruned
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,10 @@ class Worker:
         max_messages: int | None = None,
         max_seconds: float | None = None,
         until_empty: bool = False,
-        lease: float | None = None,
+        lease: float = 30.0,
         handle_signals: bool = True,
         stop_on_error: bool = False,
+        heartbeat_every: float = 5.0,
     ) -> None:
         if isinstance(queues, str):
             queues = [queues]
@@ -117,12 +119,9 @@ class Worker:
         self.handle_signals = handle_signals
         self.stop_on_error = stop_on_error
         self._error: MqliteError | None = None
-        self._claim_kwargs: dict[str, Any] = {} if lease is None else {"lease": lease}
-        self._lease = lease or _DEFAULT_LEASE
-        # Without recorded failures (a Queue that has no failed state), a failed message goes back
-        # to the head of its queue and would be claimed again at once: hold its claim until the
-        # queues look empty, so the messages behind it get their turn.
-        self._park_failures = not hasattr(queue, "retry_failed")
+        self.lease = lease
+        self.heartbeat_every = heartbeat_every
+        self._worker_id: int | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._reason = ""
@@ -176,16 +175,16 @@ class Worker:
         for name in self.queues:
             self.queue.size(name)  # fail fast on a bad DSN, a missing schema or a bad name
         self._deadline = None if self.max_seconds is None else time.monotonic() + self.max_seconds
-        settings = getattr(self.queue, "settings", None)
         log.info(
             "pid %d consuming %s from %s, table %s, %d thread(s)", os.getpid(), ", ".join(self.queues),
-            settings.redacted() if settings is not None else "?", getattr(self.queue, "table", "?"), self.concurrency,
+            self.queue.settings.redacted(), self.queue.table, self.concurrency,
         )
         previous: dict[int, Any] = {}
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self._on_signal)
-        heartbeat = _Heartbeat(self, self._lease / 3) if hasattr(Message, "touch") else None
+        self._register()
+        heartbeat = _Heartbeat(self, min(self.lease / 3, self.heartbeat_every))
         threads = [
             threading.Thread(target=self._loop, name=f"mqlite-worker-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -193,8 +192,7 @@ class Worker:
         try:
             for t in threads:
                 t.start()
-            if heartbeat:
-                heartbeat.start()
+            heartbeat.start()
             while not self._stop.is_set():
                 # Wake now and then even without news: a signal handler runs between waits.
                 self._stop.wait(0.5)
@@ -202,8 +200,8 @@ class Worker:
             for t in threads:
                 t.join(max(0.0, deadline - time.monotonic()))
         finally:
-            if heartbeat:
-                heartbeat.stop()
+            heartbeat.stop()
+            self._unregister()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         with self._lock:
@@ -222,14 +220,13 @@ class Worker:
 
     def _loop(self) -> None:
         idle = self.idle_min
-        parked: list[tuple[Any, BaseException]] = []
         try:
             while not self._stop.is_set():
                 if self._deadline is not None and time.monotonic() >= self._deadline:
                     self._request_stop("max_seconds")
                     break
                 try:
-                    found = self._sweep(parked)
+                    found = self._sweep()
                 except MqliteError as exc:
                     self._count("errors")
                     if self.stop_on_error:
@@ -244,7 +241,6 @@ class Worker:
                     if found:
                         idle = self.idle_min  # after work, look again at once; after a failure, keep backing off
                     continue
-                self._unpark(parked)
                 if self.until_empty:
                     self._request_stop("empty")
                     break
@@ -256,10 +252,8 @@ class Worker:
         except BaseException:
             log.exception("worker thread crashed")
             self._request_stop("crashed")
-        finally:
-            self._unpark(parked)
 
-    def _sweep(self, parked: list[tuple[Any, BaseException]]) -> bool | None:
+    def _sweep(self) -> bool | None:
         """Claim from the queues in order; handle the first message found.
 
         True: a message was handled; False: it failed, or the worker is stopping; None: all queues were empty.
@@ -270,7 +264,7 @@ class Worker:
             if not self._reserve():
                 self._request_stop("max_messages")
                 return False
-            block = self.queue.claim(name, **self._claim_kwargs)
+            block = self.queue.claim(name, lease=self.lease, interrupt=self._stop)
             try:
                 message = block.__enter__()
             except BaseException:
@@ -280,25 +274,28 @@ class Worker:
                 self._unreserve()
                 block.__exit__(None, None, None)
                 continue
-            return self._handle(block, message, parked)
+            return self._handle(block, message)
         return None
 
-    def _handle(self, block: Any, message: Message, parked: list[tuple[Any, BaseException]]) -> bool:
+    def _handle(self, block: Any, message: Message) -> bool:
         with self._lock:
             self._in_hand[id(message)] = message
         try:
             try:
                 self.handler(message)
+            except Interrupted as exc:
+                # The handler saved a checkpoint while we are stopping: released at once, to resume
+                # elsewhere from its cursor.
+                _exit_block(block, exc)
+                log.info("message %s of queue %r interrupted at its checkpoint; released", message.id, message.queue)
+                return False
             except Exception as exc:
                 self._count("failed")
                 log.warning(
                     "message %s of queue %r failed (attempt %d): %s: %s",
                     message.id, message.queue, attempt_number(message), type(exc).__name__, _one_line(exc),
                 )
-                if self._park_failures:
-                    parked.append((block, exc))
-                else:
-                    _exit_block(block, exc)  # records the failure with its traceback
+                _exit_block(block, exc)  # records the failure with its traceback, retried after the backoff
                 return False
             except BaseException as exc:
                 _exit_block(block, exc)
@@ -309,14 +306,6 @@ class Worker:
         finally:
             with self._lock:
                 self._in_hand.pop(id(message), None)
-
-    def _unpark(self, parked: list[tuple[Any, BaseException]]) -> None:
-        while parked:
-            block, exc = parked.pop()
-            try:
-                _exit_block(block, exc)
-            except MqliteError as err:
-                log.warning("cannot release a failed message: %s (it comes back by recovery)", _one_line(err))
 
     # -- bookkeeping --------------------------------------------------------------
 
@@ -340,9 +329,37 @@ class Worker:
         with self._lock:
             return list(self._in_hand.values())
 
+    # -- the worker registry --------------------------------------------------------
+
+    def _register(self) -> None:
+        try:
+            self._worker_id = self.queue._registry(registry.register, self.queues)
+        except MqliteError as exc:  # the registry is for operators: never a reason not to consume
+            log.warning("cannot register in the worker registry: %s", _one_line(exc))
+
+    def beat(self) -> None:
+        """Record this worker as alive, with the messages in hand and its counts."""
+        if self._worker_id is None:
+            return
+        with self._lock:
+            current = sorted(m.id for m in self._in_hand.values())
+            counts = dict(self._counts)
+        try:
+            self.queue._registry(registry.heartbeat, self._worker_id, current, counts["processed"],
+                                 counts["failed"], _PRUNE_AFTER * self.heartbeat_every)
+        except MqliteError as exc:
+            log.warning("cannot heartbeat: %s", _one_line(exc))
+
+    def _unregister(self) -> None:
+        if self._worker_id is not None:
+            try:
+                self.queue._registry(registry.unregister, self._worker_id)
+            except MqliteError as exc:
+                log.warning("cannot unregister (it will be pruned): %s", _one_line(exc))
+
 
 class _Heartbeat:
-    """Extends the lease of every message in hand, every `interval` seconds (when messages can be touched)."""
+    """Every `interval` seconds: renews the lease of every message in hand, and heartbeats the registry."""
 
     def __init__(self, worker: Worker, interval: float) -> None:
         self.worker = worker
@@ -358,9 +375,12 @@ class _Heartbeat:
 
     def _run(self) -> None:
         while not self._done.wait(self.interval):
+            self.worker.beat()
             for message in self.worker.in_hand():
                 try:
-                    message.touch()  # type: ignore[attr-defined]
+                    message.touch()
+                except NotClaimed:
+                    pass  # settled between the listing and the touch
                 except Exception as exc:
                     log.warning("cannot extend the lease of message %s: %s", message.id, _one_line(exc))
 
@@ -372,7 +392,7 @@ def _exit_block(block: Any, exc: BaseException) -> None:
 
 def attempt_number(message: Message) -> int:
     """Which attempt at this message is running now: 1 for the first delivery."""
-    return int(getattr(message, "attempts", 0) or 0) + 1
+    return message.attempts + 1
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,8 +1,4 @@
-"""The operator's commands through typer's CliRunner, and push/consume as real processes.
-
-Options that need failed, delayed and unique messages (the reliable-consumption issue) are tested
-both ways: refused with one clear line while the library lacks them, working once it has them.
-"""
+"""The operator's commands through typer's CliRunner, and push/consume as real processes."""
 
 from __future__ import annotations
 
@@ -12,9 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -26,9 +21,6 @@ from .conftest import rows
 from .helpers import ROOT, read_line
 
 runner = CliRunner()
-ISSUE4 = hasattr(mqlite.Queue, "retry_failed")
-needs_issue4 = pytest.mark.skipif(not ISSUE4, reason="needs issue 4 (failed, delayed and unique messages)")
-before_issue4 = pytest.mark.skipif(ISSUE4, reason="only while the library lacks issue 4")
 TABLE = "mqlite_messages"
 PASSWORD_DSN = "mysql://app:hunter2secret@127.0.0.1:1/db"
 
@@ -46,7 +38,7 @@ def one_red_line(result, fragment: str) -> None:
 
 
 def ready(admin, queue: str) -> list[bytes]:
-    return [bytes(b) for (b,) in rows(admin, f"SELECT body FROM {TABLE} WHERE queue = %s AND owner = 0 ORDER BY id",
+    return [bytes(b) for (b,) in rows(admin, f"SELECT body FROM {TABLE} WHERE queue = %s AND owner = 0 AND available_at <= NOW(6) ORDER BY id",
                                         queue)]
 
 
@@ -93,13 +85,6 @@ def test_push_refuses_body_and_file_together(q: mqlite.Queue, dsn: str, tmp_path
     one_red_line(invoke("push", "mail", "x", "--delay", "soon", "--dsn", dsn), "not a duration")
 
 
-@before_issue4
-def test_push_delay_and_unique_key_need_issue4(q: mqlite.Queue, dsn: str) -> None:
-    one_red_line(invoke("push", "mail", "x", "--delay", "5m", "--dsn", dsn), "--delay")
-    one_red_line(invoke("push", "mail", "x", "--unique-key", "k", "--dsn", dsn), "--unique-key")
-
-
-@needs_issue4
 def test_push_delay_and_unique_key(q: mqlite.Queue, dsn: str) -> None:
     assert invoke("push", "mail", "later", "--delay", "1h", "--dsn", dsn).exit_code == 0
     assert q.stats().queues["mail"].delayed == 1 and q.pop("mail") is None
@@ -133,12 +118,6 @@ def test_peek_shows_the_oldest_messages_without_taking_them(q: mqlite.Queue, dsn
     assert invoke("peek", "empty", "--dsn", dsn).output.strip() == "empty: no ready messages"
 
 
-@before_issue4
-def test_peek_failed_needs_issue4(q: mqlite.Queue, dsn: str) -> None:
-    one_red_line(invoke("peek", "mail", "--failed", "--dsn", dsn), "--failed")
-
-
-@needs_issue4
 def test_peek_failed_shows_the_last_error(q: mqlite.Queue, dsn: str) -> None:
     fail_once(q, "mail", "poison")
     table = invoke("peek", "mail", "--failed", "--dsn", dsn)
@@ -200,12 +179,6 @@ def test_purge_asks_first_unless_yes(q: mqlite.Queue, dsn: str) -> None:
                  "not a duration")
 
 
-@before_issue4
-def test_purge_failed_needs_issue4(q: mqlite.Queue, dsn: str) -> None:
-    one_red_line(invoke("purge", "mail", "--failed", "--yes", "--dsn", dsn), "--failed")
-
-
-@needs_issue4
 def test_purge_failed_older_than(q: mqlite.Queue, dsn: str) -> None:
     fail_once(q, "mail", "poison")
     kept = invoke("purge", "mail", "--failed", "--older-than", "7d", "--yes", "--dsn", dsn)
@@ -236,13 +209,6 @@ def test_retry_needs_a_choice_and_a_known_queue(q: mqlite.Queue, dsn: str) -> No
     one_red_line(invoke("retry", "nope", "--all", "--dsn", dsn), "UnknownQueue: no message of queue 'nope'")
 
 
-@before_issue4
-def test_retry_needs_issue4(q: mqlite.Queue, dsn: str) -> None:
-    q.push("mail", "a")
-    one_red_line(invoke("retry", "mail", "--all", "--dsn", dsn), "retry needs")
-
-
-@needs_issue4
 def test_retry_puts_failed_messages_back(q: mqlite.Queue, dsn: str) -> None:
     first = fail_once(q, "mail", "one")
     fail_once(q, "mail", "two")
@@ -263,19 +229,15 @@ SCRIPT = (
 
 
 def push_jobs(q: mqlite.Queue, bodies: list[str]) -> list[int]:
-    options = {"max_attempts": 1} if ISSUE4 else {}  # after issue 4: failed at once, to look at
-    return [q.push("jobs", b, **options) for b in bodies]
+    return [q.push("jobs", b, max_attempts=1) for b in bodies]  # failed at once, to look at
 
 
 def check_failures(q: mqlite.Queue, admin, failed_bodies: list[str]) -> None:
-    if ISSUE4:
-        failed = q.peek("jobs", failed=True)
-        assert sorted(m.text() for m in failed) == sorted(failed_bodies)
-        for m in failed:
-            assert f"cannot do {m.text()}" in (m.last_error or "") and "status 3" in (m.last_error or "")
-        assert q.size("jobs") == 0
-    else:  # released back to the queue, each tried once
-        assert sorted(b.decode() for b in ready(admin, "jobs")) == sorted(failed_bodies)
+    failed = q.peek("jobs", failed=True)
+    assert sorted(m.text() for m in failed) == sorted(failed_bodies)
+    for m in failed:
+        assert f"cannot do {m.text()}" in (m.last_error or "") and "status 3" in (m.last_error or "")
+    assert q.size("jobs") == 0
 
 
 def test_consume_acknowledges_successes_and_records_failures(
@@ -433,80 +395,10 @@ def test_the_readme_cron_line_and_systemd_unit_parse() -> None:
         one_red_line(invoke(*args, "--dsn", PASSWORD_DSN), fragment)
 
 
-# -- the CLI's wiring to the issue-4 API, against a stand-in with its final signatures ---------------
-
-
-class StubQueue:
-    """Records what the CLI asks of the reliable-consumption API (runs with or without issue 4)."""
-
-    calls: list[tuple] = []
-
-    def __init__(self, dsn: str | None = None, *, table: str = TABLE, **kwargs: object) -> None:
-        self.table = table
-
-    def __enter__(self) -> StubQueue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def push(self, queue, body, *, delay=None, run_at=None, unique_key=None, if_exists="raise", max_attempts=None):
-        self.calls.append(("push", queue, body, delay, unique_key))
-        return 7
-
-    def peek(self, queue, limit=10, *, failed=False):
-        self.calls.append(("peek", queue, limit, failed))
-        return [SimpleNamespace(id=3, queue=queue, body=b"poison", created_at=datetime.now(), owner=0,
-                                claimed_at=None, attempts=5, last_error="ValueError: boom\nTraceback (most recent)",
-                                available_at=None, failed_at=datetime.now())]
-
-    def retry_failed(self, queue, ids=None):
-        self.calls.append(("retry_failed", queue, ids))
-        return len(ids) if ids else 4
-
-    def purge_failed(self, queue, older_than=None):
-        self.calls.append(("purge_failed", queue, older_than))
-        return 2
-
-    def stats(self):
-        mail = SimpleNamespace(queue="mail", ready=1, delayed=2, claimed=0, failed=3, processed=40, failed_total=4,
-                               oldest_ready=None)
-        return SimpleNamespace(queues={"mail": mail}, sees_all_connections=True)
-
-    def recover(self):
-        return SimpleNamespace(dead_owner=1, before_restart=0, lease_expired=2, sees_all_connections=False, total=3)
-
-
-@pytest.fixture
-def stub(monkeypatch) -> list[tuple]:
-    monkeypatch.setattr("mqlite.cli.Queue", StubQueue)
-    StubQueue.calls = []
-    return StubQueue.calls
-
-
-def test_issue4_options_reach_the_library(stub: list[tuple]) -> None:
-    assert invoke("push", "mail", "x", "--delay", "5m", "--unique-key", "k1").output == "7\n"
-    assert invoke("peek", "mail", "--failed", "-n", "3").exit_code == 0
-    assert invoke("retry", "mail", "--id", "3", "--id", "9").output.startswith("2 failed messages of mail back")
-    assert invoke("retry", "mail", "--all", "--json").output == '{\n  "queue": "mail",\n  "retried": 4\n}\n'
-    assert invoke("purge", "mail", "--failed", "--older-than", "7d", "--yes").output == "purged 2 failed messages of mail\n"
-    assert stub == [
-        ("push", "mail", "x", 300.0, "k1"),
-        ("peek", "mail", 3, True),
-        ("retry_failed", "mail", [3, 9]),
-        ("retry_failed", "mail", None),
-        ("purge_failed", "mail", timedelta(days=7)),
-    ]
-
-
-def test_issue4_fields_are_shown(stub: list[tuple]) -> None:
-    (failed,) = json.loads(invoke("peek", "mail", "--failed", "--json").output)
-    assert failed["attempts"] == 5 and failed["last_error"].startswith("ValueError: boom") and failed["failed_at"]
-    table = invoke("peek", "mail", "--failed").output
-    assert "ValueError: boom\\nTraceback" in table and "poison" in table and "5" in table
-    stats = json.loads(invoke("stats", "--json").output)["queues"]["mail"]
-    assert (stats["delayed"], stats["failed"], stats["processed"], stats["failed_total"]) == (2, 3, 40, 4)
-    assert "40" in invoke("stats").output
-    recovered = invoke("recover").output
-    assert recovered.startswith("recovered 3 messages (1 dead owner, 0 before restart, 2 lease expired)")
-    assert "no PROCESS privilege" in recovered
+def test_pause_and_resume(q: mqlite.Queue, dsn: str) -> None:
+    q.push("mail", b"x")
+    assert invoke("pause", "mail", "--dsn", dsn).output == "mail: paused\n"
+    assert q.is_paused("mail") and q.pop("mail") is None
+    assert json.loads(invoke("stats", "--json", "--dsn", dsn).output)["queues"]["mail"]["paused"] is True
+    assert json.loads(invoke("resume", "mail", "--json", "--dsn", dsn).output) == {"queue": "mail", "paused": False}
+    assert q.pop("mail").body == b"x"

@@ -24,14 +24,14 @@ from mqlite.message import Message
 from .conftest import rows
 from .helpers import ROOT, read_line, wait_for
 
-ISSUE4 = hasattr(mqlite.Queue, "retry_failed")
 TABLE = "mqlite_messages"
 
 
 def counts(admin, queue: str) -> tuple[int, int]:
     """(ready, claimed) rows of `queue`."""
     ((ready, claimed),) = rows(
-        admin, f"SELECT COALESCE(SUM(owner = 0), 0), COALESCE(SUM(owner <> 0), 0) FROM {TABLE} WHERE queue = %s",
+        admin, f"SELECT COALESCE(SUM(owner = 0 AND available_at <= NOW(6)), 0), COALESCE(SUM(owner <> 0), 0) "
+        f"FROM {TABLE} WHERE queue = %s",
         queue,
     )
     return int(ready), int(claimed)
@@ -54,7 +54,7 @@ def test_takes_queues_in_priority_order_until_empty(q: mqlite.Queue) -> None:
     result = mqlite.Worker(q, ["high", "low"], lambda m: seen.append(m.text()), until_empty=True).run()
     assert seen == ["h1", "h2", "h3", "l1", "l2"]
     assert (result.processed, result.failed, result.reason, result.clean) == (5, 0, "empty", True)
-    assert q.stats().queues == {}
+    assert q.stats().queues["high"].processed == 3 and q.size("low") == 0
 
 
 def test_concurrent_threads_handle_each_message_once(q: mqlite.Queue, admin) -> None:
@@ -72,9 +72,8 @@ def test_concurrent_threads_handle_each_message_once(q: mqlite.Queue, admin) -> 
 
 
 def test_failures_are_logged_on_one_line_and_the_rest_is_processed(q: mqlite.Queue, admin, caplog) -> None:
-    options = {"max_attempts": 1} if ISSUE4 else {}
     for body in ["ok1", "bad\nmultiline", "ok2"]:
-        q.push("jobs", body, **options)
+        q.push("jobs", body, max_attempts=1)
 
     def handle(m: Message) -> None:
         if m.text().startswith("bad"):
@@ -86,12 +85,8 @@ def test_failures_are_logged_on_one_line_and_the_rest_is_processed(q: mqlite.Que
     failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert len(failures) == 1 and "\n" not in failures[0]
     assert "ValueError: cannot do bad | multiline" in failures[0] and "queue 'jobs'" in failures[0]
-    if ISSUE4:  # recorded as failed (max_attempts=1), with the error
-        (failed,) = q.peek("jobs", failed=True)
-        assert "cannot do bad" in (failed.last_error or "")
-    else:  # released back to the queue, after the messages behind it were handled
-        assert [m.text() for m in q.peek("jobs")] == ["bad\nmultiline"]
-        assert counts(admin, "jobs") == (1, 0)
+    (failed,) = q.peek("jobs", failed=True)  # recorded as failed (max_attempts=1), with the error
+    assert "cannot do bad" in (failed.last_error or "")
 
 
 def test_stop_finishes_the_message_in_hand_and_claims_no_more(q: mqlite.Queue, admin) -> None:
@@ -153,7 +148,10 @@ def test_bad_configuration_fails_before_starting(q: mqlite.Queue, dsn: str) -> N
 
 
 class _FakeQueue:
-    """Claims nothing except at the calls listed in `hits`; records nothing else."""
+    """Claims nothing except at the calls listed in `hits`; records nothing else (timing only)."""
+
+    settings = parse_dsn("mysql://nobody@127.0.0.1/none")
+    table = "none"
 
     def __init__(self, hits: set[int]) -> None:
         self.calls = 0
@@ -162,8 +160,11 @@ class _FakeQueue:
     def size(self, name: str) -> int:
         return 0
 
+    def _registry(self, step, *args):  # no registry: this stand-in only counts claims
+        return 1
+
     @contextmanager
-    def claim(self, name: str):
+    def claim(self, name: str, *, lease: float = 30.0, interrupt=None):
         self.calls += 1
         yield Message(self.calls, name, b"x", datetime.now()) if self.calls in self.hits else None
 
