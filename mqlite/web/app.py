@@ -5,11 +5,12 @@ Routes (JSON unless said otherwise; every error is `{"error": code, "message": t
 
     POST /q/{queue}                     push the request body as is         201 {"id", "queue"}
          ?delay=S&unique_key=K&if_exists=raise|ignore&max_attempts=N        409 duplicate, 413 too large
+         &concurrency_key=K&max_running=N
     GET  /q/{queue}[?wait=S]            pop (at-most-once): 200 raw body, X-Mqlite-Id / -Attempts; 204 empty
     POST /q/{queue}/claim               claim (at-least-once)               200 {"id", "body", "encoding",
          ?lease=S&wait=S&encoding=auto|base64                                     "attempts", "receipt", …}; 204
-    POST /messages/{id}/ack|nack|release|fail|extend                        200; 409 when the claim is gone
-         receipt in X-Mqlite-Receipt or the JSON body {"receipt", "error", "delay", "lease"}
+    POST /messages/{id}/ack|nack|release|fail|extend|checkpoint             200; 409 when the claim is gone
+         receipt in X-Mqlite-Receipt or the JSON body {"receipt", "error", "delay", "lease", "cursor", "progress"}
     GET  /q/{queue}/failed[?limit=N]    failed messages with their last error
     POST /q/{queue}/failed/retry[?id=N…]   POST /q/{queue}/failed/purge[?older_than=S]
     POST /control/{queue}/pause|resume
@@ -82,7 +83,8 @@ MAX_LEASE = 86400.0
 MAX_DELAY = 100 * 365 * 86400.0  # the library's bound
 MAX_UNIQUE_KEY = 191
 FAILED_LIMIT = 200  # failed messages one GET may list
-SETTLE_ACTIONS = ("ack", "nack", "release", "fail", "extend")
+SETTLE_ACTIONS = ("ack", "nack", "release", "fail", "extend", "checkpoint")
+MAX_CURSOR = 16_000  # characters, the library's bound
 PREVIEW_BYTES = 1000  # of a failed message's body shown in listings and on the page
 PAGE_FAILED_QUEUES = 20  # queues whose failed messages the page lists
 PAGE_FAILED_PER_QUEUE = 20
@@ -126,6 +128,13 @@ def _number(request: Request, name: str, default: float | None, low: float, high
         bound = f"more than {low:g}" if strict_low else f"at least {low:g}"
         raise ApiError(400, "bad_parameter", f"{name} must be {bound} and at most {high:g}, got {text[:40]!r}")
     return value
+
+
+def _key(request: Request, name: str) -> str | None:
+    key = request.query_params.get(name)
+    if key is not None and not 1 <= len(key) <= MAX_UNIQUE_KEY:
+        raise ApiError(400, "bad_parameter", f"{name} must be 1 to {MAX_UNIQUE_KEY} characters")
+    return key
 
 
 def _integer(text: str, name: str, low: int, high: int) -> int:
@@ -438,19 +447,24 @@ def create_app(
     async def push(request: Request) -> Response:
         guard.check(request)
         name = _queue_name(request)
-        _allow_params(request, "delay", "unique_key", "if_exists", "max_attempts")
+        _allow_params(request, "delay", "unique_key", "if_exists", "max_attempts", "concurrency_key", "max_running")
         delay = _number(request, "delay", None, 0.0, MAX_DELAY)
-        key = request.query_params.get("unique_key")
-        if key is not None and not 1 <= len(key) <= MAX_UNIQUE_KEY:
-            raise ApiError(400, "bad_parameter", f"unique_key must be 1 to {MAX_UNIQUE_KEY} characters")
+        key = _key(request, "unique_key")
+        ckey = _key(request, "concurrency_key")
+        running_text = request.query_params.get("max_running")
+        if running_text is not None and ckey is None:
+            raise ApiError(400, "bad_parameter", "max_running needs a concurrency_key")
+        max_running = 1 if running_text is None else _integer(running_text, "max_running", 1, 65535)
         if_exists = request.query_params.get("if_exists", "raise")
         if if_exists not in ("raise", "ignore"):
             raise ApiError(400, "bad_parameter", "if_exists must be raise or ignore")
         attempts_text = request.query_params.get("max_attempts")
         max_attempts = None if attempts_text is None else _integer(attempts_text, "max_attempts", 1, 65535)
         body = await _read_body(request, max_body)
+        extra: dict[str, Any] = {} if ckey is None else {"concurrency_key": ckey, "max_running": max_running}
         new_id = await run_in_threadpool(
-            queue.push, name, body, delay=delay, unique_key=key, if_exists=if_exists, max_attempts=max_attempts,  # type: ignore[arg-type]
+            queue.push, name, body, delay=delay, unique_key=key, if_exists=if_exists,  # type: ignore[arg-type]
+            max_attempts=max_attempts, **extra,
         )
         if not delay:
             on_ready(name)
@@ -502,7 +516,8 @@ def create_app(
             {
                 "id": message.id, "queue": name, "body": text, "encoding": kind, "attempts": message.attempts,
                 "max_attempts": message.max_attempts or queue.max_attempts, "lease": lease, "receipt": receipt,
-                "created_at": _iso(message.created_at),
+                "created_at": _iso(message.created_at), "cursor": message.cursor,
+                "progress": message.progress,
             },
             headers={"X-Mqlite-Id": str(message.id), "X-Mqlite-Attempts": str(message.attempts)},
         )
@@ -537,12 +552,24 @@ def create_app(
         elif action == "release":
             delay = _field_seconds(data, "delay", 0.0, MAX_DELAY) or 0.0
             done = await run_in_threadpool(queue.release, text, delay)
+        elif action == "checkpoint":
+            cursor, progress = data.get("cursor"), data.get("progress")
+            if not isinstance(cursor, str) or len(cursor) > MAX_CURSOR:
+                raise ApiError(400, "bad_parameter", f"cursor must be a string of at most {MAX_CURSOR} characters")
+            if progress is not None and (
+                isinstance(progress, bool) or not isinstance(progress, (int, float)) or not math.isfinite(progress)
+            ):
+                raise ApiError(400, "bad_parameter", "progress must be a number")
+            lease = _field_seconds(data, "lease", 0.0, MAX_LEASE) or DEFAULT_LEASE
+            done = await run_in_threadpool(queue.checkpoint, text, cursor, progress, lease=lease)
+            if done:
+                leases.extend(text, lease)
         else:  # extend
             lease = _field_seconds(data, "lease", 0.0, MAX_LEASE) or DEFAULT_LEASE
             done = await run_in_threadpool(queue.extend, text, lease)
             if done:
                 leases.extend(text, lease)
-        if action != "extend":
+        if action not in ("extend", "checkpoint"):
             leases.drop(text)
         if not done:
             raise ApiError(
