@@ -348,6 +348,14 @@ def test_with_a_token_every_write_needs_it_and_failures_write_nothing(q: mqlite.
         assert client.post("/q/jobs", content=b"ok", headers=AUTH).status_code == 201
         assert client.get("/q/jobs", headers=AUTH).content == b"already here"
 
+def test_a_non_ascii_token_works(q: mqlite.Queue) -> None:
+    token = "clé-секрет"
+    with TestClient(create_app(q, token=token), base_url=BASE) as client:
+        bearer = {"Authorization": b"Bearer " + token.encode("utf-8")}
+        assert client.post("/q/jobs", content=b"x", headers=bearer).status_code == 201
+        assert client.post("/q/jobs", content=b"x", headers={"Authorization": b"Bearer cl\xc3"}).status_code == 401
+
+
 def test_bad_input_gets_a_json_4xx_and_writes_nothing(client: TestClient, admin: Any) -> None:
     client.post("/q/jobs", content=b"keep me")
     cases = [

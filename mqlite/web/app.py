@@ -28,10 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
-import hashlib
-import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -42,7 +38,6 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import jinja2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -53,7 +48,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
 
 from ..config import check_queue, redact
 from ..errors import (
@@ -70,7 +64,9 @@ from ..errors import (
 from ..message import Message, Receipt
 from ..queue import Queue, QueueStats, Stats
 from . import metrics
+from .errors import ApiError, error_response
 from .leases import LeaseKeeper
+from .security import Guard, SecurityHeaders
 from .waiting import FIRST_PAUSE, Arrivals, next_pause
 
 log = logging.getLogger("mqlite.web")
@@ -92,18 +88,6 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # The library's claimer lease. Claims asking for another lease are extended right after the
 # claim: one claimer (and its sessions) per queue whatever leases clients ask for.
 _CLAIM_LEASE = DEFAULT_LEASE
-
-
-class ApiError(Exception):
-    """A request the API refuses: answered as `{"error": code, "message": message}`."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message, **extra}, status_code=status, headers=headers)
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -266,106 +250,6 @@ class StatsCache:
             return self._value
 
 
-class _Guard:
-    """Who may write: the bearer token (constant-time comparison), else same-origin browsers only."""
-
-    def __init__(self, token: str | None) -> None:
-        self._digest = None if token is None else hashlib.sha256(token.encode("utf-8")).digest()
-
-    @property
-    def required(self) -> bool:
-        return self._digest is not None
-
-    def check(self, request: Request) -> None:
-        if self._digest is None:
-            _refuse_cross_site(request)
-            return
-        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-        offered = hashlib.sha256(credential.strip().encode("utf-8", "surrogateescape")).digest()
-        # Both sides hashed first: equal lengths, so neither the token nor its length leaks by timing.
-        if not (hmac.compare_digest(offered, self._digest) and scheme.lower() == "bearer"):
-            missing = not request.headers.get("authorization")
-            raise ApiError(
-                401, "unauthorized",
-                "this route needs Authorization: Bearer <token>" if missing else "wrong token",
-                headers={"WWW-Authenticate": 'Bearer realm="mqlite"'},
-            )
-
-
-def _refuse_cross_site(request: Request) -> None:
-    """Without a token, a page of another site must not write through the operator's browser (CSRF)."""
-    site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        raise ApiError(403, "cross_site", f"writes from a {site} page are refused")
-    origin = request.headers.get("origin")
-    if origin is not None:
-        host = request.headers.get("host", "").lower()
-        if origin == "null" or urlsplit(origin).netloc.lower() != host:
-            raise ApiError(403, "cross_site", "writes from another origin are refused")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` (a name or address, maybe `[v6]`) can only be reached from this machine."""
-    host = host.strip().strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class _Headers:
-    """ASGI middleware: the Host check, and headers every response gets (no sniffing, no caching,
-    no framing; the page's Content-Security-Policy allows only its own script and style)."""
-
-    CSP = (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
-    )
-
-    def __init__(self, app: ASGIApp, allowed_hosts: list[str] | None, loopback_only: bool) -> None:
-        self.app = app
-        self.allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
-        self.loopback_only = loopback_only
-
-    def _host_ok(self, scope: Scope) -> bool:
-        if self.allowed is None and not self.loopback_only:
-            return True
-        host = ""
-        for name, value in scope.get("headers", []):
-            if name == b"host":
-                host = value.decode("latin-1")
-                break
-        name = urlsplit("//" + host).hostname or ""
-        if self.allowed is not None:
-            return "*" in self.allowed or name in self.allowed
-        return is_loopback(name)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if not self._host_ok(scope):
-            response = _error(421, "bad_host", "this server answers only to its own host names")
-            await response(scope, receive, send)
-            return
-
-        async def sending(message: AsgiMessage) -> None:
-            if message["type"] == "http.response.start":
-                headers = message.setdefault("headers", [])
-                headers += [
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"cache-control", b"no-store"),
-                    (b"content-security-policy", self.CSP.encode()),
-                ]
-            await send(message)
-
-        await self.app(scope, receive, sending)
-
-
 # -- the app ------------------------------------------------------------------------------------
 
 
@@ -394,7 +278,7 @@ def create_app(
         raise ValueError("max_body must be a positive number of bytes")
     if token is not None and not token:
         token = None
-    guard = _Guard(token)
+    guard = Guard(token)
     arrivals = Arrivals()
     stats_cache = StatsCache(queue, stats_ttl)
     consuming: set[str] = set()
@@ -665,18 +549,18 @@ def create_app(
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return _error(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         codes = {404: "not_found", 405: "method_not_allowed"}
         message = {404: "no such route", 405: "method not allowed on this route"}.get(exc.status_code, str(exc.detail))
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), message, dict(exc.headers or {}))
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), message, dict(exc.headers or {}))
 
     async def library_error(request: Request, exc: Exception) -> Response:
         text = settings_text(exc)
         if isinstance(exc, Duplicate):
-            return _error(409, "duplicate", text, existing_id=exc.existing_id)
+            return error_response(409, "duplicate", text, existing_id=exc.existing_id)
         status, code = (
             (413, "payload_too_large") if isinstance(exc, PayloadTooLarge)
             else (400, "bad_queue_name") if isinstance(exc, InvalidName)
@@ -690,16 +574,16 @@ def create_app(
         )
         if status >= 500:
             log.warning("mqlite web: %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, text)
-        return _error(status, code, text)
+        return error_response(status, code, text)
 
     async def value_error(request: Request, exc: Exception) -> Response:
         # The library's own argument checks (a bound the HTTP layer did not repeat).
-        return _error(400, "bad_request", settings_text(exc))
+        return error_response(400, "bad_request", settings_text(exc))
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         log.error("mqlite web: %s %s failed:\n%s", request.method, request.url.path, redact(tb, queue.settings))
-        return _error(500, "internal", "internal error (see the server's log)")
+        return error_response(500, "internal", "internal error (see the server's log)")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -744,6 +628,6 @@ def create_app(
     app.state.leases = leases
     if loopback_only is None:
         loopback_only = token is None
-    app.add_middleware(_Headers, allowed_hosts=allowed_hosts, loopback_only=loopback_only)
+    app.add_middleware(SecurityHeaders, allowed_hosts=allowed_hosts, loopback_only=loopback_only)
     return app
 
