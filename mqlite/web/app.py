@@ -533,9 +533,9 @@ def create_app(
         _allow_params(request)
         s = await stats_cache.get()
         with_failures = [n for n, v in s.queues.items() if v.failed][:PAGE_FAILED_QUEUES]
-        listed = await asyncio.gather(
-            *(run_in_threadpool(queue.peek, n, PAGE_FAILED_PER_QUEUE, failed=True) for n in with_failures)
-        )
+        listed = [  # one after the other: the page must not take a pool connection per queue at once
+            await run_in_threadpool(queue.peek, n, PAGE_FAILED_PER_QUEUE, failed=True) for n in with_failures
+        ]
         biggest = max((v.ready + v.delayed + v.claimed + v.failed for v in s.queues.values()), default=0)
         html = templates.get_template("index.html").render(
             table=queue.table, queues=list(s.queues.values()), failed=dict(zip(with_failures, listed)),
