@@ -537,6 +537,13 @@ def test_web_command_serves_and_stops_on_sigterm(server_dsn: str, dsn: str) -> N
     assert proc.returncode == 0, out
     assert "mqlite web on http://127.0.0.1:%d/" % port in out and TOKEN not in out
 
+def test_web_command_with_an_unreachable_server_is_one_line_without_the_password() -> None:
+    secret = "pa55-Secret-w0rd"
+    result = CliRunner().invoke(cli_app, ["web", "--port", str(free_port()), "--dsn",
+                                          f"mysql://mq:{secret}@127.0.0.1:1/nowhere?connect_timeout=1"])
+    assert result.exit_code == 2 and "Unavailable" in result.output and secret not in result.output
+
+
 def test_web_command_refuses_a_table_without_schema(dsn: str) -> None:
     result = CliRunner().invoke(cli_app, ["web", "--port", str(free_port()), "--dsn", dsn])
     assert result.exit_code == 2 and "mqlite schema apply" in result.output

@@ -84,7 +84,6 @@ MAX_CURSOR = 16_000  # characters, the library's bound
 PREVIEW_BYTES = 1000  # of a failed message's body shown in listings and on the page
 PAGE_FAILED_QUEUES = 20  # queues whose failed messages the page lists
 PAGE_FAILED_PER_QUEUE = 20
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # The library's claimer lease. Claims asking for another lease are extended right after the
 # claim: one claimer (and its sessions) per queue whatever leases clients ask for.
 _CLAIM_LEASE = DEFAULT_LEASE
