@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import threading
 
+import pytest
+
 import mqlite
 from mqlite.config import Settings, parse_dsn
 
@@ -166,3 +168,30 @@ def test_claims_record_the_node_they_were_made_on(q: mqlite.Queue, admin) -> Non
     with q.claim("jobs") as m:
         assert m.owner_node == node and m.receipt.node == node
         assert rows(admin, "SELECT owner, owner_node FROM mqlite_messages") == [(m.owner, node)]
+
+
+def test_failover_dsn_moves_to_the_next_host_when_the_first_is_down(server_dsn: str, dsn: str, admin) -> None:
+    import socket as socket_module
+
+    settings = parse_dsn(dsn)
+    with socket_module.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    host, port = settings.hosts[0]
+    listed = Settings(settings.user, settings.password, (("127.0.0.1", dead), (host, port)), settings.database).url()
+    q = mqlite.Queue(listed, connect_timeout=1)
+    q.apply_schema()
+    assert q.push("jobs", b"via the second host") > 0
+    assert q.pop("jobs").body == b"via the second host"
+    assert q._pool._connector.primary == 1
+    q.close()
+
+
+def test_two_hosts_reporting_the_same_node_identity_are_refused(dsn: str) -> None:
+    from mqlite.errors import ConfigError
+
+    settings = parse_dsn(dsn)
+    # The same server listed twice stands in for two nodes that report one identity.
+    listed = Settings(settings.user, settings.password, settings.hosts * 2, settings.database).url()
+    with pytest.raises(ConfigError, match="same node identity"):
+        mqlite.Queue(listed).push("jobs", b"x")
