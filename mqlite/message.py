@@ -23,21 +23,23 @@ class Receipt:
     available_at: datetime
     id: int
     owner: int
+    node: int
     claimed_at: datetime
 
-    def fence(self) -> tuple[str, datetime, int, int, datetime]:
-        """The values of the claim fence in `sql.Statements` (queue, available_at, id, owner, claimed_at)."""
-        return (self.queue, self.available_at, self.id, self.owner, self.claimed_at)
+    def fence(self) -> tuple[str, datetime, int, int, int, datetime]:
+        """The values of the claim fence in `sql.Statements`."""
+        return (self.queue, self.available_at, self.id, self.owner, self.node, self.claimed_at)
 
     def __str__(self) -> str:
-        return f"{self.id}.{self.owner}.{self.claimed_at:{_STAMP}}.{self.available_at:{_STAMP}}.{self.queue}"
+        return (f"{self.id}.{self.owner}.{self.node}.{self.claimed_at:{_STAMP}}.{self.available_at:{_STAMP}}."
+                f"{self.queue}")
 
     @classmethod
     def parse(cls, text: str) -> Receipt:
         """Read a receipt's text form; NotClaimed when it is not one."""
         try:
-            id_, owner, claimed, available, queue = text.split(".", 4)
-            return cls(queue, datetime.strptime(available, _STAMP), int(id_), int(owner),
+            id_, owner, node, claimed, available, queue = text.split(".", 5)
+            return cls(queue, datetime.strptime(available, _STAMP), int(id_), int(owner), int(node),
                        datetime.strptime(claimed, _STAMP))
         except (ValueError, AttributeError):
             raise NotClaimed(f"not a claim receipt: {str(text)[:80]!r}") from None
@@ -66,6 +68,7 @@ class Message:
     concurrency_key: str | None = None
     # Who holds the claim: the session id and the server time of the claim.
     owner: int = field(default=0, repr=False, compare=False)
+    owner_node: int = field(default=0, repr=False, compare=False)
     claimed_at: datetime | None = field(default=None, repr=False, compare=False)
     lease_until: datetime | None = field(default=None, repr=False, compare=False)
     _handle: Any = field(default=None, repr=False, compare=False)
@@ -79,7 +82,7 @@ class Message:
         """The claim's receipt (NotClaimed if this message is not claimed)."""
         if not self.owner or self.claimed_at is None or self.available_at is None:
             raise NotClaimed(f"message {self.id} is not claimed")
-        return Receipt(self.queue, self.available_at, self.id, self.owner, self.claimed_at)
+        return Receipt(self.queue, self.available_at, self.id, self.owner, self.owner_node, self.claimed_at)
 
     def touch(self) -> None:
         """Renew the lease for as long as the claim first asked for."""
@@ -115,11 +118,11 @@ class Message:
     @classmethod
     def from_row(cls, row: tuple) -> Message:
         """Build from a row of `sql.MESSAGE_COLUMNS`."""
-        (id_, queue, body, created_at, owner, claimed_at, available_at, lease_until,
+        (id_, queue, body, created_at, owner, node, claimed_at, available_at, lease_until,
          attempts, max_attempts, unique_key, failed_at, last_error, cursor, progress, key) = row
         return cls(
             int(id_), queue, bytes(body), created_at, int(attempts), available_at, last_error, failed_at,
-            unique_key, max_attempts, cursor, progress, key, int(owner), claimed_at, lease_until,
+            unique_key, max_attempts, cursor, progress, key, int(owner), int(node), claimed_at, lease_until,
         )
 
 

@@ -12,6 +12,7 @@ connection, which breaks the claim (CONNECTION_ID() changes) and hides a maybe-c
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -26,7 +27,7 @@ from dbutils.pooled_db import PooledDB
 
 from . import sql
 from .config import Settings, redact
-from .errors import DatabaseError, MqliteError, PayloadTooLarge, SchemaMissing, Unavailable
+from .errors import ConfigError, DatabaseError, MqliteError, PayloadTooLarge, SchemaMissing, Unavailable
 from .retry import CANNOT_CONNECT, CONNECTION_LOST, LOCK_CONFLICT, TRANSIENT
 
 
@@ -45,6 +46,7 @@ class ServerInfo:
         return "mariadb" in self.version.lower()
 
 
+log = logging.getLogger("mqlite")
 _pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
 
@@ -70,9 +72,12 @@ class Pool:
         connect_timeout: float = 5.0,
         checkout_timeout: float = 10.0,
         read_timeout: float | None = 60.0,
+        routing: str = "single",
     ) -> None:
         if size < 1:
             raise ValueError("pool size must be at least 1")
+        if routing not in ("single", "spread"):
+            raise ValueError("routing must be 'single' (one primary, next host on failure) or 'spread'")
         self.settings = settings
         self.size = size
         self.checkout_timeout = checkout_timeout
@@ -87,6 +92,7 @@ class Pool:
         # claim would sort the whole queue.
         kwargs.update(autocommit=True, charset="utf8mb4", collation="utf8mb4_bin")
         self._connect_kwargs = kwargs
+        self._connector = _Connector(self, routing)
         self._lock = threading.Lock()
         self._db: PooledDB | None = None
         self._slots = threading.BoundedSemaphore(size)
@@ -103,9 +109,8 @@ class Pool:
             with self._lock:
                 if self._db is None:
                     self._db = PooledDB(
-                        creator=MySQLdb, mincached=0, maxcached=self.size, maxconnections=self.size,
+                        creator=self._connector, mincached=0, maxcached=self.size, maxconnections=self.size,
                         blocking=True, ping=0, reset=False, failures=_NeverRaised,
-                        **self._connect_kwargs,
                     )
                 db = self._db
         return db
@@ -143,7 +148,7 @@ class Pool:
         raw = steady._con
         if not (raw.open and (not self._suspect_since or self._alive(raw))):
             try:
-                fresh = MySQLdb.connect(**self._connect_kwargs)
+                fresh = self._connector()
             except MySQLdb.Error as exc:
                 pooled.close()
                 raise self.translate(exc) from exc
@@ -156,11 +161,8 @@ class Pool:
 
     def open_session(self, *, read_committed: bool = True) -> Any:
         """A dedicated connection outside the pool (the caller closes it). Raises Unavailable."""
-        kwargs = dict(self._connect_kwargs)
-        if read_committed:
-            kwargs["init_command"] = sql.READ_COMMITTED
         try:
-            raw = MySQLdb.connect(**kwargs)
+            raw = self._connector(init_command=sql.READ_COMMITTED) if read_committed else self._connector()
         except MySQLdb.Error as exc:
             raise self.translate(exc) from exc
         if self.server is None:
@@ -216,6 +218,84 @@ class Pool:
     def translate(self, exc: BaseException) -> MqliteError:
         """Turn a driver exception into an MqliteError; never includes the password."""
         return translate(exc, self.settings)
+
+
+class _Connector:
+    """Opens connections, failing over along the DSN's host list.
+
+    routing="single": every connection goes to the current primary (the first host that answers,
+    in DSN order); when it stops answering, the next one becomes primary. This is what a
+    Galera or Group Replication cluster wants by default: one writer, no certification conflicts.
+    routing="spread": new connections go round the hosts (multi-primary).
+    """
+
+    dbapi = MySQLdb  # what DBUtils asks of a connection creator
+    threadsafety = MySQLdb.threadsafety
+
+    def __init__(self, pool: Pool, routing: str) -> None:
+        self.pool = pool
+        self.routing = routing
+        self.primary = 0
+        self._turn = 0
+        self._lock = threading.Lock()
+        self._checked = False
+
+    def __call__(self, **extra: Any) -> Any:
+        settings = self.pool.settings
+        hosts = settings.hosts
+        if len(hosts) <= 1 or settings.unix_socket:
+            return MySQLdb.connect(**self.pool._connect_kwargs, **extra)
+        if not self._checked:
+            self.check_nodes()
+        with self._lock:
+            if self.routing == "spread":
+                self._turn += 1
+                start = self._turn % len(hosts)
+            else:
+                start = self.primary
+        error: MySQLdb.Error | None = None
+        for step in range(len(hosts)):
+            index = (start + step) % len(hosts)
+            try:
+                conn = MySQLdb.connect(**{**self.pool._connect_kwargs, **extra, **_host_kwargs(hosts[index])})
+            except MySQLdb.Error as exc:
+                error = exc
+                continue
+            if self.routing == "single" and index != self.primary:
+                with self._lock:
+                    self.primary = index
+                log.warning("%s:%s is now the primary (after %s:%s stopped answering)", *hosts[index],
+                            *hosts[start])
+            return conn
+        assert error is not None
+        raise error
+
+    def check_nodes(self) -> None:
+        """Refuse a host list in which two servers report the same node identity (sql.NODE)."""
+        seen: dict[int, str] = {}
+        for host in self.pool.settings.hosts:
+            try:
+                conn = MySQLdb.connect(**{**self.pool._connect_kwargs, **_host_kwargs(host)})
+            except MySQLdb.Error:
+                continue  # unreachable now: checked when it is first used
+            try:
+                cur = conn.cursor()
+                cur.execute(sql.NODE_IDENTITY)
+                node, identity = cur.fetchone()
+            finally:
+                conn.close()
+            where = f"{host[0]}:{host[1]}"
+            if int(node) in seen:
+                raise ConfigError(
+                    f"{seen[int(node)]} and {where} report the same node identity ({identity}): claims made "
+                    "on one could be read on the other; give each node its own host name or port"
+                )
+            seen[int(node)] = where
+        self._checked = True
+
+
+def _host_kwargs(host: tuple[str, int]) -> dict[str, Any]:
+    return {"host": host[0], "port": host[1]}
 
 
 class _Checkout:

@@ -97,7 +97,9 @@ class Queue:
     `retry_for` seconds (0 disables). A message whose handler fails is retried after `backoff`
     and becomes failed after `max_attempts`. Consumers run recovery themselves, at most every
     `recover_every` seconds (0 disables) when they find a queue empty, and every
-    `6 * recover_every` seconds otherwise.
+    `6 * recover_every` seconds otherwise. A DSN may list several hosts
+    (`mysql://u:p@h1:3306,h2:3306/db`): `routing="single"` sends everything to the first that
+    answers and moves to the next when it dies; `"spread"` spreads connections over all of them.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class Queue:
         max_attempts: int = 5,
         backoff: Backoff = Backoff(),
         recover_every: float = 5.0,
+        routing: Literal["single", "spread"] = "single",
     ) -> None:
         self.settings = parse_dsn(resolve_dsn(dsn))
         self._sql = statements(table)
@@ -120,7 +123,8 @@ class Queue:
         self.backoff = backoff
         self.recover_every = recover_every
         self._pool = Pool(
-            self.settings, size=pool_size, connect_timeout=connect_timeout, checkout_timeout=checkout_timeout
+            self.settings, size=pool_size, connect_timeout=connect_timeout, checkout_timeout=checkout_timeout,
+            routing=routing,
         )
         self._policy = retry.transient_policy(retry_for) if retry_for > 0 else None
         self._claimers: dict[tuple[str, bool, float], Claimer] = {}

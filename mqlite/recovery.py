@@ -10,9 +10,12 @@ A claim is stale, and its row may be handed out again, only when one of these ho
   other consumer would look dead). Only claims older than our own PROCESSLIST snapshot are
   considered, so a session that connected and claimed after the snapshot is never mistaken
   for a dead one.
-- **lease expired**: its lease ran out and we cannot see other sessions (no PROCESS privilege),
-  so the lease is the only evidence left. With the privilege a live owner keeps its claim
-  however long it works; a dead one is caught by the rule above.
+- **lease expired**: its lease ran out and we cannot see its session: we lack the PROCESS
+  privilege, or the claim was made on another node of a cluster (PROCESSLIST and uptime are per
+  node; a node that never comes back leaves only leases behind). With the privilege, a live owner
+  on our node keeps its claim however long it works; a dead one is caught by the rule above.
+
+The first two rules touch only claims made on the node we are connected to.
 
 A recovered claim counts as an attempt and records why it came back; past `max_attempts` the
 message becomes failed instead of ready (a message that kills its consumer does not loop).
@@ -80,9 +83,12 @@ def recover(conn: Any, st: Statements, max_attempts: int) -> Recovery:
         before_restart += cur.execute(
             st.recover_before_expired, (*why("claimed around a server restart, lease expired"), maybe_before)
         )
+        # Claims made on other nodes of a cluster: neither our PROCESSLIST nor our uptime knows them.
+        other_nodes = cur.execute(st.recover_other_nodes, why("lease expired (claimed on another node)"))
         if not sees_all_connections(cur):
             expired = cur.execute(st.recover_expired, why("lease expired (owner not visible without PROCESS)"))
-            return Recovery(before_restart=before_restart, lease_expired=expired, sees_all_connections=False)
+            return Recovery(before_restart=before_restart, lease_expired=expired + other_nodes,
+                            sees_all_connections=False)
         # Snapshot order matters: `now` was read before PROCESSLIST, and only claims older than
         # `now` are touched, so every owner we may reset was already connected at the snapshot.
         cur.execute(sql.LIVE_CONNECTIONS)
@@ -94,6 +100,7 @@ def recover(conn: Any, st: Statements, max_attempts: int) -> Recovery:
             chunk = dead[i : i + _CHUNK]
             statement = st.in_list(st.recover_owners, len(chunk))
             dead_owner += cur.execute(statement, (*why("owner session gone"), *chunk, now))
-        return Recovery(dead_owner=dead_owner, before_restart=before_restart, sees_all_connections=True)
+        return Recovery(dead_owner=dead_owner, before_restart=before_restart, lease_expired=other_nodes,
+                        sees_all_connections=True)
     finally:
         cur.close()

@@ -13,12 +13,19 @@ from .config import check_table
 
 # Columns a Message is built from, in this order (see Message.from_row).
 MESSAGE_COLUMNS = (
-    "id, queue, body, created_at, owner, claimed_at, available_at, lease_until, "
+    "id, queue, body, created_at, owner, owner_node, claimed_at, available_at, lease_until, "
     "attempts, max_attempts, unique_key, failed_at, last_error, resume_cursor, progress, concurrency_key"
 )
 # available_at of a message waiting for a concurrency slot: later than any claim ever looks.
 PARKED = "'9999-12-31 00:00:00'"
 
+# The node a session runs on. Not @@server_id: Galera nodes often share one (and MariaDB has no
+# @@server_uuid); not @@wsrep_node_name: it defaults to the host name, the same for every node of
+# a cluster on one machine. Host name and port tell nodes apart on one machine and across many;
+# CRC32 keeps it one small integer in the owner index. Two nodes that report the same identity
+# are refused when a DSN lists them both (pool.Pool.check_nodes).
+NODE = "CRC32(CONCAT(@@hostname, ':', @@port))"
+NODE_IDENTITY = f"SELECT {NODE}, CONCAT(@@hostname, ':', @@port)"
 SERVER_INFO = "SELECT @@max_allowed_packet, @@auto_increment_increment, VERSION(), CONNECTION_ID()"
 # Claim sessions run at READ COMMITTED: their UPDATE then locks only the rows it claims (no gap
 # locks), so a push never waits behind a claim. Needs binlog_format=ROW/MIXED where binlogs are on.
@@ -91,6 +98,7 @@ class Statements:
     recover_owners: str
     recover_before: str
     recover_expired: str
+    recover_other_nodes: str
     recover_before_expired: str
     stats: str
     counters: str
@@ -129,8 +137,9 @@ def statements(table: str) -> Statements:
     # the index the claim walks, so acks and releases lock in the claim's order (index entry,
     # then primary key) instead of the reverse order that deadlocks against it. Owner and claim
     # time make sure a claim that was recovered and taken by someone else is left alone.
-    fence = "queue = %s AND available_at = %s AND id = %s AND owner = %s AND claimed_at = %s"
-    unclaim = "owner = 0, claimed_at = NULL, lease_until = NULL"
+    fence = "queue = %s AND available_at = %s AND id = %s AND owner = %s AND owner_node = %s AND claimed_at = %s"
+    unclaim = "owner = 0, owner_node = 0, claimed_at = NULL, lease_until = NULL"
+    mine = f"owner = CONNECTION_ID() AND owner_node = {NODE}"  # this session's claims, on this node
     # Back in the queue after a delay; a message with a concurrency key gives up its slot and
     # waits parked until a promotion (due_at is read before it is assigned, as with `attempts`).
     back_later = (
@@ -181,7 +190,7 @@ def statements(table: str) -> Statements:
         # The optimistic pop: one atomic UPDATE tags rows with this session's id, walking the
         # queue's ready range from its head.
         claim=(
-            f"UPDATE {by_queue} SET owner = CONNECTION_ID(), claimed_at = NOW(6), "
+            f"UPDATE {by_queue} SET owner = CONNECTION_ID(), owner_node = {NODE}, claimed_at = NOW(6), "
             "lease_until = NOW(6) + INTERVAL %s MICROSECOND "
             "WHERE queue = %s AND available_at <= NOW(6) AND owner = 0 "
             # A paused queue hands out nothing; the check is a constant subquery, read once.
@@ -191,18 +200,19 @@ def statements(table: str) -> Statements:
         ),
         # Must run on the connection that ran `claim`: CONNECTION_ID() is the claim's tag.
         read_claimed=(
-            f"SELECT {MESSAGE_COLUMNS} FROM {t} WHERE owner = CONNECTION_ID() AND queue = %s "
+            f"SELECT {MESSAGE_COLUMNS} FROM {t} WHERE {mine} AND queue = %s "
             "ORDER BY available_at, id"
         ),
         read_claimed_since=(
             f"SELECT {MESSAGE_COLUMNS} FROM {t} "
-            "WHERE owner = CONNECTION_ID() AND claimed_at > %s AND queue = %s ORDER BY available_at, id"
+            f"WHERE {mine} AND claimed_at > %s AND queue = %s ORDER BY available_at, id"
         ),
         # pop's group delete: the rows one claim statement took (same session, same claim time).
         # Single-table DELETE takes no index hint; the multi-table form does.
         delete_claimed=(
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s "
-            "AND (m.available_at, m.id) IN ({ids}) AND m.owner = CONNECTION_ID() AND m.claimed_at = %s"
+            f"AND (m.available_at, m.id) IN ({{ids}}) AND m.owner = CONNECTION_ID() AND m.owner_node = {NODE} "
+            "AND m.claimed_at = %s"
         ),
         present=f"SELECT id FROM {t} WHERE id IN ({{ids}})",
         # Puts a consumed-but-never-returned message back where it was (same id, same place).
@@ -212,7 +222,7 @@ def statements(table: str) -> Statements:
         ),
         ack=(
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.available_at = %s "
-            "AND m.id = %s AND m.owner = %s AND m.claimed_at = %s"
+            "AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s"
         ),
         release=f"UPDATE {by_queue} SET {unclaim}, {back_later} WHERE {fence}",
         retry_later=f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, {back_later} WHERE {fence}",
@@ -245,12 +255,24 @@ def statements(table: str) -> Statements:
             "TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)) / 1e6 "
             "FROM mqlite_workers WHERE table_name = %s ORDER BY started_at"
         ),
-        claimed_owners=f"SELECT DISTINCT owner FROM {t} WHERE owner <> 0 AND claimed_at < %s",
-        recover_owners=f"UPDATE {t} SET {recover_set} WHERE owner IN ({{ids}}) AND claimed_at < %s",
-        recover_before=f"UPDATE {t} SET {recover_set} WHERE owner <> 0 AND claimed_at < %s",
+        # PROCESSLIST and uptime describe the node we are connected to: those rules touch only
+        # claims made on it. Claims of other nodes come back when their lease runs out.
+        claimed_owners=(
+            f"SELECT DISTINCT owner FROM {t} WHERE owner <> 0 AND owner_node = {NODE} AND claimed_at < %s"
+        ),
+        recover_owners=(
+            f"UPDATE {t} SET {recover_set} WHERE owner IN ({{ids}}) AND owner_node = {NODE} AND claimed_at < %s"
+        ),
+        recover_before=(
+            f"UPDATE {t} SET {recover_set} WHERE owner <> 0 AND owner_node = {NODE} AND claimed_at < %s"
+        ),
         recover_expired=f"UPDATE {t} SET {recover_set} WHERE owner <> 0 AND lease_until < NOW(6)",
+        recover_other_nodes=(
+            f"UPDATE {t} SET {recover_set} WHERE owner <> 0 AND owner_node <> {NODE} AND lease_until < NOW(6)"
+        ),
         recover_before_expired=(
-            f"UPDATE {t} SET {recover_set} WHERE owner <> 0 AND claimed_at < %s AND lease_until < NOW(6)"
+            f"UPDATE {t} SET {recover_set} WHERE owner <> 0 AND owner_node = {NODE} AND claimed_at < %s "
+            "AND lease_until < NOW(6)"
         ),
         stats=(
             "SELECT queue, "

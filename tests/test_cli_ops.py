@@ -191,7 +191,8 @@ def test_recover_says_how_many_came_back_and_why(q: mqlite.Queue, dsn: str, admi
     q.push_many("mail", ["a", "b"])
     # A claim by a session id that does not exist, made a second ago: its consumer died.
     admin.cursor().execute(
-        f"UPDATE {TABLE} SET owner = 4000000000, claimed_at = NOW(6) - INTERVAL 1 SECOND WHERE queue = 'mail'"
+        f"UPDATE {TABLE} SET owner = 4000000000, owner_node = CRC32(CONCAT(@@hostname, ':', @@port)), "
+        "claimed_at = NOW(6) - INTERVAL 1 SECOND, lease_until = NOW(6) + INTERVAL 1 HOUR WHERE queue = 'mail'"
     )
     text = invoke("recover", "--dsn", dsn)
     assert text.exit_code == 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import threading
 
+import pytest
+
 import mqlite
 from mqlite.config import Settings, parse_dsn
 
@@ -64,7 +66,8 @@ def test_claim_made_before_server_start_is_recovered_even_if_the_id_is_alive(q: 
     q.push("jobs", b"stale")
     (live,) = rows(admin, "SELECT CONNECTION_ID()")[0]
     admin.cursor().execute(
-        "UPDATE mqlite_messages SET owner = %s, claimed_at = '2000-01-01 00:00:00' WHERE queue = 'jobs'", (live,)
+        "UPDATE mqlite_messages SET owner = %s, owner_node = CRC32(CONCAT(@@hostname, ':', @@port)), "
+        "claimed_at = '2000-01-01 00:00:00', lease_until = NOW(6) + INTERVAL 1 HOUR WHERE queue = 'jobs'", (live,)
     )
     report = q.recover()
     assert report.before_restart == 1 and report.dead_owner == 0
@@ -143,3 +146,52 @@ def test_many_threads_claim_with_a_tiny_pool(dsn: str) -> None:
     stats = q.stats().queues["t"]
     assert (stats.ready, stats.claimed, stats.processed) == (0, 0, 500)
     q.close()
+
+
+def test_claims_of_another_node_come_back_only_when_their_lease_expires(q: mqlite.Queue, admin) -> None:
+    """On a cluster, PROCESSLIST and uptime are this node's: another node's claim, even by a session id
+    that is dead here or one from before our restart, is judged by its lease alone."""
+    q.push_many("jobs", [b"live lease", b"expired lease"])
+    admin.cursor().execute(
+        "UPDATE mqlite_messages SET owner = 4000000000, owner_node = CRC32(CONCAT(@@hostname, ':', @@port)) + 1, "
+        "claimed_at = '2000-01-01 00:00:00', lease_until = IF(body = 'live lease', NOW(6) + INTERVAL 1 HOUR, "
+        "NOW(6) - INTERVAL 1 SECOND)"
+    )
+    report = q.recover()
+    assert (report.dead_owner, report.before_restart, report.lease_expired) == (0, 0, 1)
+    assert q.pop("jobs").body == b"expired lease" and q.pop("jobs") is None
+
+
+def test_claims_record_the_node_they_were_made_on(q: mqlite.Queue, admin) -> None:
+    q.push("jobs", b"x")
+    ((node,),) = rows(admin, "SELECT CRC32(CONCAT(@@hostname, ':', @@port))")
+    with q.claim("jobs") as m:
+        assert m.owner_node == node and m.receipt.node == node
+        assert rows(admin, "SELECT owner, owner_node FROM mqlite_messages") == [(m.owner, node)]
+
+
+def test_failover_dsn_moves_to_the_next_host_when_the_first_is_down(server_dsn: str, dsn: str, admin) -> None:
+    import socket as socket_module
+
+    settings = parse_dsn(dsn)
+    with socket_module.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    host, port = settings.hosts[0]
+    listed = Settings(settings.user, settings.password, (("127.0.0.1", dead), (host, port)), settings.database).url()
+    q = mqlite.Queue(listed, connect_timeout=1)
+    q.apply_schema()
+    assert q.push("jobs", b"via the second host") > 0
+    assert q.pop("jobs").body == b"via the second host"
+    assert q._pool._connector.primary == 1
+    q.close()
+
+
+def test_two_hosts_reporting_the_same_node_identity_are_refused(dsn: str) -> None:
+    from mqlite.errors import ConfigError
+
+    settings = parse_dsn(dsn)
+    # The same server listed twice stands in for two nodes that report one identity.
+    listed = Settings(settings.user, settings.password, settings.hosts * 2, settings.database).url()
+    with pytest.raises(ConfigError, match="same node identity"):
+        mqlite.Queue(listed).push("jobs", b"x")
