@@ -12,14 +12,15 @@ import contextlib
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import MySQLdb
 import pytest
 
-from mqlite.server import galera_missing
+from mqlite.server import _sweep_stale, galera_missing
 
 from .conftest import admin_connection, rows
-from .helpers import wait_for
+from .helpers import python, read_line, wait_for
 
 pytestmark = [
     pytest.mark.cluster,
@@ -71,14 +72,39 @@ def test_cluster_forms_and_a_write_on_node_1_is_read_on_nodes_2_and_3(galera, cl
             c.close()
 
 
-def _equal_connection_ids(dsn_a: str, dsn_b: str, tries: int = 2000) -> tuple[MySQLdb.Connection, MySQLdb.Connection]:
+def test_a_killed_node_leaves_a_cluster_of_2_and_rejoins_with_what_it_missed(galera, cluster_dsns) -> None:
+    """SIGKILL node 1 (the one that bootstrapped): the other two go on as a cluster of 2; restarted,
+    node 1 rejoins them (it does not bootstrap a cluster of its own) and receives the writes it missed."""
+    setup = admin_connection(cluster_dsns[1])
+    setup.cursor().execute(MESSAGES)
+    try:
+        galera.kill(0)
+        galera.wait_synced(60)  # the survivors have evicted it
+        assert [galera.nodes[i].status()["wsrep_cluster_size"] for i in (1, 2)] == ["2", "2"]
+        setup.cursor().execute("INSERT INTO messages (queue, body) VALUES ('jobs', 'while node 1 was down')")
+    finally:
+        galera.start_node(0)
+        setup.close()
+    assert [node.status()["wsrep_cluster_size"] for node in galera.nodes] == ["3", "3", "3"]
+    assert len({node.status()["wsrep_cluster_state_uuid"] for node in galera.nodes}) == 1
+    back = admin_connection(cluster_dsns[0])
+    try:
+        assert rows(back, "SELECT body FROM messages") == [(b"while node 1 was down",)]
+    finally:
+        back.close()
+
+
+def _equal_connection_ids(dsn_a: str, dsn_b: str, timeout: float = 60.0) -> tuple[MySQLdb.Connection, MySQLdb.Connection]:
     """One session on each node with the same CONNECTION_ID(): each node numbers its sessions on its
     own, upwards, so reconnecting on the node whose id is lower brings the two together."""
     a, b = admin_connection(dsn_a), admin_connection(dsn_b)
-    for _ in range(tries):
+    deadline = time.monotonic() + timeout
+    reconnects = 0
+    while time.monotonic() < deadline:
         id_a, id_b = connection_id(a), connection_id(b)
         if id_a == id_b:
             return a, b
+        reconnects += 1
         if id_a < id_b:
             a.close()
             a = admin_connection(dsn_a)
@@ -87,7 +113,7 @@ def _equal_connection_ids(dsn_a: str, dsn_b: str, tries: int = 2000) -> tuple[My
             b = admin_connection(dsn_b)
     a.close()
     b.close()
-    raise AssertionError(f"no equal connection ids on the two nodes after {tries} connections")
+    raise AssertionError(f"no equal connection ids on the two nodes after {reconnects} reconnections in {timeout:g}s")
 
 
 def test_equal_connection_ids_on_two_nodes_read_each_others_claims(cluster_dsns) -> None:
@@ -205,6 +231,7 @@ def _naive_claims(dsns: list[str], queue: str, clients: int, seconds: float) -> 
     # The measurement window: a bounded wait on an event nothing sets, not a synchronisation.
     stop.wait(seconds)
     stop.set()
+    window = time.monotonic() - began
     for t in threads:
         t.join(timeout=60)
     elapsed = time.monotonic() - began
@@ -221,16 +248,19 @@ def _naive_claims(dsns: list[str], queue: str, clients: int, seconds: float) -> 
         "conflict_share_of_statements": conflicts / max(statements, 1),
         "empty": counts["empty"],
         "seconds": elapsed,
+        "drain": elapsed - window,  # from the end of the window until the last statement returned
     }
 
 
 def _cert_counters(dsns: list[str]) -> Counter[str]:
     """Galera's own counters, summed over the nodes: certification failures and brute-force aborts
-    (both include the conflicts that wsrep_retry_autocommit retried without the client seeing them)."""
+    (both include the conflicts that wsrep_retry_autocommit retried without the client seeing them),
+    and the time flow control paused replication (appliers behind)."""
     total: Counter[str] = Counter()
     for dsn in dsns:
         conn = admin_connection(dsn)
-        status = dict(rows(conn, "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_cert_failures', 'wsrep_local_bf_aborts')"))
+        status = dict(rows(conn, "SHOW GLOBAL STATUS WHERE Variable_name IN "
+                           "('wsrep_local_cert_failures', 'wsrep_local_bf_aborts', 'wsrep_flow_control_paused_ns')"))
         conn.close()
         total.update({k: int(v) for k, v in status.items()})
     return total
@@ -267,11 +297,44 @@ def test_certification_conflicts_of_the_naive_claim_3_writer_nodes_vs_1(cluster_
             f"({figures['per_s']:.0f}/s), 1213 seen by clients: claim {figures['claim_1213']}, "
             f"delete {figures['delete_1213']} ({figures['conflicts_per_1000_done']:.1f} per 1000 messages, "
             f"{100 * figures['conflict_share_of_statements']:.2f}% of statements); "
-            f"galera: cert failures {figures['wsrep_local_cert_failures']}, bf aborts {figures['wsrep_local_bf_aborts']}; "
-            f"empty claims {figures['empty']}"
+            f"galera: cert failures {figures['wsrep_local_cert_failures']}, bf aborts {figures['wsrep_local_bf_aborts']}, "
+            f"flow control paused {figures['wsrep_flow_control_paused_ns'] / 1e9:.1f}s; "
+            f"last statement returned {figures['drain']:.1f}s after the window; empty claims {figures['empty']}"
         )
     for figures in results.values():
         assert figures["done"] > 0
         assert figures["empty"] == 0  # the queue never ran dry: the whole window was claims
     # One writer node certifies against nobody: Galera has no conflicts to report there.
     assert results["1 writer node"]["wsrep_local_cert_failures"] == 0
+
+
+STARTER = """
+import sys
+from mqlite.server import GaleraCluster
+cluster = GaleraCluster(nodes=1).start()
+node = cluster.nodes[0]
+print(node.root, node.process.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_cluster_dies_with_the_process_that_started_it_and_its_directories_are_swept() -> None:
+    """SIGKILL the Python process that runs a cluster: its nodes die with it (parent-death signal, set
+    after the switch to the mysql account), and the next start sweeps their directories."""
+    starter = python(STARTER)
+    root, pid = read_line(starter, timeout=120).split()
+    node_pid = int(pid)
+    assert Path(root).is_dir() and _alive(node_pid)
+    starter.kill()
+    starter.wait(timeout=30)
+    wait_for(lambda: not _alive(node_pid), timeout=30, what="the node to die with its parent")
+    _sweep_stale()
+    assert not Path(root).exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie waiting for its new parent to reap it is dead
