@@ -78,6 +78,12 @@ def rows(conn: MySQLdb.Connection, sql: str, *params: object) -> list[tuple]:
     return list(cur.fetchall())
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Cluster tests run last: the session's cluster then lives only while they run, not idle beside
+    every other test on a small machine."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
+
+
 @pytest.fixture(scope="session")
 def galera() -> Iterator[GaleraCluster]:
     """One 3-node MariaDB Galera cluster for every cluster test of the session (forming takes ~15-30 s).
