@@ -3,8 +3,8 @@
 #   - system packages (Debian/Ubuntu, as root): pkg-config + libmariadb-dev to build mysqlclient,
 #     mariadb-server when no server binary exists and MQLITE_DSN is unset, python3-venv;
 #   - galera-4 and rsync for the cluster tests (tests/test_cluster.py, 3 local MariaDB Galera nodes)
-#     when missing, MQLITE_DSN is unset and MQLITE_NO_CLUSTER is not set. Optional: where they
-#     cannot be installed (not root, not Debian/Ubuntu) the cluster tests skip, saying why;
+#     when missing and MQLITE_DSN is unset. Optional: where they cannot be installed (not root,
+#     not Debian/Ubuntu) the cluster tests skip, saying why;
 #   - .venv with `pip install -e '.[test]'` (redone when pyproject.toml changes).
 # Not root, or not Debian/Ubuntu: one line saying what to install, exit 1.
 set -euo pipefail
@@ -65,7 +65,7 @@ galera_provider() {
     return 1
 }
 optional=()
-if [ -z "${MQLITE_DSN:-}" ] && [ -z "${MQLITE_NO_CLUSTER:-}" ]; then
+if [ -z "${MQLITE_DSN:-}" ]; then
     galera_provider || optional+=(galera-4)
     have rsync || optional+=(rsync)
 fi
