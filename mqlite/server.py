@@ -307,7 +307,10 @@ def galera_provider() -> str | None:
 
 
 def galera_missing() -> str | None:
-    """Why a GaleraCluster cannot run here (for a test's skip reason), or None when it can."""
+    """Why a GaleraCluster cannot run here (for a test's skip reason), or None when it can.
+
+    Needs MariaDB's server, the Galera provider, rsync (state transfer), and either root with a
+    `mysql` account to run the nodes as, or any other user (the nodes then run as that user)."""
     if not sys.platform.startswith("linux"):
         return "the Galera test cluster needs Linux"
     try:
@@ -492,6 +495,13 @@ class GaleraCluster:
     the nodes run as the `mysql` account when we are root. State transfer is rsync (mariabackup is
     not part of Debian's mariadb-server). Nodes are numbered from 0 in the API (`node1` in their
     `wsrep_node_name`). Every node has `root@127.0.0.1` without a password and the database `test`.
+
+    What tells the nodes apart, for node-qualified ownership: `@@wsrep_node_name` (node1…),
+    `@@port`; `@@server_id` (1) and `@@hostname` are the same on every node, as in many real
+    deployments. `extra_args` go on every node's command line; Galera provider options go in
+    `provider_options` (a second `--wsrep-provider-options` would replace the harness's own).
+    A crashed node (`kill(i)`) rejoins by IST from its recovered position (`start_node(i)`); a
+    node's first join is a full rsync SST, during which the donor blocks its writes (~1-4 s here).
     """
 
     def __init__(
@@ -559,7 +569,7 @@ class GaleraCluster:
             logs = self.log_tails()
             self.stop()
             if isinstance(e, ServerError):
-                raise ServerError(f"Galera cluster did not form within {timeout:g}s: {e}\n{logs}") from e
+                raise ServerError(f"Galera cluster did not form (timeout {timeout:g}s): {e}\n{logs}") from e
             raise
         return self
 
