@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLIENTS ?= 64
 
-.PHONY: bench test test-fast bootstrap clean
+.PHONY: bench test test-fast test-cluster bootstrap clean
 
 bench: bootstrap
 	$(VENV)/bin/mqlite bench --clients $(CLIENTS)
@@ -14,6 +14,10 @@ test: bootstrap
 
 test-fast: bootstrap
 	$(PY) -m pytest -m "not slow"
+
+# The MariaDB Galera tests alone: one 3-node cluster on loopback, formed once for all of them.
+test-cluster: bootstrap
+	$(PY) -m pytest -m cluster
 
 bootstrap:
 	@scripts/bootstrap.sh

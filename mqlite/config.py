@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from urllib.parse import parse_qsl, unquote
 
 from .errors import ConfigError, InvalidName
@@ -190,3 +192,38 @@ def redact(text: str, settings: Settings | None) -> str:
     for secret in {settings.password, quote(settings.password, safe="")}:
         text = text.replace(secret, "***")
     return text
+
+
+MAX_DELAY = 100 * 365 * 86400.0  # keeps NOW() + delay inside DATETIME's range
+
+
+def delay_us(delay: float | None, run_at: datetime | None) -> int:
+    """Microseconds from now for a `delay` in seconds or a `run_at` datetime (this machine's clock)."""
+    if delay is not None and run_at is not None:
+        raise ValueError("give delay or run_at, not both")
+    if run_at is not None:
+        if not isinstance(run_at, datetime):
+            raise TypeError("run_at must be a datetime")
+        now = datetime.now(timezone.utc) if run_at.tzinfo else datetime.now()
+        delay = max(0.0, (run_at - now).total_seconds())
+    if delay is None:
+        return 0
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay):
+        raise ValueError(f"delay must be a number of seconds, got {delay!r}")
+    if not 0 <= delay <= MAX_DELAY:
+        raise ValueError(f"delay must be between 0 and {MAX_DELAY:.0f} seconds, got {delay}")
+    return int(delay * 1e6)
+
+
+def check_key(key: str | None, what: str) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= 191:
+        raise ValueError(f"{what} must be a string of 1 to 191 characters")
+    return key
+
+
+def check_count(n: int, what: str = "max_attempts") -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 65535:
+        raise ValueError(f"{what} must be an integer from 1 to 65535, got {n!r}")
+    return n

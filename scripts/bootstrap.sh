@@ -2,9 +2,12 @@
 # Installs what a fresh machine lacks for `make test` and `make bench`, then the .venv.
 #   - system packages (Debian/Ubuntu, as root): pkg-config + libmariadb-dev to build mysqlclient,
 #     mariadb-server when no server binary exists and MQLITE_DSN is unset, python3-venv;
-#   - .venv with `pip install -e '.[test]'` (redone when pyproject.toml changes);
+#   - galera-4 and rsync for the cluster tests (tests/test_cluster.py, 3 local MariaDB Galera nodes)
+#     when missing and MQLITE_DSN is unset. Optional: where they cannot be installed (not root,
+#     not Debian/Ubuntu) the cluster tests skip, saying why;
 #   - chromium + chromium-driver for the web browser test, as root on Debian/Ubuntu only, and never
 #     fatal: without them that one test is skipped (MQLITE_SKIP_BROWSER=1: do not install).
+#   - .venv with `pip install -e '.[test]'` (redone when pyproject.toml changes).
 # Not root, or not Debian/Ubuntu: one line saying what to install, exit 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +53,34 @@ if [ ${#missing[@]} -gt 0 ]; then
     else
         echo "mqlite: missing ${missing[*]}: install with: sudo apt-get install ${missing[*]} (or set MQLITE_DSN to a server)" >&2
         exit 1
+    fi
+fi
+
+# The Galera provider and rsync (its state transfer) for the cluster tests. Debian's mariadb-server
+# depends on both, but a server from elsewhere may lack them. Optional: a failure here only means
+# that the cluster tests skip (they say why).
+galera_provider() {
+    for f in ${MQLITE_GALERA_PROVIDER:-} /usr/lib/galera/libgalera_smm.so /usr/lib/galera-4/libgalera_smm.so \
+             /usr/lib64/galera-4/libgalera_smm.so /usr/lib64/galera/libgalera_smm.so; do
+        [ -f "$f" ] && return 0
+    done
+    return 1
+}
+optional=()
+if [ -z "${MQLITE_DSN:-}" ]; then
+    galera_provider || optional+=(galera-4)
+    have rsync || optional+=(rsync)
+fi
+if [ ${#optional[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && have apt-get; then
+        echo "mqlite: installing ${optional[*]} with apt-get (for the cluster tests)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends "${optional[@]}" >/dev/null 2>&1 || {
+            apt-get update -q >/dev/null 2>&1
+            apt-get install -y -q --no-install-recommends "${optional[@]}" >/dev/null 2>&1
+        } || echo "mqlite: could not install ${optional[*]}: the cluster tests will skip" >&2
+    else
+        echo "mqlite: missing ${optional[*]}: the cluster tests will skip (sudo apt-get install ${optional[*]})" >&2
     fi
 fi
 

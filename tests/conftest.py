@@ -1,4 +1,5 @@
-"""Fixtures: one real server per test session (MQLITE_DSN, else a throwaway one), a fresh database per test."""
+"""Fixtures: one real server per test session (MQLITE_DSN, else a throwaway one), a fresh database per test;
+for tests marked `cluster`, one 3-node Galera cluster per session and a fresh database on it per test."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 
 import mqlite
 from mqlite.config import parse_dsn
-from mqlite.server import ThrowawayServer
+from mqlite.server import GaleraCluster, ThrowawayServer, galera_missing
+
+from .helpers import wait_for
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +76,51 @@ def rows(conn: MySQLdb.Connection, sql: str, *params: object) -> list[tuple]:
     cur = conn.cursor()
     cur.execute(sql, params or None)
     return list(cur.fetchall())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Cluster tests run last: the session's cluster then lives only while they run, not idle beside
+    every other test on a small machine."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
+
+
+@pytest.fixture(scope="session")
+def galera() -> Iterator[GaleraCluster]:
+    """One 3-node MariaDB Galera cluster for every cluster test of the session (forming takes ~15-30 s).
+
+    A test that kills a node must bring it back (`galera.start_node(i)`) before it ends."""
+    missing = galera_missing()
+    if missing:
+        pytest.skip(f"no Galera cluster here: {missing}")
+    cluster = GaleraCluster(nodes=3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_dsns(galera: GaleraCluster) -> Iterator[list[str]]:
+    """One DSN per node, all naming a database created for this test alone (dropped afterwards)."""
+    galera.wait_synced(60)
+    name = f"mqlite_t_{uuid.uuid4().hex[:12]}"
+    dsns = [parse_dsn(dsn).with_database(name).url() for dsn in galera.dsns]
+    first = admin_connection(galera.dsns[0])
+    first.cursor().execute(f"CREATE DATABASE `{name}`")
+    first.close()
+    # DDL is replicated in total order, but applied on the other nodes after it returns here.
+    for dsn in galera.dsns[1:]:
+        conn = admin_connection(dsn)
+        try:
+            wait_for(lambda: rows(conn, "SHOW DATABASES LIKE %s", name), timeout=30, what=f"{name} on {dsn}")
+        finally:
+            conn.close()
+    try:
+        yield dsns
+    finally:
+        # On a node that runs now (the test may have killed and restarted some).
+        up = next(node for node in galera.nodes if node.running)
+        conn = admin_connection(up.dsn)
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()

@@ -32,7 +32,7 @@ def test_mysql_runs_row_binlogs_and_the_packet_size_mqlite_is_tested_with() -> N
     assert mysql["image"].startswith("mysql:8.0")
     settings = flags(mysql["command"])
     assert settings["binlog-format"] == "ROW"
-    tested_with = re.search(r"--max-allowed-packet=(\w+)", inspect.getsource(ThrowawayServer.start)).group(1)
+    tested_with = re.search(r"--max-allowed-packet=(\w+)", inspect.getsource(ThrowawayServer)).group(1)
     assert settings["max-allowed-packet"] == tested_with == "64M"
     assert "mysql-data:/var/lib/mysql" in mysql["volumes"]
     assert mysql["healthcheck"]["test"][0] == "CMD-SHELL" and "mysqladmin ping" in mysql["healthcheck"]["test"][1]

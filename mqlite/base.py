@@ -1,0 +1,93 @@
+"""What every part of a Queue shares: pool, statements, retry policy, and one-statement helpers.
+
+`Queue` (queue.py) is put together from `Producing` (produce.py), `Consuming` (consume.py) and
+`Administering` (admin.py); each of those reads the attributes declared here.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from tenacity import Retrying
+
+from . import retry
+from .claim import Claimer
+from .config import Settings
+from .counters import Counters
+from .failure import Backoff
+from .pool import Pool
+from .sql import Statements
+
+_PURGE_SLICE = 5000  # rows per DELETE when purging: a huge queue never becomes one huge transaction
+
+
+class QueueCore:
+    """The state a Queue holds (set by `Queue.__init__`) and the helpers its parts share."""
+
+    settings: Settings
+    table: str
+    max_attempts: int
+    backoff: Backoff
+    recover_every: float
+    _sql: Statements
+    _pool: Pool
+    _policy: Retrying | None
+    _claimers: dict[tuple[str, bool, float], Claimer]
+    _claimers_lock: threading.Lock
+    _counters: Counters
+    _last_recover: float
+    _recover_lock: threading.Lock
+
+    def _flush_counts(self, counts: dict[str, list[int]]) -> None:
+        def attempt() -> None:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                for q, (processed, failed) in counts.items():
+                    cur.execute(self._sql.add_counts, (self.table, q, processed, failed, processed, failed))
+                cur.close()
+
+        retry.call(self._policy, attempt)
+
+    def _sliced(self, statement: str, params: tuple) -> int:
+        total = 0
+        while True:
+            n = self._execute(statement, (*params, _PURGE_SLICE))
+            total += n
+            if n < _PURGE_SLICE:
+                return total
+
+    def _fetch(self, statement: str, params: tuple) -> list[tuple]:
+        def attempt() -> list[tuple]:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                cur.execute(statement, params)
+                rows = list(cur.fetchall())
+                cur.close()
+                return rows
+
+        return retry.call(self._policy, attempt)
+
+    def _execute(self, statement: str, params: tuple) -> int:
+        def attempt() -> int:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                n = cur.execute(statement, params)
+                cur.close()
+                return int(n)
+
+        return retry.call(self._policy, attempt)
+
+
+    def _registry(self, step: Any, *args: Any) -> Any:
+        """Run one registry step (register, heartbeat, unregister, list) with the usual retries."""
+
+        def attempt() -> Any:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                try:
+                    return step(cur, self._sql, *args)
+                finally:
+                    cur.close()
+
+        return retry.call(self._policy, attempt)

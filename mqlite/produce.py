@@ -1,0 +1,150 @@
+"""Putting messages in: `push` (one tuned INSERT) and `push_many` (one transaction)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Literal
+
+from . import retry
+from .base import QueueCore
+from .config import check_count, check_key, check_queue, delay_us
+from .errors import DatabaseError, Duplicate, PayloadTooLarge
+from .message import Body, as_bytes
+
+_STATEMENT_HEADROOM = 1024  # bytes kept free in a packet for the statement text around the values
+_MAX_ROWS_PER_INSERT = 1000
+_MAX_INSERT_BYTES = 4 << 20  # a multi-row INSERT larger than this gains nothing and holds locks longer
+_ER_DUP_ENTRY = 1062
+
+
+class Producing(QueueCore):
+    def push(
+        self,
+        queue: str,
+        body: Body,
+        *,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        unique_key: str | None = None,
+        if_exists: Literal["raise", "ignore"] = "raise",
+        max_attempts: int | None = None,
+        concurrency_key: str | None = None,
+        max_running: int = 1,
+    ) -> int:
+        """Append one message; returns its id.
+
+        `delay` seconds or `run_at` (converted to a delay on this machine's clock) hide it until
+        then. With `unique_key`, a second push of the same key while the first is in the table
+        raises Duplicate (`if_exists="ignore"`: returns the existing id), and a push retried after
+        a lost connection is idempotent. Without one, a retry after a lost reply may store the
+        message twice (at-least-once). With `concurrency_key`, at most `max_running` messages of
+        that key (across queues, consumers and processes) are handed out at once; the others wait.
+        PayloadTooLarge is raised before anything is sent.
+        """
+        name = check_queue(queue)
+        data = as_bytes(body)
+        wait_us = delay_us(delay, run_at)
+        key = check_key(unique_key, "unique_key")
+        if if_exists not in ("raise", "ignore"):
+            raise ValueError("if_exists must be 'raise' or 'ignore'")
+        limit = None if max_attempts is None else check_count(max_attempts)
+        ckey = check_key(concurrency_key, "concurrency_key")
+        if ckey is not None:
+            check_count(max_running, "max_running")
+        plain = not wait_us and key is None and limit is None and ckey is None
+        tries = 0
+
+        def attempt() -> int:
+            nonlocal tries
+            tries += 1
+            with self._pool.connection() as conn:
+                self._check_fits(conn, name, data)
+                cur = conn.cursor()
+                if plain:
+                    cur.execute(self._sql.push, (name, data))
+                elif ckey is None:
+                    cur.execute(self._sql.push_with, (name, data, wait_us, key, limit))
+                else:
+                    cur.execute(self._sql.set_cap, (self.table, ckey, max_running, max_running))
+                    cur.execute(self._sql.push_keyed, (name, data, wait_us, key, limit, ckey))
+                new_id = cur.lastrowid
+                cur.close()
+                return int(new_id)
+
+        try:
+            new_id = retry.call(self._policy, attempt)
+        except DatabaseError as exc:
+            if exc.code != _ER_DUP_ENTRY or key is None:
+                raise
+            found = self._fetch(self._sql.find_unique, (name, key))
+            existing = int(found[0][0]) if found else None
+            # On a retry, the row with our key is our own first attempt, committed before its reply was lost.
+            if existing is not None and (if_exists == "ignore" or tries > 1):
+                return existing
+            raise Duplicate(
+                f"queue {name!r} already holds a message with unique key {key!r} (id {existing})", existing
+            ) from None
+        if ckey is not None:
+            self._promote(ckey)
+        return new_id
+
+    def push_many(self, queue: str, bodies: Iterable[Body]) -> list[int]:
+        """Append many messages in one transaction (all or none); returns their ids in order."""
+        name = check_queue(queue)
+        datas = [as_bytes(b) for b in bodies]
+        if not datas:
+            return []
+
+        def attempt() -> list[int]:
+            with self._pool.connection() as conn:
+                chunks = self._plan_chunks(conn, name, datas)
+                increment = self._pool.server.auto_increment_increment if self._pool.server else 1
+                ids: list[int] = []
+                cur = conn.cursor()
+                cur.execute("START TRANSACTION")
+                for chunk in chunks:
+                    params: list[Any] = []
+                    for data in chunk:
+                        params += (name, data)
+                    cur.execute(self._sql.push_many(len(chunk)), params)
+                    # A multi-row INSERT with known row count takes consecutive auto-increment
+                    # values (InnoDB reserves them at once, in every autoinc lock mode).
+                    first = int(cur.lastrowid)
+                    ids.extend(first + i * increment for i in range(len(chunk)))
+                conn.commit()
+                cur.close()
+                return ids
+
+        return retry.call(self._policy, attempt)
+
+    def _check_fits(self, conn: Any, queue: str, data: bytes) -> None:
+        limit = self._pool.server.max_allowed_packet if self._pool.server else 0
+        if limit and self._escaped_size(conn, data, limit) + len(queue) * 8 + _STATEMENT_HEADROOM > limit:
+            raise PayloadTooLarge(
+                f"body of {len(data)} bytes does not fit the server's max_allowed_packet of {limit} bytes"
+            )
+
+    @staticmethod
+    def _escaped_size(conn: Any, data: bytes, limit: int) -> int:
+        # Escaping at most doubles a body; count exactly only when the bound is not enough.
+        if 2 * len(data) + _STATEMENT_HEADROOM <= limit // 2:
+            return 2 * len(data)
+        return len(conn.escape_string(data))
+
+    def _plan_chunks(self, conn: Any, queue: str, datas: list[bytes]) -> list[list[bytes]]:
+        limit = self._pool.server.max_allowed_packet if self._pool.server else 1 << 20
+        budget = min(limit, _MAX_INSERT_BYTES) - _STATEMENT_HEADROOM
+        chunks: list[list[bytes]] = []
+        current: list[bytes] = []
+        used = 0
+        for data in datas:
+            self._check_fits(conn, queue, data)
+            size = self._escaped_size(conn, data, limit) + len(queue) * 8 + 32
+            if current and (used + size > budget or len(current) >= _MAX_ROWS_PER_INSERT):
+                chunks.append(current)
+                current, used = [], 0
+            current.append(data)
+            used += size
+        chunks.append(current)
+        return chunks
