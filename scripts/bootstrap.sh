@@ -6,7 +6,7 @@
 #     when missing and MQLITE_DSN is unset. Optional: where they cannot be installed (not root,
 #     not Debian/Ubuntu) the cluster tests skip, saying why;
 #   - chromium + chromium-driver for the web browser test, as root on Debian/Ubuntu only, and never
-#     fatal: without them that one test is skipped (MQLITE_SKIP_BROWSER=1: do not install).
+#     fatal: without them that one test is skipped (MQLITE_SKIP_BROWSER=1: do not install);
 #   - .venv with `pip install -e '.[test]'` (redone when pyproject.toml changes).
 # Not root, or not Debian/Ubuntu: one line saying what to install, exit 1.
 set -euo pipefail
