@@ -142,3 +142,84 @@ def statements(table: str) -> Statements:
         purge=f"DELETE FROM {t} WHERE queue = %s AND owner = 0 LIMIT %s",
         drop_table=f"DROP TABLE IF EXISTS {t}",
     )
+
+
+# =====================================================================================================
+# Reference strategies, benchmark only.
+#
+# Nothing in the library sends these. `mqlite bench --compare` runs them next to mqlite, on a table
+# of the same shape (schema/001) with the same bodies, so that mqlite's rates can be reported as
+# ratios against the SQL a user would otherwise write. Values are bound parameters; the table name
+# is validated like every other.
+# =====================================================================================================
+
+
+@dataclass(frozen=True)
+class ReferenceStatements:
+    """The reference strategies' statements over one messages-shaped table."""
+
+    table: str
+    # Push ceiling: one autocommit single-row INSERT per message (and its multi-row form).
+    insert: str
+    insert_many_head: str
+    insert_many_row: str
+    # The naive Dwango pop: every session claims `LIMIT 1` from the head, reads it back, deletes it.
+    # It walks the same index as mqlite's claim (the hint keeps it off a filesort), so the only
+    # difference measured is one row per statement and every client fighting for the head.
+    naive_claim: str
+    naive_read: str
+    naive_delete: str
+    # `SELECT … FOR UPDATE SKIP LOCKED LIMIT 1` + DELETE in one transaction (MySQL 8.0.1+, MariaDB 10.6+).
+    skip_locked_take: str
+    skip_locked_delete: str
+    # Seeding a backlog quickly: the table copies its own rows of one queue into itself.
+    seed_copy: str
+
+    def insert_many(self, rows: int) -> str:
+        return self.insert_many_head + ",".join([self.insert_many_row] * rows)
+
+
+@lru_cache(maxsize=32)
+def reference_statements(table: str) -> ReferenceStatements:
+    """Build (once) the reference statements over `table`."""
+    t = f"`{check_table(table)}`"
+    head = f"{t} FORCE INDEX (mqlite_ready)"
+    return ReferenceStatements(
+        table=table,
+        insert=f"INSERT INTO {t} (queue, body) VALUES (%s, %s)",
+        insert_many_head=f"INSERT INTO {t} (queue, body) VALUES ",
+        insert_many_row="(%s,%s)",
+        naive_claim=(
+            f"UPDATE {head} SET owner = CONNECTION_ID(), claimed_at = NOW(6) "
+            "WHERE queue = %s AND owner = 0 ORDER BY id LIMIT 1"
+        ),
+        naive_read=f"SELECT id, body FROM {t} WHERE owner = CONNECTION_ID() AND queue = %s",
+        naive_delete=f"DELETE FROM {t} WHERE id = %s",
+        skip_locked_take=(
+            f"SELECT id, body FROM {head} WHERE queue = %s AND owner = 0 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        ),
+        skip_locked_delete=f"DELETE FROM {t} WHERE id = %s",
+        seed_copy=f"INSERT INTO {t} (queue, body) SELECT queue, body FROM {t} WHERE queue = %s LIMIT %s",
+    )
+
+
+@dataclass(frozen=True)
+class HueySeedStatements:
+    """Seeding the task table of huey's `SqlStorage` (columns queue, data, priority) for the pop peer."""
+
+    insert_head: str
+    insert_row: str
+    copy: str
+
+    def insert_many(self, rows: int) -> str:
+        return self.insert_head + ",".join([self.insert_row] * rows)
+
+
+@lru_cache(maxsize=8)
+def huey_seed_statements(task_table: str) -> HueySeedStatements:
+    t = f"`{check_table(task_table)}`"
+    return HueySeedStatements(
+        insert_head=f"INSERT INTO {t} (queue, data, priority) VALUES ",
+        insert_row="(%s,%s,0)",
+        copy=f"INSERT INTO {t} (queue, data, priority) SELECT queue, data, priority FROM {t} WHERE queue = %s LIMIT %s",
+    )
