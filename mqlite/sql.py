@@ -172,8 +172,6 @@ class ReferenceStatements:
     # `SELECT … FOR UPDATE SKIP LOCKED LIMIT 1` + DELETE in one transaction (MySQL 8.0.1+, MariaDB 10.6+).
     skip_locked_take: str
     skip_locked_delete: str
-    # Seeding a backlog quickly: the table copies its own rows of one queue into itself.
-    seed_copy: str
 
     def insert_many(self, rows: int) -> str:
         return self.insert_many_head + ",".join([self.insert_many_row] * rows)
@@ -199,7 +197,6 @@ def reference_statements(table: str) -> ReferenceStatements:
             f"SELECT id, body FROM {head} WHERE queue = %s AND owner = 0 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
         ),
         skip_locked_delete=f"DELETE FROM {t} WHERE id = %s",
-        seed_copy=f"INSERT INTO {t} (queue, body) SELECT queue, body FROM {t} WHERE queue = %s LIMIT %s",
     )
 
 
@@ -209,7 +206,6 @@ class HueySeedStatements:
 
     insert_head: str
     insert_row: str
-    copy: str
 
     def insert_many(self, rows: int) -> str:
         return self.insert_head + ",".join([self.insert_row] * rows)
@@ -221,5 +217,4 @@ def huey_seed_statements(task_table: str) -> HueySeedStatements:
     return HueySeedStatements(
         insert_head=f"INSERT INTO {t} (queue, data, priority) VALUES ",
         insert_row="(%s,%s,0)",
-        copy=f"INSERT INTO {t} (queue, data, priority) SELECT queue, data, priority FROM {t} WHERE queue = %s LIMIT %s",
     )

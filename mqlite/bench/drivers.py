@@ -24,7 +24,7 @@ from ..sql import reference_statements
 from .harness import Empty
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
-SEED_CHUNK = 1000  # rows per multi-row INSERT while seeding
+SEED_CHUNK = 2000  # rows per multi-row INSERT while seeding
 LOCK_RETRIES = 100  # a reference op retries a deadlock / lock wait this often before giving up
 _RETRY_CODES = (1213, 1205)
 
@@ -117,19 +117,27 @@ def drop_table(dsn: str, table: str) -> None:
 
 
 def seed(dsn: str, table: str, queue: str, rows: int, size: int, *, tick: Callable[[int], None] | None = None) -> int:
-    """Fill `queue` with `rows` ready messages: one chunk inserted, then copied into itself."""
-    if rows <= 0:
-        return 0
-    rs = reference_statements(table)
-    data = body(size)
+    """Fill `queue` with `rows` ready messages, by multi-row INSERTs of `SEED_CHUNK` rows.
+
+    Not `INSERT … SELECT` from the table itself: that needs an internal temporary table, which
+    spills to tmpdir past tmp_table_size and has failed there (error 6) on a shared /tmp.
+    """
+    return insert_rows(dsn, reference_statements(table).insert_many, (queue, body(size)), rows, tick=tick)
+
+
+def insert_rows(
+    dsn: str, statement: Callable[[int], str], values: tuple, rows: int, *, tick: Callable[[int], None] | None = None
+) -> int:
+    """Insert `rows` copies of `values` with `statement(n)`, an n-row INSERT; returns how many."""
     conn = connect(dsn)
     try:
         cur = conn.cursor()
-        first = min(rows, SEED_CHUNK)
-        cur.execute(rs.insert_many(first), [v for _ in range(first) for v in (queue, data)])
-        done = first
+        full, params = statement(SEED_CHUNK), list(values) * SEED_CHUNK
+        done = 0
         while done < rows:
-            done += cur.execute(rs.seed_copy, (queue, min(done, rows - done)))
+            n = min(SEED_CHUNK, rows - done)
+            cur.execute(full if n == SEED_CHUNK else statement(n), params if n == SEED_CHUNK else list(values) * n)
+            done += n
             if tick is not None:
                 tick(done)
         cur.close()

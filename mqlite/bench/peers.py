@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..config import parse_dsn
 from ..sql import huey_seed_statements
-from .drivers import SEED_CHUNK, Case, _Op, body, connect
+from .drivers import SEED_CHUNK, Case, _Op, body, insert_rows
 from .harness import Empty
 
 PEERS_HINT = "pip install -e '.[peers]'"
@@ -70,17 +70,7 @@ def huey_setup(case: Case, rows: int) -> int:
             return 0
         message = huey.serialize_task(task.s(body(case.body_size)))
         st = huey_seed_statements(huey.storage.Task._meta.table_name)
-        conn = connect(case.dsn)
-        try:
-            cur = conn.cursor()
-            first = min(rows, SEED_CHUNK)
-            cur.execute(st.insert_many(first), [v for _ in range(first) for v in (case.queue, message)])
-            done = first
-            while done < rows:
-                done += cur.execute(st.copy, (case.queue, min(done, rows - done)))
-            return done
-        finally:
-            conn.close()
+        return insert_rows(case.dsn, st.insert_many, (case.queue, message), rows)
     finally:
         huey.storage.close()
 
