@@ -179,7 +179,8 @@ def bench(
     results [{scenario, strategy, kind (mqlite|sql|peer), clients, processes, messages, seconds,
     rate (msg/s), p50_ms, p99_ms (one call), backlog (ready at start; mixed: left at end), drained,
     truncated, errors, error, skipped (why, or null), client_cpu_s, server_cpu_s, lock_waits,
-    pushed, consumed, e2e_p50_ms, e2e_p99_ms, kept_up (mixed only)}];
+    pushed, consumed, e2e_p50_ms, e2e_p99_ms (push → handler start), kept_up (mixed only; kept_up
+    only with --seconds: backlog left ≤ 0.5 s of pushing)}];
     ratios [{numerator, denominator ("scenario/strategy"), clients, denominator_clients, ratio,
     goal, met}]; goals [{id, text, clients, target, value, met (null: not measured)}].
     """
@@ -274,7 +275,8 @@ def _notes(r: Any) -> str:
     notes = []
     if r.scenario == "mixed":
         notes.append(f"pushed {r.pushed:,}; push→handler p50 {_num(r.e2e_p50_ms)} p99 {_num(r.e2e_p99_ms)} ms; "
-                     f"{r.backlog:,} left, {'kept up' if r.kept_up else '[red]fell behind[/]'}")
+                     f"{r.backlog:,} left" + ("" if r.kept_up is None else
+                                               ", kept up" if r.kept_up else ", [red]fell behind[/]"))
     elif r.backlog is not None:
         notes.append(f"backlog {r.backlog:,}" + (" [yellow](drained)[/]" if r.drained else ""))
     if r.truncated:
