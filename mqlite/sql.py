@@ -174,7 +174,11 @@ class ReferenceStatements:
     skip_locked_delete: str
 
     def insert_many(self, rows: int) -> str:
-        return self.insert_many_head + ",".join([self.insert_many_row] * rows)
+        return _multi_row(self.insert_many_head, self.insert_many_row, rows)
+
+
+def _multi_row(head: str, row: str, rows: int) -> str:
+    return head + ",".join([row] * rows)
 
 
 @lru_cache(maxsize=32)
@@ -208,7 +212,7 @@ class HueySeedStatements:
     insert_row: str
 
     def insert_many(self, rows: int) -> str:
-        return self.insert_head + ",".join([self.insert_row] * rows)
+        return _multi_row(self.insert_head, self.insert_row, rows)
 
 
 @lru_cache(maxsize=8)

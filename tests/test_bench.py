@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mqlite import bench
-from mqlite.bench import harness, plot
+from mqlite.bench import harness, plot, procs
 from mqlite.bench.harness import Bound, Empty, Group
 from mqlite.cli import app
 from mqlite.errors import ConfigError
@@ -79,7 +79,7 @@ def test_all_scenarios_json_has_every_field(dsn: str) -> None:
     assert len(claim_vs_pop) == 1 and claim_vs_pop[0]["ratio"] > 0
     goals = {g["id"]: g for g in report["goals"]}
     assert all(set(g) == GOAL_FIELDS for g in report["goals"])
-    assert set(goals) == {g[0] for g in bench.suite.GOALS}
+    assert set(goals) == {g[0] for g in bench.report.GOALS}
     assert goals["claim_vs_pop"]["value"] == claim_vs_pop[0]["ratio"]
     assert goals["push_p99_ms"]["value"] == rows_[("push", "mqlite", 4)]["p99_ms"]
     assert goals["pop_vs_naive"]["value"] is None and goals["pop_vs_naive"]["met"] is None  # no --compare
@@ -261,10 +261,10 @@ def test_groups_run_together_with_their_own_budgets() -> None:
 
 
 def test_budgets_split_over_processes_in_proportion() -> None:
-    assert harness._budgets(10, [2, 1, 1]) == [6, 2, 2]
-    assert harness._budgets(5, [1, 1, 0]) == [3, 2, 0]
-    assert harness._budgets(None, [1, 1]) == [None, None]
-    assert harness._split(5, 3) == [2, 2, 1]
+    assert procs._budgets(10, [2, 1, 1]) == [6, 2, 2]
+    assert procs._budgets(5, [1, 1, 0]) == [3, 2, 0]
+    assert procs._budgets(None, [1, 1]) == [None, None]
+    assert procs._split(5, 3) == [2, 2, 1]
 
 
 def test_percentile_and_bound_validation() -> None:
