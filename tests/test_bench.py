@@ -132,6 +132,7 @@ def test_compare_table_shows_rates_and_ratios(dsn: str) -> None:
     assert "raw-insert" in result.stdout and "mqlite ÷ this" in result.stdout and "(≥0.8)" in result.stdout
     assert "skipped: no Redis server answers at redis://127.0.0.1:1" in result.stdout
     assert "push ≥ 0.8× raw INSERT" in result.stdout  # the goals table
+    assert "goals at 64 clients and 100-byte bodies" in result.stdout  # this run used 2 clients
 
 
 def test_processes_split_the_clients_and_sum(dsn: str) -> None:
