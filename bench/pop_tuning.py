@@ -3,7 +3,8 @@
 
     .venv/bin/python bench/pop_tuning.py --dsn mysql://root@127.0.0.1:3306/test [--clients 8,64] [--seconds 3]
 
-An experiment, not a feature: it builds `mqlite.claim.Claimer` with other `max_in_flight` /
+An experiment, not a feature, written against the pop path of 3ace6d4 (it patches private parts
+of `Queue` and stops with a clear message when they changed): it builds `mqlite.claim.Claimer` with other `max_in_flight` /
 `max_batch` values (the library's defaults are 2 / 64) and records, per variant, the rate, the
 latency of one pop (p50, p99, max: a max near the run's length means a thread starved), how
 many rows each claim statement took, and how long a claim round trip lasted. The `ceiling`
@@ -150,6 +151,11 @@ def measure(dsn: str, kind: str, in_flight: int, batch: int, clients: int, secon
         [s] = harness.run(lambda: make(case, in_flight, batch, rec), [Group("pop", clients)], Bound(seconds=seconds))
     finally:
         drivers.drop_table(dsn, case.table)
+    if s.error and not s.messages:
+        raise SystemExit(f"{kind} in_flight={in_flight} batch={batch} failed: {s.error}")
+    if kind == "claimer" and s.messages and not rec.fetch:
+        raise SystemExit("Queue.pop no longer goes through the Claimer this experiment patches (the pop path "
+                         "changed since it was written, at 3ace6d4): update bench/pop_tuning.py")
     fetch = sorted(rec.fetch)
     ms = lambda v: None if v is None else round(v * 1e3, 2)  # noqa: E731
     return {

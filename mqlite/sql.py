@@ -147,10 +147,11 @@ def statements(table: str) -> Statements:
 # =====================================================================================================
 # Reference strategies, benchmark only.
 #
-# Nothing in the library sends these. `mqlite bench --compare` runs them next to mqlite, on a table
-# of the same shape (schema/001) with the same bodies, so that mqlite's rates can be reported as
-# ratios against the SQL a user would otherwise write. Values are bound parameters; the table name
-# is validated like every other.
+# Nothing in the library sends these. `mqlite bench --compare` runs them next to mqlite, with the
+# same bodies, so that mqlite's rates can be reported as ratios against the SQL a user would
+# otherwise write. They run on a table of their own, of the Dwango shape (mqlite's schema/001):
+# fixed here, so that a reference does not move (or start sorting, and locking, a whole queue)
+# when mqlite's schema changes. Values are bound parameters; the table name is validated.
 # =====================================================================================================
 
 
@@ -159,13 +160,15 @@ class ReferenceStatements:
     """The reference strategies' statements over one messages-shaped table."""
 
     table: str
+    create: str
+    drop: str
     # Push ceiling: one autocommit single-row INSERT per message (and its multi-row form).
     insert: str
     insert_many_head: str
     insert_many_row: str
     # The naive Dwango pop: every session claims `LIMIT 1` from the head, reads it back, deletes it.
-    # It walks the same index as mqlite's claim (the hint keeps it off a filesort), so the only
-    # difference measured is one row per statement and every client fighting for the head.
+    # It walks the queue's head in index order, as mqlite's claim does (the hint keeps it off a
+    # filesort), so what differs is one row per statement and every client fighting for the head.
     naive_claim: str
     naive_read: str
     naive_delete: str
@@ -185,9 +188,23 @@ def _multi_row(head: str, row: str, rows: int) -> str:
 def reference_statements(table: str) -> ReferenceStatements:
     """Build (once) the reference statements over `table`."""
     t = f"`{check_table(table)}`"
-    head = f"{t} FORCE INDEX (mqlite_ready)"
+    head = f"{t} FORCE INDEX (ref_ready)"
     return ReferenceStatements(
         table=table,
+        create=f"""
+CREATE TABLE {t} (
+    id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    queue VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    owner BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    claimed_at DATETIME(6) NULL,
+    created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    body LONGBLOB NOT NULL,
+    PRIMARY KEY (id),
+    KEY ref_ready (queue, id),
+    KEY ref_owner (owner, claimed_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+""",
+        drop=f"DROP TABLE IF EXISTS {t}",
         insert=f"INSERT INTO {t} (queue, body) VALUES (%s, %s)",
         insert_many_head=f"INSERT INTO {t} (queue, body) VALUES ",
         insert_many_row="(%s,%s)",

@@ -11,10 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from mqlite import bench
-from mqlite.bench import harness, plot, procs
+from mqlite.bench import drivers, harness, plot, procs
 from mqlite.bench.harness import Bound, Empty, Group
 from mqlite.cli import app
 from mqlite.errors import ConfigError
+from mqlite.sql import reference_statements
 
 from .conftest import admin_connection, rows
 
@@ -36,13 +37,14 @@ def run_bench(*args: str) -> dict:
 
 
 def leftover_tables(dsn: str) -> list[str]:
+    """The benchmark's own tables (mqb_*) still in the database, and their schema version rows."""
     conn = admin_connection(dsn)
     try:
         found = [r[0] for r in rows(conn, "SHOW TABLES")]
         versions = rows(conn, "SELECT table_name FROM mqlite_schema_version") if "mqlite_schema_version" in found else []
     finally:
         conn.close()
-    return [t for t in found if t != "mqlite_schema_version"] + [f"version row {v[0]}" for v in versions]
+    return [t for t in found if t.startswith("mqb_")] + [f"version row {v[0]}" for v in versions if v[0].startswith("mqb_")]
 
 
 def by_key(report: dict) -> dict[tuple[str, str, int], dict]:
@@ -151,6 +153,22 @@ def test_sweep_runs_each_client_count(dsn: str) -> None:
     # Count mode: producers push exactly 120, consumers take exactly those, nothing is left (and
     # "kept up" has no meaning when the run waits for the consumers to finish).
     assert (mixed["pushed"], mixed["consumed"], mixed["backlog"], mixed["kept_up"]) == (120, 120, 0, None)
+
+
+def test_reference_plans_walk_the_head_and_a_sorting_plan_is_caught(dsn: str) -> None:
+    # A locking read over a filesort locks every row of the queue first (it aborted a server here):
+    # the references must walk their index, and a plan that sorts must be detected before it runs.
+    drivers.create_reference_table(dsn, "mqb_plan")
+    try:
+        assert drivers.seed_reference(dsn, "mqb_plan", "q", 3000, 100) == 3000
+        rs = reference_statements("mqb_plan")
+        assert drivers.sorting_plan(dsn, rs.naive_claim, ("q",)) is None
+        assert drivers.sorting_plan(dsn, rs.skip_locked_take, ("q",)) is None
+        sorting = rs.skip_locked_take.replace("ORDER BY id", "ORDER BY created_at")
+        assert "filesort" in (drivers.sorting_plan(dsn, sorting, ("q",)) or "").lower()
+    finally:
+        drivers.drop_reference_table(dsn, "mqb_plan")
+    assert leftover_tables(dsn) == []
 
 
 @pytest.mark.parametrize(

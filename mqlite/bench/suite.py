@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 from ..config import parse_dsn
+from ..sql import reference_statements
 from . import drivers, harness, peers
 from .drivers import DEFAULT_REDIS_URL, Case, MqliteDriver, RawDriver
 from .harness import Bound, Group
@@ -32,7 +33,8 @@ SEED_RATE = 40_000  # time-bound runs seed this many rows per second of run (abo
 SEED_MIN, SEED_MAX = 10_000, 2_000_000
 RQ_SEED_RATE = 8_000  # RQ dequeues far slower; seeding it over a pipeline is slower than SQL copies
 SETTLE_SECONDS = 5.0  # at most this long between rows for the server to end the last row's sessions
-KEPT_UP_SECONDS = 0.5  # mixed: consumers kept up if the backlog left is at most this much pushing
+KEPT_UP_SECONDS = 0.5
+SCANS = {"naive-pop": "naive_claim", "skip-locked": "skip_locked_take"}  # reference statements checked by EXPLAIN  # mixed: consumers kept up if the backlog left is at most this much pushing
 
 Progress = Callable[[str, float, int], None]  # (what is running, fraction done, messages so far)
 
@@ -70,7 +72,7 @@ class Plan:
     scenario: str
     strategy: str
     kind: str
-    store: str  # "table" | "huey" | "redis"
+    store: str  # "table" (mqlite's schema) | "reftable" (the references' fixed shape) | "huey" | "redis"
     driver: Callable[[Case], Any]
     role: str
     seeded: bool = False
@@ -80,19 +82,19 @@ class Plan:
 PLANS: dict[str, list[Plan]] = {
     "push": [
         Plan("push", "mqlite", "mqlite", "table", MqliteDriver, "push"),
-        Plan("push", "raw-insert", "sql", "table", RawDriver, "insert"),
+        Plan("push", "raw-insert", "sql", "reftable", RawDriver, "insert"),
         Plan("push", "huey", "peer", "huey", HueyDriver, "push"),
         Plan("push", "rq", "peer", "redis", RqDriver, "push"),
     ],
     "push-many": [
         # per_call=0: one call pushes `batch` messages
         Plan("push-many", "mqlite", "mqlite", "table", MqliteDriver, "push-many", per_call=0),
-        Plan("push-many", "raw-insert-batch", "sql", "table", RawDriver, "insert-many", per_call=0),
+        Plan("push-many", "raw-insert-batch", "sql", "reftable", RawDriver, "insert-many", per_call=0),
     ],
     "pop": [
         Plan("pop", "mqlite", "mqlite", "table", MqliteDriver, "pop", seeded=True),
-        Plan("pop", "naive-pop", "sql", "table", RawDriver, "naive-pop", seeded=True),
-        Plan("pop", "skip-locked", "sql", "table", RawDriver, "skip-locked", seeded=True),
+        Plan("pop", "naive-pop", "sql", "reftable", RawDriver, "naive-pop", seeded=True),
+        Plan("pop", "skip-locked", "sql", "reftable", RawDriver, "skip-locked", seeded=True),
         Plan("pop", "huey", "peer", "huey", HueyDriver, "pop", seeded=True),
         Plan("pop", "rq", "peer", "redis", RqDriver, "pop", seeded=True),
     ],
@@ -235,24 +237,32 @@ def _ms(value: float | None) -> float | None:
 def _setup(run: _Run, plan: Plan, case: Case, label: str) -> int | None:
     """Create the row's stores; returns the backlog seeded (None when the row does not consume)."""
     rows = run.seed_rows(plan) if plan.seeded else 0
-    if plan.store == "table":
-        drivers.create_table(case.dsn, case.table)
+    tick = (lambda done: run.tell(f"seeding {label}", done / rows, done)) if rows else None
+    if plan.store in ("table", "reftable"):
+        mqlite = plan.store == "table"
+        (drivers.create_table if mqlite else drivers.create_reference_table)(case.dsn, case.table)
         if rows:
             run.tell(f"seeding {label}", 0.0, 0)
-            return drivers.seed(
-                case.dsn, case.table, case.queue, rows, case.body_size,
-                tick=lambda done: run.tell(f"seeding {label}", done / rows, done),
+            rows = (drivers.seed if mqlite else drivers.seed_reference)(
+                case.dsn, case.table, case.queue, rows, case.body_size, tick=tick
             )
     elif plan.store == "huey":
         rows = peers.huey_setup(case, rows)
     elif plan.store == "redis":
         rows = peers.rq_setup(case, rows)
+    if plan.role in SCANS:
+        statement = getattr(reference_statements(case.table), SCANS[plan.role])
+        note = drivers.sorting_plan(case.dsn, statement, (case.queue,))
+        if note:
+            raise Skip(f"its plan sorts the queue ({note}): it would lock every row it reads")
     return rows if plan.seeded else None
 
 
 def _teardown(plan: Plan, case: Case) -> None:
     if plan.store == "table":
         drivers.drop_table(case.dsn, case.table)
+    elif plan.store == "reftable":
+        drivers.drop_reference_table(case.dsn, case.table)
     elif plan.store == "huey":
         peers.huey_teardown(case)
     elif plan.store == "redis":
