@@ -153,7 +153,7 @@ def stats(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = F
 @handles_errors
 def bench(
     clients: Annotated[int, typer.Option(min=1, max=1000, help="Concurrent client threads.")] = 64,
-    seconds: Annotated[Optional[float], typer.Option(min=0.1, help="Run each row this long [default: 4].")] = None,
+    seconds: Annotated[Optional[float], typer.Option(min=0.1, help="Run each row this long (default 4 s).")] = None,
     messages: Annotated[Optional[int], typer.Option(min=1, help="Instead of --seconds: messages per row.")] = None,
     body_size: Annotated[int, typer.Option(min=0, help="Body size in bytes.")] = 100,
     scenario: Annotated[str, typer.Option(help="push, push-many, pop, claim, mixed, a comma list, or all.")] = "all",
@@ -174,7 +174,7 @@ def bench(
     Ratios are mqlite's rate divided by the reference's, measured in the same run.
 
     --json prints one object (format 1; fields are only ever added):
-    config {run_id, started_at, dsn (redacted), server, clients [counts], seconds, messages, cap_s,
+    config {run_id, started_at, dsn (redacted), server, clients (a list of counts), seconds, messages, cap_s,
     body_size, batch, backlog, scenarios, processes, compare, redis_url, machine, duration_s};
     results [{scenario, strategy, kind (mqlite|sql|peer), clients, processes, messages, seconds,
     rate (msg/s), p50_ms, p99_ms (one call), backlog (ready at start; mixed: left at end), drained,
