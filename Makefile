@@ -3,11 +3,21 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 CLIENTS ?= 64
+SWEEP ?= 1,8,32,64
+# The peers of `bench --compare` (huey, RQ) and matplotlib: optional; missing ones are reported as skipped.
+BENCH_EXTRAS := $(VENV)/.mqlite-bench-extras
 
-.PHONY: bench test test-fast test-cluster bootstrap clean
+.PHONY: bench bench-sweep test test-fast test-cluster bootstrap clean
 
-bench: bootstrap
-	$(VENV)/bin/mqlite bench --clients $(CLIENTS)
+bench: bootstrap $(BENCH_EXTRAS)
+	$(VENV)/bin/mqlite bench --clients $(CLIENTS) --compare
+
+bench-sweep: bootstrap $(BENCH_EXTRAS)
+	$(VENV)/bin/mqlite bench --scenario pop --compare --sweep $(SWEEP) --plot bench/sweep.png
+
+$(BENCH_EXTRAS): pyproject.toml
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test,peers,plot]' && touch $@ || \
+		echo "mqlite: could not install the bench extras (peers, plot); their rows will say skipped" >&2
 
 test: bootstrap
 	$(PY) -m pytest

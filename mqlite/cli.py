@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import bench as bench_mod
+from .bench import plot as bench_plot
 from .config import DEFAULT_TABLE
 from .errors import MqliteError
 from .message import Message
@@ -697,36 +698,139 @@ def _load_handler(spec: str) -> Callable[[Message], Any]:
 @handles_errors
 def bench(
     clients: Annotated[int, typer.Option(min=1, max=1000, help="Concurrent client threads.")] = 64,
-    messages: Annotated[int, typer.Option(min=1, help="Messages to push, then pop.")] = 20_000,
+    seconds: Annotated[Optional[float], typer.Option(min=0.1, help="Run each row this long (default 4 s).")] = None,
+    messages: Annotated[Optional[int], typer.Option(min=1, help="Instead of --seconds: messages per row.")] = None,
     body_size: Annotated[int, typer.Option(min=0, help="Body size in bytes.")] = 100,
+    scenario: Annotated[str, typer.Option(help="push, push-many, pop, claim, mixed, a comma list, or all.")] = "all",
+    processes: Annotated[int, typer.Option(min=1, max=64, help="Split the clients over this many processes.")] = 1,
+    compare: Annotated[bool, typer.Option(help="Also run the reference strategies and peers; print ratios.")] = False,
+    sweep: Annotated[Optional[str], typer.Option(help="Client counts to run each scenario at, e.g. 1,8,32,64.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="With --sweep: draw msg/s against clients to this PNG.")] = None,
+    redis_url: Annotated[str, typer.Option(help="Redis for the RQ peer.")] = bench_mod.DEFAULT_REDIS_URL,
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="Messages per push-many call.")] = 100,
+    backlog: Annotated[Optional[int], typer.Option(min=0, help="Ready messages seeded before pop/claim rows.")] = None,
     dsn: Dsn = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Push then pop MESSAGES with CLIENTS threads; prints msg/s and latency.
+    """Measure push, push-many, pop, claim and mixed load; with --compare, next to the references.
 
-    Without a DSN a throwaway server is started (and removed afterwards).
+    Without a DSN a throwaway server is started (and removed afterwards). Every row runs on tables
+    of its own, dropped afterwards, for --seconds (default 4) or --messages (capped at 120 s).
+    Ratios are mqlite's rate divided by the reference's, measured in the same run.
+
+    --json prints one object (format 1; fields are only ever added):
+    config {run_id, started_at, dsn (redacted), server, clients (a list of counts), seconds, messages, cap_s,
+    body_size, batch, backlog, scenarios, processes, compare, redis_url, machine, duration_s};
+    results [{scenario, strategy, kind (mqlite|sql|peer), clients, processes, messages, seconds,
+    rate (msg/s), p50_ms, p99_ms (one call), backlog (ready at start; mixed: left at end), drained,
+    truncated, errors, error, skipped (why, or null), client_cpu_s, server_cpu_s, lock_waits,
+    pushed, consumed, e2e_p50_ms, e2e_p99_ms (push → handler start), kept_up (mixed only; kept_up
+    only with --seconds: backlog left ≤ 0.5 s of pushing)}];
+    ratios [{numerator, denominator ("scenario/strategy"), clients, denominator_clients, ratio,
+    goal, met}]; goals [{id, text, clients, target, value, met (null: not measured)}].
     """
+    if seconds is not None and messages is not None:
+        raise typer.BadParameter("give --seconds or --messages, not both")
+    try:
+        scenarios = bench_mod.parse_scenarios(scenario)
+        counts = bench_mod.parse_sweep(sweep) if sweep else ()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if plot is not None:
+        if not counts:
+            raise typer.BadParameter("--plot draws a sweep: give --sweep too, e.g. --sweep 1,8,32,64")
+        bench_plot.require()
+    opts = bench_mod.Options(
+        clients=clients, seconds=seconds, messages=messages, body_size=body_size, scenarios=scenarios,
+        processes=processes, compare=compare, sweep=counts, batch=batch, backlog=backlog, redis_url=redis_url,
+    )
     with dsn_or_throwaway(dsn) as target:
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(), console=err, transient=True, disable=as_json,
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[messages]:>10,} msgs"),
+            TimeElapsedColumn(), console=err, transient=True,
         ) as bar:
-            tasks: dict[str, Any] = {}
+            current: dict[str, Any] = {}
 
-            def progress(scenario: str, done: int, total: int) -> None:
-                if scenario not in tasks:
-                    tasks[scenario] = bar.add_task(scenario, total=total)
-                bar.update(tasks[scenario], completed=done)
+            def progress(label: str, fraction: float, done: int) -> None:
+                if current.get("label") != label:
+                    if "task" in current:
+                        bar.remove_task(current["task"])
+                    current.update(label=label, task=bar.add_task(label, total=1.0, messages=0))
+                bar.update(current["task"], completed=fraction, messages=done)
 
-            results = bench_mod.run(target, clients=clients, messages=messages, body_size=body_size, progress=progress)
+            report = bench_mod.run(target, opts, progress)
+    if plot is not None:
+        bench_plot.sweep_plot(report, plot)
     if as_json:
-        _print_json([r.as_dict() for r in results])
+        _print_json(report.as_dict())
         return
-    t = Table("scenario", "clients", "messages", "seconds", "msg/s", "p50 ms", "p99 ms")
-    for r in results:
-        t.add_row(r.scenario, str(r.clients), str(r.messages), f"{r.seconds:.2f}", f"{r.rate:,.0f}",
-                  f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}")
-    out.print(t)
+    _print_bench(report, plot)
+
+
+def _print_bench(report: Any, plot: Path | None) -> None:
+    # Wide enough for the table when piped to a file; a terminal's own width otherwise.
+    console = out if out.is_terminal else Console(width=max(out.width, 150))
+    cfg = report.config
+    bound = f"{cfg['seconds']:g} s a row" if cfg["seconds"] else f"{cfg['messages']:,} messages a row"
+    console.print(f"[bold]mqlite bench[/] · {cfg['server']} · {cfg['body_size']} B bodies · {bound} · "
+                  f"{cfg['processes']} process(es) · run {cfg['run_id']} in {cfg['duration_s']:g} s")
+    vs = {(r.denominator, r.denominator_clients): r for r in report.ratios
+          if r.clients == r.denominator_clients and r.numerator.split("/")[0] == r.denominator.split("/")[0]}
+    t = Table("scenario", "strategy", "clients", "msg/s", "mqlite ÷ this", "p50 / p99 ms", "CPU µs/msg\nclient · server",
+              "notes")
+    for r in report.results:
+        if r.skipped:
+            t.add_row(r.scenario, r.strategy, str(r.clients), "-", "", "", "", f"[yellow]skipped: {r.skipped}[/]")
+            continue
+        ratio = vs.get((f"{r.scenario}/{r.strategy}", r.clients))
+        shown = ""
+        if ratio is not None and r.kind != "mqlite":
+            goal = "" if ratio.goal is None else f" (≥{ratio.goal:g})"
+            colour = "default" if ratio.goal is None else ("green" if ratio.met else "red")
+            shown = f"[{colour}]{ratio.ratio:,.2f}×{goal}[/]"
+        t.add_row(
+            r.scenario, f"[bold]{r.strategy}[/]" if r.kind == "mqlite" else r.strategy, str(r.clients),
+            f"{r.rate:,.0f}", shown, f"{_num(r.p50_ms)} / {_num(r.p99_ms)}", _cpu(r), _notes(r),
+        )
+    console.print(t)
+    g = Table("issue 6 goal", "clients", "value", "met")
+    for goal in report.goals:
+        unit = " ms" if goal.id.endswith("_ms") else "×"
+        value = "not measured" if goal.value is None else f"{goal.value:,.2f}{unit}"
+        met = "" if goal.met is None else ("[green]yes[/]" if goal.met else "[red]short[/]")
+        g.add_row(goal.text, str(goal.clients), value, met)
+    console.print(g)
+    if max(cfg["clients"]) != 64 or cfg["body_size"] != 100:
+        console.print("[yellow]issue 6 states its goals at 64 clients and 100-byte bodies; this run differs[/]")
+    if plot is not None:
+        console.print(f"plot: {plot}")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _cpu(r: Any) -> str:
+    if not r.messages or r.client_cpu_s is None:
+        return ""
+    client = r.client_cpu_s * 1e6 / r.messages
+    server = "?" if r.server_cpu_s is None else f"{r.server_cpu_s * 1e6 / r.messages:,.0f}"
+    return f"{client:,.0f} · {server}"
+
+
+def _notes(r: Any) -> str:
+    notes = []
+    if r.scenario == "mixed":
+        notes.append(f"pushed {r.pushed:,}; push→handler p50 {_num(r.e2e_p50_ms)} p99 {_num(r.e2e_p99_ms)} ms; "
+                     f"{r.backlog:,} left" + ("" if r.kept_up is None else
+                                               ", kept up" if r.kept_up else ", [red]fell behind[/]"))
+    elif r.backlog is not None:
+        notes.append(f"backlog {r.backlog:,}" + (" [yellow](drained)[/]" if r.drained else ""))
+    if r.truncated:
+        notes.append("[yellow]hit the time cap[/]")
+    if r.errors:
+        notes.append(f"[red]{r.errors} error(s): {r.error}[/]")
+    return "; ".join(notes)
 
 
 @app.command()

@@ -47,15 +47,6 @@ def test_dsn_comes_from_the_environment(dsn: str, monkeypatch) -> None:
     assert mqlite.Queue(dsn).size("env") == 1
 
 
-def test_bench_prints_push_and_pop_rates(dsn: str) -> None:
-    result = invoke("bench", "--dsn", dsn, "--clients", "4", "--messages", "400", "--json")
-    assert result.exit_code == 0, result.output
-    rows = {r["scenario"]: r for r in json.loads(result.output)}
-    assert set(rows) == {"push", "pop"}
-    assert rows["push"]["messages"] == rows["pop"]["messages"] == 400
-    assert rows["pop"]["rate"] > 0
-
-
 @pytest.mark.parametrize(
     "args, fragment",
     [

@@ -1,0 +1,34 @@
+"""`mqlite bench` as a library: run scenarios against a real server and return the figures.
+
+    from mqlite import bench
+    report = bench.run(dsn, bench.Options(clients=64, seconds=4, compare=True))
+    for row in report.results: ...
+
+Nothing here prints; the CLI renders a `Report`. Modules:
+- `harness`: client threads, bounded in time or count, latencies; `procs`: the same over processes;
+- `drivers`: mqlite's verbs and the reference SQL over plain mysqlclient, table setup and seeding;
+- `peers`: huey `SqlHuey` and RQ (optional extra `peers`);
+- `suite`: scenarios, comparisons and sweeps; `report`: rows, ratios and issue 6's goals;
+- `backlog`: pop rate against the size of the backlog;
+- `plot`: throughput against clients (optional extra `plot`).
+"""
+
+from __future__ import annotations
+
+from .drivers import DEFAULT_REDIS_URL
+from .report import FORMAT, Goal, Ratio, Report, Result
+from .suite import SCENARIOS, Options, parse_scenarios, parse_sweep, run
+
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "FORMAT",
+    "SCENARIOS",
+    "Goal",
+    "Options",
+    "Ratio",
+    "Report",
+    "Result",
+    "parse_scenarios",
+    "parse_sweep",
+    "run",
+]

@@ -1,0 +1,109 @@
+"""Does the backlog matter? mqlite's pop rate with a small and a huge number of ready rows.
+
+For each backlog size a fresh table is filled with that many ready messages; then, `rounds`
+times, `clients` threads pop `take` messages (count-bound, timed) and the table is topped back
+up to its size (untimed), so every round starts from the same backlog. The rate of a size is
+all its messages over all its timed seconds. Issue 6 wants the rate at 1,000,000 ready rows to
+be at least 0.8x the rate at 10,000, and the client's memory to stay flat.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import drivers, harness
+from .drivers import Case, MqliteDriver
+from .harness import Bound, Group
+
+GOAL = 0.8
+
+
+@dataclass
+class Point:
+    backlog: int
+    clients: int
+    messages: int
+    seconds: float
+    rate: float
+    p50_ms: float | None
+    p99_ms: float | None
+    seed_seconds: float  # time to fill the table (not part of the rate)
+    client_rss_mb: float | None  # resident memory of this process after the size's rounds
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rss_mb() -> float | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def probe(
+    dsn: str,
+    *,
+    sizes: Sequence[int] = (10_000, 1_000_000),
+    clients: int = 64,
+    take: int = 5_000,
+    rounds: int = 4,
+    body_size: int = 100,
+    cap: float = 60.0,
+    progress: Callable[[str, float, int], None] | None = None,
+) -> list[Point]:
+    """Pop `take` messages `rounds` times at each backlog size; one Point per size."""
+    run_id = uuid.uuid4().hex[:6]
+    points = []
+    for n, size in enumerate(sizes):
+        if take > size:
+            raise ValueError(f"take ({take}) must not exceed the backlog ({size})")
+        case = Case(dsn=dsn, table=f"mqb_{run_id}_b{n}", queue=f"mqb-{run_id}-b{n}", body_size=body_size,
+                    pool_size=clients + 4)
+        label = f"backlog {size:,}"
+        drivers.create_table(dsn, case.table)
+        try:
+            began = time.monotonic()
+            drivers.seed(dsn, case.table, case.queue, size, body_size,
+                         tick=lambda done, s=size, lb=label: progress and progress(f"seeding {lb}", done / s, done))
+            seeded = time.monotonic() - began
+            messages, seconds, latencies = 0, 0.0, []
+            for r in range(rounds):
+                if r:
+                    drivers.seed(dsn, case.table, case.queue, size - drivers.ready(dsn, case.table, case.queue),
+                                 body_size)
+                [stats] = harness.run(
+                    lambda: MqliteDriver(case), [Group("pop", clients)], Bound(messages=take, cap=cap),
+                    tick=lambda f, m, r=r, lb=label: progress and progress(
+                        f"pop from {lb} (round {r + 1}/{rounds})", f, m),
+                )
+                if stats.error:
+                    raise RuntimeError(f"pop failed at backlog {size}: {stats.error}")
+                messages += stats.messages
+                seconds += stats.elapsed
+                latencies.extend(stats.latencies)
+            latencies.sort()
+            p50, p99 = harness.percentile(latencies, 0.5), harness.percentile(latencies, 0.99)
+            points.append(Point(
+                size, clients, messages, round(seconds, 3), round(messages / seconds if seconds else 0.0, 1),
+                None if p50 is None else round(p50 * 1e3, 3), None if p99 is None else round(p99 * 1e3, 3),
+                round(seeded, 1), _rss_mb(),
+            ))
+        finally:
+            drivers.drop_table(dsn, case.table)
+    return points
+
+
+def ratio(points: Sequence[Point]) -> float | None:
+    """Rate at the largest backlog over the rate at the smallest."""
+    if len(points) < 2 or not points[0].rate:
+        return None
+    small, big = min(points, key=lambda p: p.backlog), max(points, key=lambda p: p.backlog)
+    return round(big.rate / small.rate, 3)

@@ -1,0 +1,154 @@
+"""What a run returns: rows, ratios between rows of the same run, and issue 6's goals."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FORMAT = 1  # bumped when a JSON field changes meaning or disappears
+
+
+@dataclass
+class Result:
+    """One row. Fields that do not apply are None; the set of fields is the same for every row."""
+
+    scenario: str
+    strategy: str
+    kind: str  # "mqlite" | "sql" (reference SQL over mysqlclient) | "peer" (huey, RQ)
+    clients: int
+    processes: int
+    messages: int = 0
+    seconds: float = 0.0
+    rate: float = 0.0  # messages per second
+    p50_ms: float | None = None  # latency of one call (push-many: one batch; claim: claim + ack)
+    p99_ms: float | None = None
+    backlog: int | None = None  # ready messages at the start (pop, claim) or left at the end (mixed)
+    drained: bool = False  # the backlog ran out before the bound: rate measured until then
+    truncated: bool = False  # a --messages row stopped at the time cap
+    errors: int = 0
+    error: str | None = None
+    skipped: str | None = None
+    client_cpu_s: float | None = None
+    server_cpu_s: float | None = None  # the server process's CPU time, when it runs on this machine
+    lock_waits: int | None = None  # Innodb_row_lock_waits during the row (server-wide)
+    pushed: int | None = None  # mixed only, from here on
+    consumed: int | None = None
+    e2e_p50_ms: float | None = None  # push -> handler start
+    e2e_p99_ms: float | None = None
+    kept_up: bool | None = None  # time mode: the backlog left is at most KEPT_UP_SECONDS of pushing
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Ratio:
+    numerator: str  # "scenario/strategy"
+    denominator: str
+    clients: int
+    denominator_clients: int
+    ratio: float
+    goal: float | None = None  # minimum wanted by issue 6
+    met: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Goal:
+    id: str
+    text: str
+    clients: int
+    target: float
+    value: float | None = None  # None: not measured in this run
+    met: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Report:
+    config: dict[str, Any]
+    results: list[Result] = field(default_factory=list)
+    ratios: list[Ratio] = field(default_factory=list)
+    goals: list[Goal] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "config": self.config,
+            "results": [r.as_dict() for r in self.results],
+            "ratios": [r.as_dict() for r in self.ratios],
+            "goals": [g.as_dict() for g in self.goals],
+        }
+
+    def row(self, scenario: str, strategy: str, clients: int) -> Result | None:
+        for r in self.results:
+            if (r.scenario, r.strategy, r.clients) == (scenario, strategy, clients) and not r.skipped and r.rate > 0:
+                return r
+        return None
+
+
+# (numerator, denominator, minimum wanted by issue 6 or None)
+RATIOS: list[tuple[tuple[str, str], tuple[str, str], float | None]] = [
+    (("push", "mqlite"), ("push", "raw-insert"), 0.8),
+    (("push", "mqlite"), ("push", "huey"), 2.5),
+    (("push", "mqlite"), ("push", "rq"), 3.0),
+    (("push-many", "mqlite"), ("push-many", "raw-insert-batch"), None),
+    (("pop", "mqlite"), ("push", "raw-insert"), 0.5),
+    (("pop", "mqlite"), ("pop", "naive-pop"), 20.0),
+    (("pop", "mqlite"), ("pop", "skip-locked"), None),
+    (("pop", "mqlite"), ("pop", "huey"), 20.0),
+    (("pop", "mqlite"), ("pop", "rq"), 3.0),
+    (("claim", "mqlite"), ("pop", "mqlite"), 0.7),
+]
+# Issue 6's goals: id, text, numerator, denominator, target. Ratios at the run's largest client
+# count; `pop_scaling` compares that count with 8 clients; `push_p99_ms` is a latency, not a ratio.
+GOALS: list[tuple[str, str, str, str, float]] = [
+    ("push_vs_insert", "push ≥ 0.8× raw INSERT", "push/mqlite", "push/raw-insert", 0.8),
+    ("push_p99_ms", "push p99 < 5 ms", "push/mqlite", "", 5.0),
+    ("pop_vs_insert", "pop ≥ 0.5× raw INSERT", "pop/mqlite", "push/raw-insert", 0.5),
+    ("pop_vs_naive", "pop ≥ 20× naive Dwango pop", "pop/mqlite", "pop/naive-pop", 20.0),
+    ("pop_scaling", "pop at 64 ≥ 0.8× pop at 8", "pop/mqlite", "pop/mqlite", 0.8),
+    ("claim_vs_pop", "claim + ack ≥ 0.7× pop", "claim/mqlite", "pop/mqlite", 0.7),
+    ("push_vs_huey", "push ≥ 2.5× huey SqlHuey push", "push/mqlite", "push/huey", 2.5),
+    ("pop_vs_huey", "pop ≥ 20× huey SqlHuey pop", "pop/mqlite", "pop/huey", 20.0),
+    ("push_vs_rq", "push ≥ 3× RQ enqueue", "push/mqlite", "push/rq", 3.0),
+    ("pop_vs_rq", "pop ≥ 3× RQ dequeue", "pop/mqlite", "pop/rq", 3.0),
+]
+
+
+def add_ratios(report: Report, counts: Sequence[int]) -> None:
+    for c in counts:
+        for (ns, nn), (ds, dn), goal in RATIOS:
+            num, den = report.row(ns, nn, c), report.row(ds, dn, c)
+            if num and den:
+                ratio = round(num.rate / den.rate, 3)
+                met = None if goal is None else ratio >= goal
+                report.ratios.append(Ratio(f"{ns}/{nn}", f"{ds}/{dn}", c, c, ratio, goal, met))
+    top = max(counts)
+    base = 8 if 8 in counts and top > 8 else None
+    if base:
+        num, den = report.row("pop", "mqlite", top), report.row("pop", "mqlite", base)
+        if num and den:
+            ratio = round(num.rate / den.rate, 3)
+            report.ratios.append(Ratio("pop/mqlite", "pop/mqlite", top, base, ratio, 0.8, ratio >= 0.8))
+
+
+def add_goals(report: Report, counts: Sequence[int]) -> None:
+    top = max(counts)
+    for gid, text, num, den, target in GOALS:
+        goal = Goal(gid, text, top, target)
+        if gid == "push_p99_ms":
+            row = report.row("push", "mqlite", top)
+            if row and row.p99_ms is not None:
+                goal.value, goal.met = row.p99_ms, row.p99_ms < target
+        else:
+            base = 8 if gid == "pop_scaling" else top
+            for r in report.ratios:
+                if (r.numerator, r.denominator, r.clients, r.denominator_clients) == (num, den, top, base):
+                    goal.value, goal.met = r.ratio, r.ratio >= target
+        report.goals.append(goal)
