@@ -30,6 +30,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
+from .errors import MqliteError, Unavailable
 from .message import Message, Receipt
 from .sql import Statements
 
@@ -116,6 +117,7 @@ class Claimer:
                     self._waiting -= 1
         got: list[Message] = []
         error: BaseException | None = None
+        before = session.last_claim if session is not None else _EPOCH
         try:
             with self._translating():
                 if session is None:
@@ -125,7 +127,7 @@ class Claimer:
                 got = self._fetch(session, want)
         except BaseException as exc:
             error = exc
-            if session is not None:
+            if session is not None and not self._recovered_from(exc, session, before):
                 self._drop(session)  # rows it claimed become orphans; recovery returns them
         with self._cond:
             self._in_flight -= 1
@@ -190,6 +192,29 @@ class Claimer:
         cur.execute(self._st.in_list(self._st.present, len(rows)), [m.id for m in rows])
         still_there = {int(r[0]) for r in cur.fetchall()}
         return [m for m in rows if m.id not in still_there]
+
+    def _recovered_from(self, exc: BaseException, session: _Session, before: datetime) -> bool:
+        """After a failed fetch on a live session, put back what this fetch claimed; True if done.
+
+        A lock conflict (a deadlock, or a Galera certification conflict reported on the statement
+        after the claim) leaves the session alive, and it may still own rows handed out earlier that
+        are being worked on: closing it would make those look orphaned and be delivered twice.
+        So only a lost connection closes the session; otherwise the rows this fetch claimed (newer
+        than `before`) are released on it.
+        """
+        if not isinstance(exc, MqliteError) or isinstance(exc, Unavailable) or not session.raw.open:
+            return False
+        try:
+            with self._translating():
+                cur = session.raw.cursor()
+                try:
+                    cur.execute(self._st.release_since, (before,))
+                finally:
+                    cur.close()
+        except MqliteError:
+            return False
+        session.last_claim = before
+        return True
 
     def _release_surplus(self, count: int) -> None:
         with self._cond:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from .errors import MqliteError
 
@@ -44,11 +44,15 @@ def _log_retry(state: Any) -> None:
     _log(state.outcome.exception() if state.outcome else None, state.attempt_number + 1)
 
 
-def transient_policy(max_seconds: float = 10.0, max_attempts: int = 8) -> Retrying:
-    """The one policy for transient errors: exponential backoff with jitter, bounded in time and tries."""
+def transient_policy(max_seconds: float = 10.0) -> Retrying:
+    """The one policy for transient errors: exponential backoff with jitter, bounded in time.
+
+    Bounded by time, not by tries: a burst of lock conflicts (on a Galera cluster, certification
+    conflicts come in storms) can take more tries than a lost connection, in the same few seconds.
+    """
     return Retrying(
         retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(max_attempts) | stop_after_delay(max_seconds),
+        stop=stop_after_delay(max_seconds),
         wait=wait_random_exponential(multiplier=0.02, max=1.0),
         before_sleep=_log_retry,
         reraise=True,

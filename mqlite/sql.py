@@ -80,6 +80,7 @@ class Statements:
     read_claimed: str
     read_claimed_since: str
     delete_claimed: str
+    release_since: str
     present: str
     restore: str
     ack: str
@@ -214,6 +215,8 @@ def statements(table: str) -> Statements:
             f"AND (m.available_at, m.id) IN ({{ids}}) AND m.owner = CONNECTION_ID() AND m.owner_node = {NODE} "
             "AND m.claimed_at = %s"
         ),
+        # Undo a fetch that failed half-way, on its own (still live) session.
+        release_since=f"UPDATE {t} SET {unclaim} WHERE {mine} AND claimed_at > %s",
         present=f"SELECT id FROM {t} WHERE id IN ({{ids}})",
         # Puts a consumed-but-never-returned message back where it was (same id, same place).
         restore=(
