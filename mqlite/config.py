@@ -24,6 +24,7 @@ _OPTIONS: dict[str, type] = {
     "connect_timeout": float,
     "read_timeout": float,
     "write_timeout": float,
+    "routing": str,  # several hosts: "single" (one primary at a time, the default) or "spread"
 }
 
 
@@ -39,6 +40,7 @@ class Settings:
     connect_timeout: float | None = None
     read_timeout: float | None = None
     write_timeout: float | None = None
+    routing: str = "single"
 
     @property
     def where(self) -> str:
@@ -77,14 +79,17 @@ class Settings:
 
         auth = quote(self.user, safe="") + (":" + quote(self.password, safe="") if self.password else "")
         hosts = "" if self.unix_socket else ",".join(f"{h}:{p}" for h, p in self.hosts)
-        query = f"?unix_socket={quote(self.unix_socket)}" if self.unix_socket else ""
+        options = [f"unix_socket={quote(self.unix_socket)}"] if self.unix_socket else []
+        if self.routing != "single":
+            options.append(f"routing={self.routing}")
+        query = "?" + "&".join(options) if options else ""
         return f"mysql://{auth}@{hosts}/{quote(self.database, safe='')}{query}"
 
     def with_database(self, database: str) -> Settings:
         """The same server and credentials, another database."""
         return Settings(
             self.user, self.password, self.hosts, database, self.unix_socket,
-            self.connect_timeout, self.read_timeout, self.write_timeout,
+            self.connect_timeout, self.read_timeout, self.write_timeout, self.routing,
         )
 
 
@@ -132,6 +137,8 @@ def parse_dsn(dsn: str) -> Settings:
             options[key] = kind(value)
         except ValueError:
             raise ConfigError(f"DSN option {key} must be a number, got {value!r}") from None
+    if options.get("routing", "single") not in ("single", "spread"):
+        raise ConfigError("DSN option routing must be single or spread")
     hosts = tuple(_parse_host(h) for h in hostpart.split(",")) if hostpart else ()
     if not hosts:
         if not options.get("unix_socket"):

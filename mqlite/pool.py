@@ -193,6 +193,7 @@ class Pool:
 
     def _discard(self, raw: Any) -> None:
         self._suspect_since = time.monotonic()
+        self._connector.lost(getattr(raw, "_mqlite_host", None))
         try:
             raw.close()
         except Exception:
@@ -266,9 +267,20 @@ class _Connector:
                     self.primary = index
                 log.warning("%s:%s is now the primary (after %s:%s stopped answering)", *hosts[index],
                             *hosts[start])
+            conn._mqlite_host = index  # which host, should it fail later (see lost())
             return conn
         assert error is not None
         raise error
+
+    def lost(self, index: int | None) -> None:
+        """A connection to host `index` failed: if it was the primary, the next host takes over
+        (a node that still accepts connections but refuses statements must not stay primary)."""
+        hosts = self.pool.settings.hosts
+        if index is None or len(hosts) <= 1 or self.routing != "single":
+            return
+        with self._lock:
+            if self.primary == index:
+                self.primary = (index + 1) % len(hosts)
 
     def check_nodes(self) -> None:
         """Refuse a host list in which two servers report the same node identity (sql.NODE)."""

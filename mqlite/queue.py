@@ -29,7 +29,8 @@ class Queue(Producing, Consuming, Administering):
     `recover_every` seconds (0 disables) when they find a queue empty, and every
     `6 * recover_every` seconds otherwise. A DSN may list several hosts
     (`mysql://u:p@h1:3306,h2:3306/db`): `routing="single"` sends everything to the first that
-    answers and moves to the next when it dies; `"spread"` spreads connections over all of them.
+    answers and moves to the next when it dies; `"spread"` spreads connections over all of them
+    (default: the DSN's `?routing=`, else single).
     """
 
     def __init__(
@@ -44,7 +45,7 @@ class Queue(Producing, Consuming, Administering):
         max_attempts: int = 5,
         backoff: Backoff = Backoff(),
         recover_every: float = 5.0,
-        routing: Literal["single", "spread"] = "single",
+        routing: Literal["single", "spread"] | None = None,
     ) -> None:
         self.settings = parse_dsn(resolve_dsn(dsn))
         self._sql = statements(table)
@@ -54,7 +55,7 @@ class Queue(Producing, Consuming, Administering):
         self.recover_every = recover_every
         self._pool = Pool(
             self.settings, size=pool_size, connect_timeout=connect_timeout, checkout_timeout=checkout_timeout,
-            routing=routing,
+            routing=routing or self.settings.routing,
         )
         self._policy = retry.transient_policy(retry_for) if retry_for > 0 else None
         self._claimers: dict[tuple[str, bool, float], Claimer] = {}

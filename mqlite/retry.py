@@ -23,7 +23,8 @@ log = logging.getLogger("mqlite")
 # Server errors after which the same statement may succeed.
 LOCK_CONFLICT = frozenset({1205, 1213})  # lock wait timeout, deadlock (also a Galera certification conflict)
 # Errors that mean the connection is gone: it must be discarded, never reused.
-CONNECTION_LOST = frozenset({2006, 2013, 2055, 1927, 1053, 4031})
+# 1047: a Galera node that is not (or no longer) part of the primary component refuses statements.
+CONNECTION_LOST = frozenset({2006, 2013, 2055, 1927, 1053, 4031, 1047})
 # Errors while connecting that may pass (server starting, restarting, or full).
 CANNOT_CONNECT = frozenset({2002, 2003, 1040})
 TRANSIENT = LOCK_CONFLICT | CONNECTION_LOST | CANNOT_CONNECT | {1317}  # 1317: query interrupted (KILL QUERY)

@@ -62,6 +62,7 @@ def _consume_everywhere(queues, name, done: list[int], lock, stop: threading.Eve
                     if m is None:
                         recoveries.append(q.recover())
                         continue
+                    time.sleep(0.005)  # the work: long enough that a killed node leaves claims in hand
                     with lock:
                         done.append(m.id)
             except MqliteError:
@@ -118,7 +119,7 @@ def test_a_node_killed_under_load_loses_nothing_and_its_claims_come_back_by_leas
             try:
                 new_id = q.push("load", f"m{i}")
             except MqliteError:
-                continue  # this node is gone: the push was not acknowledged
+                return  # this producer's node is gone: its last push was not acknowledged
             with lock:
                 pushed.append(new_id)
 
