@@ -38,6 +38,16 @@ _EPOCH = datetime(1970, 1, 1)
 WAIT_SLICE = 1.0  # seconds a thread sleeps on the condition before looking again
 
 
+class _Slot:
+    """One waiting thread's place in line: `done` once it has been given a message (or None)."""
+
+    __slots__ = ("message", "done")
+
+    def __init__(self) -> None:
+        self.message: Message | None = None
+        self.done = False
+
+
 class _Session:
     """A dedicated claiming connection, and the rows it still owns."""
 
@@ -66,7 +76,7 @@ class Claimer:
         lease: float = 30.0,
         on_consumed: Callable[[int], None] | None = None,
         max_batch: int = 64,
-        max_in_flight: int = 2,
+        max_in_flight: int = 1,
     ) -> None:
         self._connect = connect
         self._translating = translating
@@ -81,40 +91,45 @@ class Claimer:
         self._buffer: deque[tuple[Message, _Session]] = deque()
         self._idle: list[_Session] = []
         self._sessions: dict[int, _Session] = {}
-        self._waiting = 0  # threads inside take() without a message yet
+        self._waiters: deque[_Slot] = deque()  # threads waiting for a message, oldest first
         self._promised = 0  # rows asked for by fetches in flight
         self._in_flight = 0
-        self._empty_epoch = 0  # bumped when a fetch finds the queue empty
         self._closed = False
 
     # -- taking ------------------------------------------------------------------
 
     def take(self) -> Message | None:
-        """A message for the caller, or None when the queue has nothing ready."""
+        """A message for the caller, or None when the queue has nothing ready.
+
+        Waiting threads are served first come, first served: a thread that just got a message and
+        comes straight back never overtakes one that has been waiting.
+        """
         with self._cond:
-            self._waiting += 1
-            fetching = False
-            try:
-                epoch = self._empty_epoch
-                while True:
-                    if self._buffer:
-                        return self._buffer.popleft()[0]
-                    # Leave empty-handed only once no fetch is in flight: rows it brings back
-                    # were asked for on this thread's behalf.
-                    if self._empty_epoch != epoch and not self._in_flight:
-                        return None
-                    want = self._waiting - self._promised
-                    if want > 0 and self._in_flight < self.max_in_flight:
-                        break
-                    self._cond.wait(WAIT_SLICE)
+            if self._buffer and not self._waiters:
+                return self._buffer.popleft()[0]
+            slot = _Slot()
+            self._waiters.append(slot)
+        while True:
+            with self._cond:
+                try:
+                    while True:
+                        if slot.done:
+                            return slot.message
+                        want = len(self._waiters) - self._promised
+                        if want > 0 and self._in_flight < self.max_in_flight:
+                            break
+                        self._cond.wait(WAIT_SLICE)
+                except BaseException:
+                    self._abandon(slot)
+                    raise
                 want = min(want, self.max_batch)
                 self._in_flight += 1
                 self._promised += want
                 session = self._idle.pop() if self._idle else None
-                fetching = True
-            finally:
-                if not fetching:
-                    self._waiting -= 1
+            self._fetch_for_waiters(slot, session, want)
+
+    def _fetch_for_waiters(self, slot: _Slot, session: _Session | None, want: int) -> None:
+        """Run one fetch as the waiting threads' leader and hand out what it brought."""
         got: list[Message] = []
         error: BaseException | None = None
         before = session.last_claim if session is not None else _EPOCH
@@ -129,26 +144,47 @@ class Claimer:
             error = exc
             if session is not None and not self._recovered_from(exc, session, before):
                 self._drop(session)  # rows it claimed become orphans; recovery returns them
+        surplus: list[tuple[Message, _Session]] = []
         with self._cond:
             self._in_flight -= 1
             self._promised -= want
-            self._waiting -= 1
             if session is not None and error is None and not self._closed:
                 self._idle.append(session)
-            mine = None
-            if got:
-                self._buffer.extend((m, session) for m in got)
-                mine = self._buffer.popleft()[0]
-            elif error is None:
-                self._empty_epoch += 1
-            surplus = len(self._buffer) - self._waiting
+            self._buffer.extend((m, session) for m in got)
+            self._serve()
+            if error is None and not got and not self._in_flight:
+                # Nothing ready, and no other fetch that could still bring something: everyone
+                # waiting now leaves empty-handed.
+                while self._waiters:
+                    self._waiters.popleft().done = True
+            if self._buffer and not self._waiters and not self.consume:
+                # Rows for threads that gave up meanwhile: give them back rather than hoard them.
+                surplus, self._buffer = list(self._buffer), deque()
+            if error is not None:
+                self._abandon(slot)
             self._cond.notify_all()
+        for message, owner in surplus:
+            self.release_on(owner, message)
         if error is not None:
             raise error
-        if surplus > 0 and not self.consume:
-            # Only when a waiter gave up (an exception in its thread): don't hoard its row.
-            self._release_surplus(surplus)
-        return mine
+
+    def _serve(self) -> None:
+        """Hand buffered rows to waiting threads, longest-waiting first (holding the lock)."""
+        while self._buffer and self._waiters:
+            slot = self._waiters.popleft()
+            slot.message = self._buffer.popleft()[0]
+            slot.done = True
+
+    def _abandon(self, slot: _Slot) -> None:
+        """A waiting thread leaves (an exception): never lose a message already handed to it."""
+        if slot.done:
+            if slot.message is not None:
+                self._buffer.appendleft((slot.message, self._sessions.get(slot.message.owner)))  # type: ignore[arg-type]
+        else:
+            try:
+                self._waiters.remove(slot)
+            except ValueError:
+                pass
 
     def _fetch(self, session: _Session, want: int) -> list[Message]:
         """Claim up to `want` rows on `session` and read back exactly those (deleting them if consuming)."""
@@ -215,12 +251,6 @@ class Claimer:
             return False
         session.last_claim = before
         return True
-
-    def _release_surplus(self, count: int) -> None:
-        with self._cond:
-            surplus = [self._buffer.pop() for _ in range(min(count, len(self._buffer)))]
-        for message, session in surplus:
-            self.release_on(session, message)
 
     # -- finishing -----------------------------------------------------------------
 
