@@ -12,7 +12,7 @@ from typing import Any
 from tenacity import Retrying
 
 from . import retry
-from .claim import Claimer
+from .claim import Claimer, GroupAck
 from .config import Settings
 from .counters import Counters
 from .failure import Backoff
@@ -36,6 +36,7 @@ class QueueCore:
     _claimers: dict[tuple[str, bool, float], Claimer]
     _claimers_lock: threading.Lock
     _counters: Counters
+    _acks: GroupAck
     _last_recover: float
     _recover_lock: threading.Lock
 

@@ -310,6 +310,65 @@ class Claimer:
         return [m for m, _ in buffered] if self.consume else []
 
 
+class GroupAck:
+    """Acknowledgements from many threads, deleted together: whatever arrives while one DELETE runs
+    goes into the next (a group commit), instead of a statement and a commit per message.
+
+    `delete_many(receipts)` deletes what it can and returns the ids it deleted.
+    """
+
+    _MAX = 500  # receipts per statement
+
+    def __init__(self, delete_many: Callable[[list[Receipt]], set[int]]) -> None:
+        self._delete_many = delete_many
+        self._cond = threading.Condition()
+        self._pending: list[_Ack] = []
+        self._busy = False
+
+    def ack(self, r: Receipt) -> bool:
+        """Delete one claimed message (in the next group); False if its claim was lost."""
+        mine = _Ack(r)
+        with self._cond:
+            self._pending.append(mine)
+            while not mine.done:
+                if not self._busy:
+                    self._busy = True
+                    batch, self._pending = self._pending[: self._MAX], self._pending[self._MAX :]
+                    break
+                self._cond.wait(WAIT_SLICE)
+            else:
+                return mine.result()
+        try:
+            deleted = self._delete_many([a.receipt for a in batch])
+            for a in batch:
+                a.deleted = a.receipt.id in deleted
+        except BaseException as exc:
+            for a in batch:
+                a.error = exc
+        finally:
+            with self._cond:
+                self._busy = False
+                for a in batch:
+                    a.done = True
+                self._cond.notify_all()
+        return mine.result()
+
+
+class _Ack:
+    __slots__ = ("receipt", "done", "deleted", "error")
+
+    def __init__(self, receipt: Receipt) -> None:
+        self.receipt = receipt
+        self.done = False
+        self.deleted = False
+        self.error: BaseException | None = None
+
+    def result(self) -> bool:
+        if self.error is not None:
+            raise self.error
+        return self.deleted
+
+
 # -- settling a claim: each one fenced statement, on any connection ---------------------------
 
 

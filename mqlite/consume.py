@@ -121,7 +121,7 @@ class Consuming(QueueCore):
         """Delete a claimed message (done). False if its claim was lost meanwhile (it will be redelivered)."""
         r = self._settling(message)
         _, _, ckey = self._known_of(message, r)
-        done = self._settle(r, protocol.ack, key=ckey)
+        done = self._settled(r, self._acks.ack(r), key=ckey)
         if done:
             self._counters.add(r.queue, processed=1)
         return done
@@ -203,16 +203,49 @@ class Consuming(QueueCore):
 
         try:
             done = retry.call(self._policy, attempt)
-        finally:
+        except BaseException:
             if finishing:
-                for claimer in list(self._claimers.values()):
-                    if claimer.queue == r.queue:
-                        claimer.done_id(r.owner, r.id)
+                self._forget(r)
+            raise
+        return self._settled(r, done, finishing=finishing, key=key)
+
+    def _settled(self, r: Receipt, done: bool, *, finishing: bool = True, key: str | None = None) -> bool:
+        if finishing:
+            self._forget(r)
         if not done:
             log.warning("message %s: claim gone (recovered elsewhere); it will be delivered again", r.id)
         elif key is not None:
             self._promote(key)  # its slot is free: the next message of the key may run
         return done
+
+    def _forget(self, r: Receipt) -> None:
+        for claimer in list(self._claimers.values()):
+            if claimer.queue == r.queue:
+                claimer.done_id(r.owner, r.id)
+
+    def _delete_acked(self, receipts: list[Receipt]) -> set[int]:
+        """One statement for a group of acknowledgements; returns the ids deleted."""
+        st = self._sql
+
+        def attempt() -> set[int]:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                try:
+                    fences = [v for r in receipts for v in r.fence()]
+                    statement = st.in_list(st.ack_many, len(receipts), "(%s,%s,%s,%s,%s,%s)")
+                    deleted = cur.execute(statement, fences)
+                    if deleted == len(receipts):
+                        return {r.id for r in receipts}
+                    # Some claims were lost: a row still there was not ours to delete. A row gone
+                    # was deleted now, or before (acknowledged twice): nothing deleted now settles
+                    # it; otherwise the gone ones count as deleted (at worst a repeat is reported done).
+                    cur.execute(st.in_list(st.present, len(receipts)), [r.id for r in receipts])
+                    still = {int(row[0]) for row in cur.fetchall()}
+                    return {r.id for r in receipts if r.id not in still} if deleted else set()
+                finally:
+                    cur.close()
+
+        return retry.call(self._policy, attempt)
 
     def _promote(self, key: str) -> int:
         """Let parked messages of `key` into the ready range while it has free slots; returns how many."""

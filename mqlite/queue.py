@@ -7,7 +7,7 @@ from typing import Literal
 
 from . import retry, schema
 from .admin import Administering, QueueStats, Stats
-from .claim import Claimer
+from .claim import Claimer, GroupAck
 from .config import DEFAULT_TABLE, check_count, parse_dsn, resolve_dsn
 from .consume import Consuming
 from .counters import Counters
@@ -61,6 +61,7 @@ class Queue(Producing, Consuming, Administering):
         self._claimers: dict[tuple[str, bool, float], Claimer] = {}
         self._claimers_lock = threading.Lock()
         self._counters = Counters(self._flush_counts)
+        self._acks = GroupAck(self._delete_acked)
         self._last_recover = float("-inf")  # a fresh consumer recovers orphans the first time it finds nothing
         self._recover_lock = threading.Lock()
 

@@ -84,6 +84,7 @@ class Statements:
     present: str
     restore: str
     ack: str
+    ack_many: str
     release: str
     retry_later: str
     fail: str
@@ -226,6 +227,10 @@ def statements(table: str) -> Statements:
         ack=(
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.available_at = %s "
             "AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s"
+        ),
+        ack_many=(
+            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE "
+            "(m.queue, m.available_at, m.id, m.owner, m.owner_node, m.claimed_at) IN ({ids})"
         ),
         release=f"UPDATE {by_queue} SET {unclaim}, {back_later} WHERE {fence}",
         retry_later=f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, {back_later} WHERE {fence}",
