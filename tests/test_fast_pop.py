@@ -1,0 +1,79 @@
+"""The fast pop path under load: 64 threads, exactly once; a process killed with claims in hand loses nothing."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections import Counter
+
+import pytest
+
+import mqlite
+
+from .conftest import rows
+from .helpers import python, read_line, wait_for
+
+
+@pytest.mark.parametrize("mode", ["pop", "claim"])
+def test_sixty_four_threads_take_each_message_exactly_once(q: mqlite.Queue, dsn: str, admin, mode: str) -> None:
+    ids = q.push_many("fast", [f"m{i}" for i in range(4000)])
+    many = mqlite.Queue(dsn, pool_size=70)
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            if mode == "pop":
+                m = many.pop("fast")
+                if m is None:
+                    return
+                with lock:
+                    got.append(m.id)
+            else:
+                with many.claim("fast") as m:
+                    if m is None:
+                        return
+                    with lock:
+                        got.append(m.id)
+
+    threads = [threading.Thread(target=work) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    counts = Counter(got)
+    assert sorted(counts) == ids and max(counts.values()) == 1
+    assert rows(admin, "SELECT COUNT(*) FROM mqlite_messages") == [(0,)]
+    many.close()
+
+
+HOLDERS = """
+import sys, threading, mqlite
+q = mqlite.Queue(sys.argv[1], pool_size=40, recover_every=0)
+held = threading.Barrier(33)
+def hold():
+    with q.claim("fast") as m:
+        held.wait()
+        threading.Event().wait()  # hold the claim until the process is killed
+for _ in range(32):
+    threading.Thread(target=hold, daemon=True).start()
+held.wait()
+print("holding", flush=True)
+threading.Event().wait()
+"""
+
+
+def test_a_process_killed_with_32_claims_in_hand_loses_none(q: mqlite.Queue, dsn: str, admin) -> None:
+    ids = q.push_many("fast", [f"m{i}" for i in range(100)])
+    holder = python(HOLDERS, dsn)
+    assert read_line(holder) == "holding"
+    assert q.stats().queues["fast"].claimed == 32
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=10)
+    recovered = []
+    wait_for(lambda: recovered.append(q.recover().dead_owner) or sum(recovered) == 32, what="the 32 orphaned claims")
+    taken = []
+    while (m := q.pop("fast")) is not None:
+        taken.append(m.id)
+    assert sorted(taken) == ids  # every message still there, once
