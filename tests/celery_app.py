@@ -8,6 +8,7 @@ the side channel the tests count, so a task that ran twice shows up twice.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -21,14 +22,15 @@ SIDE_TABLE = (
     "sent DOUBLE NULL, ran DOUBLE NOT NULL, redelivered TINYINT NOT NULL)"
 )
 
-_side: dict[int, Any] = {}
+_side: dict[tuple[int, int], Any] = {}
 
 
 def side_channel(dsn: str) -> Any:
-    """One connection per process (a forked pool child opens its own)."""
-    conn = _side.get(os.getpid())
+    """One connection per process and thread (a forked pool child opens its own)."""
+    key = (os.getpid(), threading.get_ident())
+    conn = _side.get(key)
     if conn is None:
-        conn = _side[os.getpid()] = MySQLdb.connect(autocommit=True, **parse_dsn(dsn).connect_kwargs())
+        conn = _side[key] = MySQLdb.connect(autocommit=True, **parse_dsn(dsn).connect_kwargs())
     return conn
 
 

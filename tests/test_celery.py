@@ -82,6 +82,7 @@ class Workers:
 def workers(dsn: str, tmp_path: Path) -> Iterator[Workers]:
     w = Workers(dsn, tmp_path)
     yield w
+    print(w.log_tail())  # shown by pytest when the test failed
     for proc in w.procs:
         if proc.poll() is None:
             w.kill(proc)
@@ -111,7 +112,7 @@ def test_thousand_tasks_run_exactly_once(q: mqlite.Queue, dsn: str, side, worker
     worker = workers.start()
     for i in range(1000):
         app.tasks["t.record"].delay(i)
-    wait_for(lambda: done_count(side) >= 1000, timeout=180, what=f"1000 tasks done\n{workers.log_tail()}")
+    wait_for(lambda: done_count(side) >= 1000, timeout=180, what="1000 tasks done")
     wait_for(lambda: depth(q, "celery") == (0, 0, 0, 0), timeout=30, what="the queue to be empty (all acked)")
     workers.stop(worker)
     assert worker.returncode is not None
@@ -125,7 +126,7 @@ def test_acks_late_sigkilled_worker_loses_nothing(q: mqlite.Queue, dsn: str, sid
     first = workers.start(acks_late=True)
     for i in range(1000):
         app.tasks["t.record"].apply_async((i,), {"sleep": 0.005})
-    wait_for(lambda: done_count(side) >= 300, timeout=120, what=f"300 tasks done\n{workers.log_tail()}")
+    wait_for(lambda: done_count(side) >= 300, timeout=120, what="300 tasks done")
     held = depth(q, "celery")[2]
     workers.kill(first)  # SIGKILL, worker and pool children: kombu restores nothing
     assert held > 0, "the worker held no claimed message when it was killed"
@@ -134,7 +135,7 @@ def test_acks_late_sigkilled_worker_loses_nothing(q: mqlite.Queue, dsn: str, sid
     workers.start(acks_late=True)
     wait_for(
         lambda: rows(side, "SELECT COUNT(DISTINCT k) FROM done")[0][0] == 1000,
-        timeout=180, what=f"every task done after the restart\n{workers.log_tail()}",
+        timeout=180, what="every task done after the restart",
     )
     wait_for(lambda: depth(q, "celery") == (0, 0, 0, 0), timeout=60, what="the queue to be empty (all acked)")
     total, distinct, again = rows(side, "SELECT COUNT(*), COUNT(DISTINCT k), SUM(redelivered) FROM done")[0]
@@ -155,7 +156,7 @@ def test_countdown_is_an_mqlite_delay_and_routing_reaches_named_queues(
     # Delayed in the table, not held in a worker's memory:
     assert depth(q, "reports")[:2] == (0, 1)
     app.tasks["t.record"].apply_async((2,), {"sent": time.time()}, queue="urgent")
-    wait_for(lambda: done_count(side) >= 2, timeout=60, what=f"both tasks done\n{workers.log_tail()}")
+    wait_for(lambda: done_count(side) >= 2, timeout=60, what="both tasks done")
     got = {k: (queue, s, ran) for k, queue, s, ran in rows(side, "SELECT k, queue, sent, ran FROM done")}
     queue, s, ran = got[1]
     assert queue == "reports"
