@@ -49,6 +49,8 @@ import logging
 import os
 import socket
 import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime
 from queue import Empty
 from time import monotonic
@@ -67,6 +69,8 @@ log = logging.getLogger("mqlite.kombu")
 TRANSPORT_ALIASES.setdefault("mqlite", "mqlite.contrib.kombu:Transport")
 
 DEFAULT_LEASE = 600.0
+DEFAULT_CLAIM_BATCH = 16  # most claims per batch (the prefetch window limits it further)
+DEFAULT_ACK_THREADS = 8  # acks in flight at once, so that their commits share fsyncs
 _QUEUE_OPTIONS = ("table", "pool_size", "max_attempts", "retry_for", "recover_every", "connect_timeout")
 
 
@@ -107,15 +111,32 @@ class _Shared:
         queue.close()
 
 
+class _Claim:
+    """One message this channel has claimed and not settled: buffered, or handed to kombu."""
+
+    __slots__ = ("tag", "message", "renew_at")
+
+    def __init__(self, message: MqMessage, renew_at: float) -> None:
+        self.tag = str(message.receipt)  # the delivery tag: unique per claim
+        self.message = message
+        self.renew_at = renew_at
+
+
 class Channel(virtual.Channel):
     """A kombu channel whose queues are mqlite queues."""
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
         self._noack_queues: set[str] = set()
-        # Claims handed to kombu and not settled yet: receipt -> monotonic time of the next renewal.
-        self._held: dict[str, float] = {}
-        self._held_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._held: dict[str, _Claim] = {}  # by delivery tag
+        # Claimed in a batch, not handed to kombu yet.
+        self._buffers: dict[str, deque[_Claim]] = {}
+        # Queues whose last claim found messages: claimed in batches. The others are probed with a
+        # single take (an idle consumer costs one claim per poll, not a batch of them).
+        self._busy: set[str] = set()
+        self._refills: dict[str, Any] = {}  # queue -> Future of the batch claim in flight
+        self._refill_errors: dict[str, BaseException] = {}
 
     @property
     def mq(self) -> Queue:
@@ -151,68 +172,152 @@ class Channel(virtual.Channel):
         return super().basic_consume(queue, no_ack, *args, **kwargs)
 
     def basic_cancel(self, consumer_tag: str) -> Any:
-        if consumer_tag in self._consumers:
-            self._noack_queues.discard(self._tag_to_queue.get(consumer_tag))
-        return super().basic_cancel(consumer_tag)
+        queue = self._tag_to_queue.get(consumer_tag)
+        result = super().basic_cancel(consumer_tag)
+        if queue is not None and queue not in self._active_queues:
+            self._noack_queues.discard(queue)
+            self._release_buffer(queue)
+        return result
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         try:
-            message = self.Message(self._get(queue, no_ack=no_ack), channel=self)
+            message = self.Message(self._get(queue, no_ack=no_ack, batch=False), channel=self)
         except Empty:
             return None
         if not no_ack:
             self.qos.append(message, message.delivery_tag)
         return message
 
-    def _get(self, queue: str, timeout: float | None = None, no_ack: bool | None = None) -> dict:
-        name = self._name(queue)
+    def _get(self, queue: str, timeout: float | None = None, no_ack: bool | None = None, batch: bool = True) -> dict:
         if no_ack is None:
             no_ack = queue in self._noack_queues
         while True:
-            m = self.mq.pop(name) if no_ack else self.mq.take(name, lease=self.connection.lease)
-            if m is None:
-                raise Empty()
-            payload = self._payload(m, claimed=not no_ack)
+            if no_ack:
+                m = self.mq.pop(self._name(queue))
+                if m is None:
+                    raise Empty()
+                payload = self._payload(m, None)
+            else:
+                claim = self._next_claimed(queue, batch)
+                if claim is None:
+                    raise Empty()
+                payload = self._payload(claim.message, claim)
             if payload is not None:
                 return payload
 
-    def _payload(self, m: MqMessage, *, claimed: bool) -> dict | None:
+    def _next_claimed(self, queue: str, batch: bool) -> _Claim | None:
+        """The next claimed message of `queue`: from this channel's buffer, else from a batch claim.
+
+        While the consumer works through a batch, the next one is claimed in the background (one
+        batch in flight per queue), so claim latency overlaps with delivery. A batch is at most
+        the prefetch window left (capped by `claim_batch`); buffered and in-flight messages are
+        renewed and released like delivered ones.
+        """
+        if not batch:  # basic_get: one message, claimed in this thread
+            with self._lock:
+                buffered = self._buffers.get(queue)
+                if buffered:
+                    return buffered.popleft()
+            got = self._hold(self.connection.take_many(self._name(queue), 1))
+            return got[0] if got else None
+        while True:
+            with self._lock:
+                buffered = self._buffers.setdefault(queue, deque())
+                refill = self._refills.get(queue)
+                if buffered:
+                    claim = buffered.popleft()
+                    if refill is None and queue in self._busy:
+                        want = self._window() - len(buffered)
+                        if want > len(buffered):  # half of the batch is gone: claim the next one
+                            self._refills[queue] = self.connection.submit_refill(self._refill, queue, want)
+                    return claim
+                if refill is None:
+                    want = self._window() if queue in self._busy else 1
+                    refill = self._refills[queue] = self.connection.submit_refill(self._refill, queue, want)
+            refill.result()
+            with self._lock:
+                if not self._buffers.get(queue):
+                    error = self._refill_errors.pop(queue, None)
+                    if error is not None:
+                        raise error
+                    return None
+
+    def _window(self) -> int:
+        window = self.qos.can_consume_max_estimate()  # prefetch left; None when unlimited
+        cap = self.connection.claim_batch
+        return max(1, cap if window is None else min(cap, window))
+
+    def _hold(self, messages: list[MqMessage]) -> list[_Claim]:
+        renew_at = monotonic() + self.connection.lease / 3
+        claims = [_Claim(m, renew_at) for m in messages]
+        with self._lock:
+            for c in claims:
+                self._held[c.tag] = c
+        return claims
+
+    def _refill(self, queue: str, want: int) -> None:
+        """Claim up to `want` messages into the buffer (runs in the transport's refill thread)."""
+        got: list[MqMessage] = []
+        error: BaseException | None = None
+        try:
+            got = self.connection.take_many(self._name(queue), want)
+        except Exception as exc:
+            error = exc
+        claims = self._hold(got)
+        with self._lock:
+            del self._refills[queue]
+            if error is not None:
+                self._refill_errors[queue] = error  # raised by the consumer when its buffer runs dry
+            else:
+                self._refill_errors.pop(queue, None)
+            wanted = not self.closed and queue in self._active_queues
+            if wanted:
+                self._buffers.setdefault(queue, deque()).extend(claims)
+            if got:
+                self._busy.add(queue)
+            elif error is None:
+                self._busy.discard(queue)
+        if not wanted:  # the consumer went away meanwhile
+            self._give_back(claims)
+
+    def _payload(self, m: MqMessage, claim: _Claim | None) -> dict | None:
         try:
             payload = loads(m.body)
             properties = payload["properties"]
         except (ValueError, TypeError, KeyError):
             # Pushed by something other than kombu: not ours to deliver, and it must not loop.
-            if claimed:
+            if claim is not None:
+                self._settled(claim.tag)
                 self.mq.fail(m, "not a kombu message (body is not a kombu JSON payload)")
             log.error("mqlite: message %s on queue %r is not a kombu message; %s", m.id, m.queue,
-                      "kept as failed" if claimed else "dropped (no_ack)")
+                      "kept as failed" if claim is not None else "dropped (no_ack)")
             return None
         info = properties.setdefault("delivery_info", {})
         info["redelivered"] = bool(m.attempts) or bool(payload.get("redelivered"))
-        if claimed:
-            tag = str(m.receipt)
-            properties["delivery_tag"] = tag
-            with self._held_lock:
-                self._held[tag] = monotonic() + self.connection.lease / 3
+        if claim is not None:
+            properties["delivery_tag"] = claim.tag
         return payload
 
-    def _settled(self, tag: str) -> bool:
-        """Forget a claim this channel handed out; False if it is not one (no_ack, or already settled)."""
-        with self._held_lock:
-            return self._held.pop(tag, None) is not None
+    def _settled(self, tag: str) -> MqMessage | None:
+        """Forget a claim this channel holds: its message, or None (no_ack, or already settled)."""
+        with self._lock:
+            claim = self._held.pop(tag, None)
+        return None if claim is None else claim.message
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
-        if self._settled(delivery_tag):
-            self.mq.ack(delivery_tag)
+        m = self._settled(delivery_tag)
+        if m is not None:
+            self.connection.ack(m)
         super().basic_ack(delivery_tag, multiple=multiple)
         self.connection.wake()
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        if self._settled(delivery_tag):
+        m = self._settled(delivery_tag)
+        if m is not None:
             if requeue:
-                self.mq.nack(delivery_tag, "rejected by the consumer (requeue)", delay=0)
+                self.mq.nack(m, "rejected by the consumer (requeue)", delay=0)
             else:
-                self.mq.fail(delivery_tag, "rejected by the consumer")
+                self.mq.fail(m, "rejected by the consumer")
             self.qos.reject(delivery_tag, requeue=False)
         else:
             super().basic_reject(delivery_tag, requeue=requeue)
@@ -220,35 +325,56 @@ class Channel(virtual.Channel):
 
     def _restore(self, message: Any) -> None:
         # kombu's restore of unacked messages (channel close, basic_recover): give the claim back.
-        tag = message.delivery_tag
-        if self._settled(tag):
-            self.mq.release(tag)
+        m = self._settled(message.delivery_tag)
+        if m is not None:
+            self.mq.release(m)
         else:
             super()._restore(message)
+
+    def _release_buffer(self, queue: str | None = None) -> None:
+        """Give back claimed messages never handed to kombu (consumer cancelled, channel closed)."""
+        with self._lock:
+            refills = list(self._refills.values()) if queue is None else [self._refills.get(queue)]
+        wait([f for f in refills if f is not None], timeout=120)
+        with self._lock:
+            names = list(self._buffers) if queue is None else [queue]
+            claims = [c for name in names for c in self._buffers.pop(name, ())]
+        self._give_back(claims)
+
+    def _give_back(self, claims: list[_Claim]) -> None:
+        for c in claims:
+            m = self._settled(c.tag)
+            if m is None:
+                continue
+            try:
+                self.mq.release(m)
+            except MqliteError as exc:
+                log.warning("mqlite: could not release message %s (it comes back by recovery): %s", m.id, exc)
 
     def renew_leases(self, now: float) -> None:
         """Extend the claims held longer than a third of their lease (called from the consuming loop)."""
         lease = self.connection.lease
-        with self._held_lock:
-            due = [tag for tag, at in self._held.items() if at <= now]
-        for tag in due:
+        with self._lock:
+            due = [c for c in self._held.values() if c.renew_at <= now]
+        for c in due:
             try:
-                kept = self.mq.extend(tag, lease)
-            except NotClaimed:
-                kept = False
-            with self._held_lock:
-                if tag not in self._held:
-                    continue  # settled meanwhile
-                if kept:
-                    self._held[tag] = now + lease / 3
-                else:
-                    log.warning("mqlite: claim %s was lost while held; it will be delivered again", tag)
-                    self._held[tag] = float("inf")
+                kept = self.mq.extend(c.message, lease)
+            except NotClaimed:  # settled meanwhile
+                continue
+            with self._lock:
+                if c.tag not in self._held:
+                    continue
+                c.renew_at = now + lease / 3 if kept else float("inf")
+            if not kept:
+                log.warning("mqlite: claim of message %s was lost while held; it will be delivered again",
+                            c.message.id)
 
     def close(self) -> None:
-        super().close()  # restores (releases) unacked messages first
-        with self._held_lock:
-            self._held.clear()
+        if not self.closed:
+            super().close()  # cancels consumers and restores (releases) unacked messages
+            self._release_buffer()
+            with self._lock:
+                self._held.clear()
 
 
 class Transport(virtual.Transport):
@@ -281,10 +407,21 @@ class Transport(virtual.Transport):
         self.queue_prefix = str(opts.get("queue_prefix", ""))
         if opts.get("min_polling_interval") is not None:
             self.min_polling_interval = float(opts["min_polling_interval"])
+        self.claim_batch = int(opts.get("claim_batch", DEFAULT_CLAIM_BATCH))
+        self.ack_threads = int(opts.get("ack_threads", DEFAULT_ACK_THREADS))
+        if self.claim_batch < 1 or self.ack_threads < 0:
+            raise ValueError("the mqlite transport needs claim_batch >= 1 and ack_threads >= 0")
         self._queue_options = {k: opts[k] for k in _QUEUE_OPTIONS if k in opts}
+        self._queue_options.setdefault("pool_size", max(10, self.ack_threads + 4))
         self._dsn = _dsn_of(client.hostname)
         self._mq: Queue | None = None
         self._mq_lock = threading.Lock()
+        self._claim_pool: ThreadPoolExecutor | None = None
+        self._refill_pool: ThreadPoolExecutor | None = None
+        self._ack_pool: ThreadPoolExecutor | None = None
+        self._ack_slots = threading.BoundedSemaphore(max(1, 4 * self.ack_threads))
+        self._acks_pending: set[Any] = set()
+        self._pools_lock = threading.Lock()
         self._recovered = False
         self._idle = self.min_polling_interval
         self._wakeup = threading.Event()
@@ -308,17 +445,98 @@ class Transport(virtual.Transport):
         try:
             super().close_connection(connection)  # closes channels, which release unacked claims
         finally:
+            self.flush_acks()
+            with self._pools_lock:
+                pools = (self._refill_pool, self._claim_pool, self._ack_pool)
+                self._refill_pool = self._claim_pool = self._ack_pool = None
+            for pool in pools:
+                if pool is not None:
+                    pool.shutdown(wait=True)
             with self._mq_lock:
                 mq, self._mq = self._mq, None
             if mq is not None:
                 _Shared.release(mq)
 
-    def verify_connection(self, connection: Any) -> bool:
+    # -- claiming in batches, acknowledging in the background ---------------------------------
+
+    def _pool(self, kind: str) -> ThreadPoolExecutor:
+        with self._pools_lock:
+            if kind == "refill":
+                if self._refill_pool is None:
+                    self._refill_pool = ThreadPoolExecutor(4, thread_name_prefix="mqlite-refill")
+                return self._refill_pool
+            if kind == "claim":
+                if self._claim_pool is None:
+                    self._claim_pool = ThreadPoolExecutor(self.claim_batch, thread_name_prefix="mqlite-claim")
+                return self._claim_pool
+            if self._ack_pool is None:
+                self._ack_pool = ThreadPoolExecutor(self.ack_threads, thread_name_prefix="mqlite-ack")
+            return self._ack_pool
+
+    def submit_refill(self, fn: Any, queue: str, want: int) -> Any:
+        return self._pool("refill").submit(fn, queue, want)
+
+    def take_many(self, queue: str, want: int) -> list[MqMessage]:
+        """Claim up to `want` messages of `queue` (mqlite queue name).
+
+        `Queue.take` claims one message per caller; callers waiting at the same time share one
+        claim statement (mqlite's group claim). So `want` concurrent takes cost a few statements
+        instead of `want`, on a server where every statement is a commit.
+        """
+        mq = self.mq
+        if want <= 1:
+            m = mq.take(queue, lease=self.lease)
+            return [] if m is None else [m]
+        futures = [self._pool("claim").submit(mq.take, queue, lease=self.lease) for _ in range(want)]
+        got: list[MqMessage] = []
+        error: BaseException | None = None
+        for future in futures:
+            try:
+                m = future.result()
+            except Exception as exc:  # that take claimed nothing; the others' claims stand
+                error = error or exc
+                continue
+            if m is not None:
+                got.append(m)
+        if error is not None and not got:
+            raise error
+        got.sort(key=lambda m: m.id)
+        return got
+
+    def ack(self, message: MqMessage) -> None:
+        """Acknowledge in the background (as AMQP does: an ack is not waited for). Bounded: at most
+        4 x `ack_threads` acks are pending; `ack_threads=0` acknowledges in the caller's thread.
+        An ack lost with its process leaves the claim to recovery: the message runs again."""
+        if not self.ack_threads:
+            self.mq.ack(message)
+            return
+        self._ack_slots.acquire()
         try:
-            self.mq.schema_status()
-            return True
-        except MqliteError:
-            return False
+            future = self._pool("ack").submit(self._ack_now, message)
+        except BaseException:
+            self._ack_slots.release()
+            raise
+        with self._pools_lock:
+            self._acks_pending.add(future)
+        future.add_done_callback(self._ack_done)
+
+    def _ack_now(self, message: MqMessage) -> None:
+        try:
+            self.mq.ack(message)
+        except Exception as exc:
+            log.error("mqlite: ack of message %s failed (it will be delivered again): %s", message.id, exc)
+
+    def _ack_done(self, future: Any) -> None:
+        with self._pools_lock:
+            self._acks_pending.discard(future)
+        self._ack_slots.release()
+
+    def flush_acks(self, timeout: float | None = 60.0) -> None:
+        """Wait for the acks sent in the background."""
+        with self._pools_lock:
+            pending = list(self._acks_pending)
+        if pending:
+            wait(pending, timeout=timeout)
 
     def recover_once(self) -> None:
         """Put back claims of dead consumers when a consumer starts (a restarted worker gets its
@@ -349,12 +567,12 @@ class Transport(virtual.Transport):
                 elapsed = monotonic() - start
                 if timeout is not None and elapsed >= timeout:
                     raise socket.timeout() from None
-                wait = self._idle
+                pause = self._idle
                 self._idle = min(self._idle * 2, max(self.polling_interval or 0.0, self.min_polling_interval))
                 if timeout is not None:
-                    wait = min(wait, timeout - elapsed)
-                if wait > 0:
-                    self._wakeup.wait(wait)
+                    pause = min(pause, timeout - elapsed)
+                if pause > 0:
+                    self._wakeup.wait(pause)
                 self._wakeup.clear()
             else:
                 self._idle = self.min_polling_interval
