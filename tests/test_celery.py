@@ -127,8 +127,8 @@ def test_acks_late_sigkilled_worker_loses_nothing(q: mqlite.Queue, dsn: str, sid
     for i in range(1000):
         app.tasks["t.record"].apply_async((i,), {"sleep": 0.005})
     wait_for(lambda: done_count(side) >= 300, timeout=120, what="300 tasks done")
-    held = depth(q, "celery")[2]
     workers.kill(first)  # SIGKILL, worker and pool children: kombu restores nothing
+    held = depth(q, "celery")[2]  # the dead worker's claims (nothing has recovered them yet)
     assert held > 0, "the worker held no claimed message when it was killed"
     killed_at = done_count(side)
     assert killed_at < 1000
@@ -139,8 +139,9 @@ def test_acks_late_sigkilled_worker_loses_nothing(q: mqlite.Queue, dsn: str, sid
     )
     wait_for(lambda: depth(q, "celery") == (0, 0, 0, 0), timeout=60, what="the queue to be empty (all acked)")
     total, distinct, again = rows(side, "SELECT COUNT(*), COUNT(DISTINCT k), SUM(redelivered) FROM done")[0]
+    print(f"killed after {killed_at} runs holding {held} claims; {total - distinct} ran twice")
     assert distinct == 1000  # none lost
-    assert total - distinct <= held + 2  # run twice: at most what the dead worker held, give or take
+    assert total - distinct <= held  # run twice: at most what the dead worker held
     assert again >= 1  # the dead worker's claims came back through mqlite recovery, marked redelivered
     assert q.peek("celery", failed=True) == []
 
@@ -165,6 +166,28 @@ def test_countdown_is_an_mqlite_delay_and_routing_reaches_named_queues(
     assert depth(q, "reports") == (0, 0, 0, 0)
 
 
+@pytest.mark.slow
+def test_eta_task_held_in_worker_memory_stays_claimed_and_survives_sigkill(
+    q: mqlite.Queue, dsn: str, side, workers: Workers
+) -> None:
+    """Celery keeps a task whose eta is still ahead in the worker's memory (its timer), unacked.
+    With eta mapped to an mqlite delay that happens only when clocks disagree; simulated here by
+    making the delayed row due at once. Held in memory, it stays claimed in mqlite, so a SIGKILL
+    loses nothing: it comes back by recovery and runs, still not before its eta."""
+    app = make_app(dsn)
+    sent = time.time()
+    app.tasks["t.record"].apply_async((7,), {"sent": sent}, countdown=6)
+    side.cursor().execute("UPDATE mqlite_messages SET available_at = NOW(6) WHERE queue = 'celery'")
+    first = workers.start()
+    wait_for(lambda: depth(q, "celery")[2] == 1, timeout=60, what="the worker to claim the eta task")
+    assert done_count(side) == 0  # held in the worker's timer, not run, not acked
+    workers.kill(first)
+    workers.start()
+    (k, s, ran), = wait_for(lambda: rows(side, "SELECT k, sent, ran FROM done"), timeout=60, what="the eta task")
+    assert k == 7 and ran - s >= 6.0
+    wait_for(lambda: depth(q, "celery") == (0, 0, 0, 0), timeout=30, what="the queue to be empty")
+
+
 def test_purge_deletes_ready_and_delayed_tasks(q: mqlite.Queue, dsn: str) -> None:
     app = make_app(dsn)
     for i in range(30):
@@ -176,14 +199,21 @@ def test_purge_deletes_ready_and_delayed_tasks(q: mqlite.Queue, dsn: str) -> Non
     assert depth(q, "celery") == (0, 0, 0, 0)
 
 
-def test_celery_one_line_configuration_uses_the_transport(dsn: str) -> None:
+def test_celery_one_line_configuration_uses_the_transport(q: mqlite.Queue, dsn: str, monkeypatch) -> None:
     app = make_app(dsn)
     with app.connection_for_write() as conn:
         assert isinstance(conn.transport, Transport)
         assert conn.as_uri() == mqlite.Queue(dsn).settings.redacted()
-    alias = kombu.Connection("mqlite+" + dsn)
-    assert isinstance(alias.transport, Transport)
-    alias.close()
+    with kombu.Connection("mqlite+" + dsn) as alias:  # the alias registered by importing the module
+        assert isinstance(alias.transport, Transport)
+        alias.SimpleQueue("via-alias").put("x")
+    monkeypatch.setenv("MQLITE_DSN", dsn)
+    from celery import Celery
+
+    bare = Celery("bare", broker_transport=TRANSPORT)  # no URL: MQLITE_DSN
+    with bare.connection_for_write() as conn:
+        conn.SimpleQueue("via-env").put("y")
+    assert depth(q, "via-alias")[0] == 1 and depth(q, "via-env")[0] == 1
 
 
 # -- the transport through kombu directly --------------------------------------------------------

@@ -14,19 +14,28 @@ works in processes that import `mqlite.contrib.kombu` before connecting. Without
 
 How kombu's verbs map onto mqlite (one mqlite queue per kombu queue, same name):
 
-- publish: `Queue.push`. Celery's `countdown`/`eta` (the `eta` header) and a `DelaySeconds`
-  property become mqlite delays: the message stays delayed in the table, not in a worker's memory.
-- consume (`acks_late` or any `no_ack=False` consumer): `Queue.take(lease=…)`; the delivery tag
+- publish: `Queue.push`, one `INSERT`. Celery's `countdown`/`eta` (the `eta` header) and a
+  `DelaySeconds` property become mqlite delays: the message waits in the table, not in a worker.
+- consume (`no_ack=False`, which is every Celery worker): `Queue.take(lease=…)`; the delivery tag
   is the claim's receipt. `basic_ack` -> `ack`; `basic_reject(requeue=True)` -> `nack` with no
   delay (back at once, one attempt counted, so a message that keeps killing its worker ends
   failed after `max_attempts` instead of looping); `basic_reject(requeue=False)` -> `fail`
-  (kept in the failed state with the reason, mqlite's dead letter).
-- unacked messages at a clean shutdown (kombu's restore): `release`, the same message, no attempt
-  counted. A worker that dies (SIGKILL, OOM, power loss) restores nothing: its claims are owned
-  by its dead database sessions and come back by mqlite's recovery, which every consumer runs
-  (and a consumer runs once at start).
+  (kept in the failed state with the reason: mqlite's dead letter).
+- unacked messages at a clean shutdown (kombu's restore): `release`, the same row, no attempt
+  counted, no copy. A worker that dies (SIGKILL, OOM, power loss) restores nothing: its claims
+  belong to its dead database sessions and come back by mqlite's recovery, which consumers run
+  (a consumer also runs it once when it starts).
 - `no_ack=True` consumers and `basic_get(no_ack=True)`: `Queue.pop` (at-most-once).
 - purge: `Queue.purge` (ready and delayed messages; claimed ones finish).
+
+Throughput on a server where every statement is a commit:
+- claims are made in batches of up to the prefetch window left (`claim_batch`, default 16, caps
+  it): that many `take` calls at once, which mqlite's group claim serves with a few statements;
+  the next batch is claimed while the worker goes through the current one. An idle queue is
+  probed with a single take. Buffered claims are renewed and released like delivered ones.
+- acks go out in the background on `ack_threads` threads (default 8; at most 4 x that many
+  pending; 0 = acknowledge in the caller's thread), so their commits share fsyncs. Like an AMQP
+  ack, an ack is not waited for: if the process dies before it lands, the message runs again.
 
 Leases and prefetch: a message in Celery's prefetch buffer is claimed by this process for
 `lease` seconds (default 600) and renewed every `lease / 3` seconds while unacked, from the
@@ -38,9 +47,12 @@ Idle polling: every queue is polled once per round; after an empty round the con
 `min_polling_interval` (default 0.01 s), doubling up to `polling_interval` (default 1 s) while
 nothing arrives; an acknowledgement wakes it early (a slot in the prefetch window opened).
 
-Transport options (`broker_transport_options`): `table`, `queue_prefix`, `lease`,
-`polling_interval`, `min_polling_interval`, `pool_size`, `max_attempts`, `retry_for`,
-`recover_every`, `connect_timeout`.
+Not supported: fanout exchanges (so no broadcast: Celery's remote control and events stay off,
+as with kombu's SQLAlchemy transport), priorities, per-message TTL.
+
+Transport options (`broker_transport_options`): `lease`, `polling_interval`,
+`min_polling_interval`, `claim_batch`, `ack_threads`, `queue_prefix`, and for the `mqlite.Queue`:
+`table`, `pool_size`, `max_attempts`, `retry_for`, `recover_every`, `connect_timeout`.
 """
 
 from __future__ import annotations
@@ -137,6 +149,7 @@ class Channel(virtual.Channel):
         self._busy: set[str] = set()
         self._refills: dict[str, Any] = {}  # queue -> Future of the batch claim in flight
         self._refill_errors: dict[str, BaseException] = {}
+        self._closing = False
 
     @property
     def mq(self) -> Queue:
@@ -270,7 +283,7 @@ class Channel(virtual.Channel):
                 self._refill_errors[queue] = error  # raised by the consumer when its buffer runs dry
             else:
                 self._refill_errors.pop(queue, None)
-            wanted = not self.closed and queue in self._active_queues
+            wanted = not (self.closed or self._closing) and queue in self._active_queues
             if wanted:
                 self._buffers.setdefault(queue, deque()).extend(claims)
             if got:
@@ -342,6 +355,10 @@ class Channel(virtual.Channel):
         self._give_back(claims)
 
     def _give_back(self, claims: list[_Claim]) -> None:
+        if claims and self.connection is None:  # closed under us: nothing left to release with
+            log.warning("mqlite: %d claims of a closed channel come back by recovery once this "
+                        "process closes its claim sessions", len(claims))
+            return
         for c in claims:
             m = self._settled(c.tag)
             if m is None:
@@ -371,8 +388,9 @@ class Channel(virtual.Channel):
 
     def close(self) -> None:
         if not self.closed:
-            super().close()  # cancels consumers and restores (releases) unacked messages
+            self._closing = True  # batch claims landing from now on are given back, not buffered
             self._release_buffer()
+            super().close()  # cancels consumers and restores (releases) unacked messages
             with self._lock:
                 self._held.clear()
 
@@ -463,7 +481,7 @@ class Transport(virtual.Transport):
         with self._pools_lock:
             if kind == "refill":
                 if self._refill_pool is None:
-                    self._refill_pool = ThreadPoolExecutor(4, thread_name_prefix="mqlite-refill")
+                    self._refill_pool = ThreadPoolExecutor(2, thread_name_prefix="mqlite-refill")
                 return self._refill_pool
             if kind == "claim":
                 if self._claim_pool is None:
