@@ -40,7 +40,7 @@ ROOT = HERE.parent
 # -- the app: the bench process sends with it, the worker imports this module -----------------
 
 
-def make_app(kind: str, dsn: str, polling_interval: float | None = None):
+def make_app(kind: str, dsn: str, polling_interval: float | None = None, extra: dict | None = None):
     from celery import Celery
 
     from mqlite.config import parse_dsn
@@ -56,6 +56,8 @@ def make_app(kind: str, dsn: str, polling_interval: float | None = None):
         scheme = "sqla" if polling_interval is None else "sqlafast"
         app = Celery("bench", broker=f"{scheme}+mysql+mysqldb://{auth}@{host}:{port}/{s.database}")
     options = {"polling_interval": polling_interval} if kind == "mqlite" and polling_interval is not None else {}
+    if kind == "mqlite":
+        options.update(extra or {})
     app.conf.update(broker_transport_options=options, worker_hijack_root_logger=False,
                     broker_connection_retry_on_startup=True)
     out = os.environ.get("BENCH_OUT")
@@ -86,7 +88,8 @@ except ImportError:  # SQLAlchemy missing: only the mqlite side can run
 
 if os.environ.get("BENCH_KIND"):
     _pi = os.environ.get("BENCH_POLLING")
-    app = make_app(os.environ["BENCH_KIND"], os.environ["BENCH_DSN"], float(_pi) if _pi else None)
+    app = make_app(os.environ["BENCH_KIND"], os.environ["BENCH_DSN"], float(_pi) if _pi else None,
+                   json.loads(os.environ.get("BENCH_MQLITE_OPTIONS") or "{}"))
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
@@ -181,12 +184,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--pool", default="prefork", help="the worker's pool (prefork, threads, solo)")
     parser.add_argument("--only", default=None, help="run only this transport (mqlite or sqla)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an mqlite transport option, e.g. claim_batch=8 (numbers are parsed as JSON)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per drain")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     import mqlite
     from mqlite.server import dsn_or_throwaway
+
+    extra = {}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        try:
+            extra[key] = json.loads(value)
+        except ValueError:
+            extra[key] = value
+    os.environ["BENCH_MQLITE_OPTIONS"] = json.dumps(extra)
 
     variants = [("mqlite", None), ("sqla", None), ("sqla", 0.01)]
     if args.only:
@@ -206,7 +220,7 @@ def main() -> None:
                     if kind == "mqlite":
                         with mqlite.Queue(dsn) as q:
                             q.apply_schema()
-                    app = make_app(kind, dsn, polling)
+                    app = make_app(kind, dsn, polling, extra)
                     push_rate = publish(app, args.tasks, args.producers)
                     app.pool.force_close_all()
                     drain_rate = consume(kind, dsn, polling, args.tasks, args.concurrency, args.timeout, args.pool)
@@ -216,9 +230,8 @@ def main() -> None:
                 row = {"round": rnd + 1, "transport": label, "publish_per_s": round(push_rate),
                        "consume_per_s": round(drain_rate)}
                 results.append(row)
-                if not args.json:
-                    print(f"round {rnd + 1}  {label:38s} publish {push_rate:8,.0f}/s   consume {drain_rate:8,.0f}/s",
-                          flush=True)
+                print(f"round {rnd + 1}  {label:38s} publish {push_rate:8,.0f}/s   consume {drain_rate:8,.0f}/s",
+                      file=sys.stderr if args.json else sys.stdout, flush=True)
 
     def median(transport: str, key: str) -> float:
         return statistics.median(r[key] for r in results if r["transport"] == transport)
@@ -243,7 +256,7 @@ def main() -> None:
     report = {
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}",
         "tasks": args.tasks, "rounds": args.rounds, "producers": args.producers,
-        "concurrency": args.concurrency, "pool": args.pool, "results": results, "median": summary,
+        "concurrency": args.concurrency, "pool": args.pool, "mqlite_options": extra, "results": results, "median": summary,
     }
     if args.json:
         print(json.dumps(report, indent=2))
