@@ -1,0 +1,273 @@
+#!/usr/bin/env python
+"""Celery task throughput on mqlite vs Celery on kombu's SQLAlchemy transport, same server, same run.
+
+    .venv/bin/python bench/celery_bench.py [--tasks 2000] [--rounds 2] [--dsn mysql://…]
+
+Without --dsn (or MQLITE_DSN) a throwaway MariaDB is started. Each transport gets a fresh
+database on that server; per round and transport:
+
+1. publish: `task.delay(i)` for every task from `--producers` threads of this process (no worker
+   running), timed;
+2. consume: a real `celery worker` (prefork, `--concurrency`, the defaults otherwise: early acks,
+   prefetch multiplier 4) drains the queue; each task appends `time.time()` to a file, and the
+   rate is tasks per second between the first and the last completion (worker start-up excluded).
+
+Both transports run the same worker command; the SQLAlchemy transport runs with its default
+`polling_interval` (1 s) and, as a second baseline, with 0.01 s (its best case: it sleeps a
+whole interval whenever the prefetch window is full). The ratio is taken against the better
+SQLAlchemy result of the round. This file is also the worker's app module (`-A celery_bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+# -- the app: the bench process sends with it, the worker imports this module -----------------
+
+
+def make_app(kind: str, dsn: str, polling_interval: float | None = None, extra: dict | None = None):
+    from celery import Celery
+
+    from mqlite.config import parse_dsn
+
+    if kind == "mqlite":
+        app = Celery("bench", broker=dsn, broker_transport="mqlite.contrib.kombu:Transport")
+    else:
+        s = parse_dsn(dsn)
+        host, port = s.hosts[0]
+        auth = s.user + (f":{s.password}" if s.password else "")
+        # kombu hands every transport option of this transport to create_engine(), so its polling
+        # interval can only be changed on the class (registered below as `sqlafast`).
+        scheme = "sqla" if polling_interval is None else "sqlafast"
+        app = Celery("bench", broker=f"{scheme}+mysql+mysqldb://{auth}@{host}:{port}/{s.database}")
+    options = {"polling_interval": polling_interval} if kind == "mqlite" and polling_interval is not None else {}
+    if kind == "mqlite":
+        options.update(extra or {})
+    app.conf.update(broker_transport_options=options, worker_hijack_root_logger=False,
+                    broker_connection_retry_on_startup=True)
+    out = os.environ.get("BENCH_OUT")
+    fds: dict[int, int] = {}
+
+    @app.task(name="bench.tick", shared=False)
+    def tick(i: int) -> None:
+        fd = fds.get(os.getpid())
+        if fd is None:
+            fd = fds[os.getpid()] = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(fd, f"{time.time():.6f}\n".encode())
+
+    return app
+
+
+try:
+    from kombu.transport.sqlalchemy import Transport as _Sqla
+
+    from kombu.transport import TRANSPORT_ALIASES
+
+    class FastPollingSqla(_Sqla):
+        polling_interval = 0.01
+
+    TRANSPORT_ALIASES["sqlafast"] = "celery_bench:FastPollingSqla"
+except ImportError:  # SQLAlchemy missing: only the mqlite side can run
+    pass
+
+
+if os.environ.get("BENCH_KIND"):
+    _pi = os.environ.get("BENCH_POLLING")
+    app = make_app(os.environ["BENCH_KIND"], os.environ["BENCH_DSN"], float(_pi) if _pi else None,
+                   json.loads(os.environ.get("BENCH_MQLITE_OPTIONS") or "{}"))
+
+
+# -- the benchmark ---------------------------------------------------------------------------------
+
+
+def publish(app, tasks: int, producers: int) -> float:
+    tick = app.tasks["bench.tick"]
+    tick.delay(-1)  # connect and declare before timing
+    per = [tasks // producers + (1 if i < tasks % producers else 0) for i in range(producers)]
+    start = threading.Barrier(producers + 1)
+
+    def run(n: int) -> None:
+        start.wait()
+        for i in range(n):
+            tick.delay(i)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in per]
+    for t in threads:
+        t.start()
+    start.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    return tasks / (time.perf_counter() - began)
+
+
+def consume(kind: str, dsn: str, polling: float | None, tasks: int, concurrency: int, timeout: float,
+            pool: str = "prefork") -> float:
+    out = Path(tempfile.mkstemp(prefix="celery-bench-", suffix=".txt")[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]), "BENCH_KIND": kind,
+           "BENCH_DSN": dsn, "BENCH_OUT": str(out), "BENCH_POLLING": "" if polling is None else str(polling)}
+    log = open(out.with_suffix(".log"), "wb")  # noqa: SIM115
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "celery_bench", "worker", "-P", pool, "-c", str(concurrency),
+         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    log.close()
+    try:
+        deadline = time.monotonic() + timeout
+        want = tasks + 1  # the warm-up task too
+        while True:
+            stamps = out.read_text().split()
+            if len(stamps) >= want:
+                break
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{kind}: {len(stamps)}/{want} tasks ran; log: "
+                                   f"{out.with_suffix('.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        times = sorted(float(x) for x in stamps)
+        return (len(times) - 1) / (times[-1] - times[0])
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        out.unlink(missing_ok=True)
+        out.with_suffix(".log").unlink(missing_ok=True)
+
+
+def fresh_database(server_dsn: str, name: str) -> str:
+    import MySQLdb
+
+    from mqlite.config import parse_dsn
+
+    s = parse_dsn(server_dsn)
+    conn = MySQLdb.connect(autocommit=True, **s.connect_kwargs())
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+    conn.cursor().execute(f"CREATE DATABASE `{name}`")
+    conn.close()
+    return s.with_database(name).url()
+
+
+def drop_database(server_dsn: str, name: str) -> None:
+    import MySQLdb
+
+    from mqlite.config import parse_dsn
+
+    conn = MySQLdb.connect(autocommit=True, **parse_dsn(server_dsn).connect_kwargs())
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+    conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", default=None, help="server to use (default: MQLITE_DSN, else a throwaway one)")
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--producers", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--pool", default="prefork", help="the worker's pool (prefork, threads, solo)")
+    parser.add_argument("--only", default=None, help="run only this transport (mqlite or sqla)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an mqlite transport option, e.g. claim_batch=8 (numbers are parsed as JSON)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per drain")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    import mqlite
+    from mqlite.server import dsn_or_throwaway
+
+    extra = {}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        try:
+            extra[key] = json.loads(value)
+        except ValueError:
+            extra[key] = value
+    os.environ["BENCH_MQLITE_OPTIONS"] = json.dumps(extra)
+
+    variants = [("mqlite", None), ("sqla", None), ("sqla", 0.01)]
+    if args.only:
+        variants = [v for v in variants if v[0] == args.only]
+    results: list[dict] = []
+    with dsn_or_throwaway(args.dsn) as server_dsn:
+        for rnd in range(args.rounds):
+            # Alternate the order: load from elsewhere on a shared machine drifts during a round.
+            order = list(enumerate(variants))
+            if rnd % 2:
+                order.reverse()
+            for vi, (kind, polling) in order:
+                # A new name each time: kombu caches SQLAlchemy engines (and creates tables) per URL.
+                name = f"mqlite_celery_bench_{rnd}_{vi}"
+                dsn = fresh_database(server_dsn, name)
+                try:
+                    if kind == "mqlite":
+                        with mqlite.Queue(dsn) as q:
+                            q.apply_schema()
+                    app = make_app(kind, dsn, polling, extra)
+                    push_rate = publish(app, args.tasks, args.producers)
+                    app.pool.force_close_all()
+                    drain_rate = consume(kind, dsn, polling, args.tasks, args.concurrency, args.timeout, args.pool)
+                finally:
+                    drop_database(server_dsn, name)
+                label = kind if polling is None else f"{kind} (polling_interval={polling})"
+                row = {"round": rnd + 1, "transport": label, "publish_per_s": round(push_rate),
+                       "consume_per_s": round(drain_rate)}
+                results.append(row)
+                print(f"round {rnd + 1}  {label:38s} publish {push_rate:8,.0f}/s   consume {drain_rate:8,.0f}/s",
+                      file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    def median(transport: str, key: str) -> float:
+        return statistics.median(r[key] for r in results if r["transport"] == transport)
+
+    def per_round_ratios(key: str) -> list[float]:
+        ratios = []
+        for rnd in sorted({r["round"] for r in results}):
+            mine = [r[key] for r in results if r["round"] == rnd and r["transport"] == "mqlite"]
+            theirs = [r[key] for r in results if r["round"] == rnd and r["transport"].startswith("sqla")]
+            if mine and theirs:
+                ratios.append(round(mine[0] / max(theirs), 2))
+        return ratios
+
+    summary = {}
+    sqla_labels = sorted({r["transport"] for r in results if r["transport"].startswith("sqla")})
+    for key in ("publish_per_s", "consume_per_s"):
+        ratios = per_round_ratios(key)
+        summary[key] = {"mqlite": median("mqlite", key) if "mqlite" in {r["transport"] for r in results} else None,
+                        "sqla_best": max((median(lbl, key) for lbl in sqla_labels), default=None),
+                        "ratio_per_round": ratios,
+                        "ratio": statistics.median(ratios) if ratios else None}
+    report = {
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}",
+        "tasks": args.tasks, "rounds": args.rounds, "producers": args.producers,
+        "concurrency": args.concurrency, "pool": args.pool, "mqlite_options": extra, "results": results, "median": summary,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, s in summary.items():
+            if s["ratio"] is None:
+                continue
+            print(f"median {key:14s} mqlite {s['mqlite']:8,.0f}/s   sqla (best) {s['sqla_best']:8,.0f}/s   "
+                  f"ratio {s['ratio']:.1f}x (per round, against that round's better sqla: {s['ratio_per_round']})")
+        print(report["machine"])
+
+
+if __name__ == "__main__":
+    main()
