@@ -129,12 +129,15 @@ def test_a_node_killed_under_load_loses_nothing_and_its_claims_come_back_by_leas
         t.start()
     try:
         wait_for(lambda: len(done) >= 300, timeout=120, what="load before the kill")
+        held = queues[1].take("load", lease=5)  # a consumer on node 2 mid-message when its node dies
+        assert held is not None
         galera.kill(1)
         for t in producers:
             t.join(timeout=300)
         # Every acknowledged push is processed by the two survivors, including the claims that died
         # with node 2's sessions: they come back when their 5 s lease runs out.
-        wait_for(lambda: set(pushed) <= set(done), timeout=180, what="every acknowledged push processed")
+        wait_for(lambda: set(pushed) <= set(done) and held.id in done, timeout=180,
+                 what="every acknowledged push processed, the held one too")
         assert sum(r.lease_expired for r in recoveries) >= 1
     finally:
         stop.set()
