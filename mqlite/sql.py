@@ -6,6 +6,7 @@ the name is validated before it is ever formatted in. Every value is a bound par
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -371,6 +372,12 @@ class ReferenceStatements:
 
     def insert_many(self, rows: int) -> str:
         return _multi_row(self.insert_many_head, self.insert_many_row, rows)
+
+
+def seed_delayed(table: str) -> Callable[[int], str]:
+    """An n-row INSERT of messages into an mqlite table, due in a day (benchmark seeding)."""
+    head = f"INSERT INTO `{check_table(table)}` (queue, body, available_at) VALUES "
+    return lambda rows: _multi_row(head, "(%s,%s,NOW(6) + INTERVAL 1 DAY)", rows)
 
 
 def _multi_row(head: str, row: str, rows: int) -> str:

@@ -198,7 +198,10 @@ class Worker:
                 self._stop.wait(0.5)
             deadline = time.monotonic() + self.stop_timeout
             for t in threads:
-                t.join(max(0.0, deadline - time.monotonic()))
+                # Short joins: a signal delivered to another thread does not interrupt a long one,
+                # and the main thread must stay free to run the second-signal handler.
+                while t.is_alive() and (left := deadline - time.monotonic()) > 0:
+                    t.join(min(0.2, left))
         finally:
             heartbeat.stop()
             self._unregister()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .. import sql
 from . import drivers, harness
 from .drivers import Case, MqliteDriver
 from .harness import Bound, Group
@@ -25,6 +26,7 @@ GOAL = 0.8
 @dataclass
 class Point:
     backlog: int
+    delayed: int  # rows of the same queue due in a day: not poppable, but in the table
     clients: int
     messages: int
     seconds: float
@@ -51,7 +53,7 @@ def _rss_mb() -> float | None:
 def probe(
     dsn: str,
     *,
-    sizes: Sequence[int] = (10_000, 1_000_000),
+    sizes: Sequence[int | tuple[int, int]] = (10_000, 1_000_000),
     clients: int = 64,
     take: int = 5_000,
     rounds: int = 4,
@@ -59,20 +61,29 @@ def probe(
     cap: float = 60.0,
     progress: Callable[[str, float, int], None] | None = None,
 ) -> list[Point]:
-    """Pop `take` messages `rounds` times at each backlog size; one Point per size."""
+    """Pop `take` messages `rounds` times at each backlog size; one Point per size.
+
+    A size may be `(ready, delayed)`: `delayed` more rows of the queue, due in a day, sit in the
+    table while the ready ones are popped (the claim must not walk them).
+    """
     run_id = uuid.uuid4().hex[:6]
     points = []
-    for n, size in enumerate(sizes):
+    for n, point in enumerate(sizes):
+        size, delayed = point if isinstance(point, tuple) else (point, 0)
         if take > size:
             raise ValueError(f"take ({take}) must not exceed the backlog ({size})")
         case = Case(dsn=dsn, table=f"mqb_{run_id}_b{n}", queue=f"mqb-{run_id}-b{n}", body_size=body_size,
                     pool_size=clients + 4)
-        label = f"backlog {size:,}"
+        label = f"backlog {size:,}" + (f" + {delayed:,} delayed" if delayed else "")
         drivers.create_table(dsn, case.table)
         try:
             began = time.monotonic()
             drivers.seed(dsn, case.table, case.queue, size, body_size,
                          tick=lambda done, s=size, lb=label: progress and progress(f"seeding {lb}", done / s, done))
+            if delayed:
+                drivers.insert_rows(dsn, sql.seed_delayed(case.table), (case.queue, drivers.body(body_size)), delayed,
+                                    tick=lambda done, lb=label: progress and progress(
+                                        f"seeding {lb}: delayed", done / delayed, done))
             seeded = time.monotonic() - began
             messages, seconds, latencies = 0, 0.0, []
             for r in range(rounds):
@@ -92,7 +103,7 @@ def probe(
             latencies.sort()
             p50, p99 = harness.percentile(latencies, 0.5), harness.percentile(latencies, 0.99)
             points.append(Point(
-                size, clients, messages, round(seconds, 3), round(messages / seconds if seconds else 0.0, 1),
+                size, delayed, clients, messages, round(seconds, 3), round(messages / seconds if seconds else 0.0, 1),
                 None if p50 is None else round(p50 * 1e3, 3), None if p99 is None else round(p99 * 1e3, 3),
                 round(seeded, 1), _rss_mb(),
             ))
@@ -105,5 +116,5 @@ def ratio(points: Sequence[Point]) -> float | None:
     """Rate at the largest backlog over the rate at the smallest."""
     if len(points) < 2 or not points[0].rate:
         return None
-    small, big = min(points, key=lambda p: p.backlog), max(points, key=lambda p: p.backlog)
+    small, big = points[0], points[-1]
     return round(big.rate / small.rate, 3)

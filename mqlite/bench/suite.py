@@ -82,14 +82,16 @@ class Plan:
 PLANS: dict[str, list[Plan]] = {
     "push": [
         Plan("push", "mqlite", "mqlite", "table", MqliteDriver, "push"),
-        Plan("push", "raw-insert", "sql", "reftable", RawDriver, "insert"),
+        # The push ceiling: the same INSERT into a table of mqlite's own schema (same indexes), so
+        # the ratio measures what the library adds, not what its columns and indexes cost.
+        Plan("push", "raw-insert", "sql", "table", RawDriver, "insert"),
         Plan("push", "huey", "peer", "huey", HueyDriver, "push"),
         Plan("push", "rq", "peer", "redis", RqDriver, "push"),
     ],
     "push-many": [
         # per_call=0: one call pushes `batch` messages
         Plan("push-many", "mqlite", "mqlite", "table", MqliteDriver, "push-many", per_call=0),
-        Plan("push-many", "raw-insert-batch", "sql", "reftable", RawDriver, "insert-many", per_call=0),
+        Plan("push-many", "raw-insert-batch", "sql", "table", RawDriver, "insert-many", per_call=0),
     ],
     "pop": [
         Plan("pop", "mqlite", "mqlite", "table", MqliteDriver, "pop", seeded=True),
