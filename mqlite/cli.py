@@ -99,6 +99,13 @@ def _age(ts: datetime | None) -> str:
     return _seconds((datetime.now() - ts).total_seconds())
 
 
+def _due(ts: datetime | None) -> str:
+    if ts is None:
+        return "-"
+    wait = (ts - datetime.now()).total_seconds()
+    return "now" if wait <= 0 else f"in {_seconds(wait)}"
+
+
 def _seconds(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -307,20 +314,22 @@ def peek(
     table: TableOpt = DEFAULT_TABLE,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show the oldest ready (or failed) messages of QUEUE without taking them."""
+    """Show the next messages of QUEUE (ready, delayed or claimed), or its failed ones, without taking them."""
     with _queue(dsn, table, pool_size=1) as q:
         messages = q.peek(queue, limit, failed=failed)
     if as_json:
         _print_json([_message_json(m) for m in messages])
         return
     if not messages:
-        out.print(f"{queue}: no {'failed' if failed else 'ready'} messages", highlight=False)
+        out.print(f"{queue}: no {'failed' if failed else 'pending'} messages", highlight=False)
         return
-    t = Table("id", "age", "attempts", "owner", "last error", "body", title=f"{queue}: {len(messages)} "
-              f"{'failed' if failed else 'ready'} (oldest first)")
+    # Not failed means waiting, delayed (a backoff, a delay) or in a consumer's hands: "due" and
+    # "owner" tell which.
+    title = f"{queue}: {len(messages)} failed (oldest first)" if failed else f"{queue}: next {len(messages)} due"
+    t = Table("id", "age", "due", "attempts", "owner", "last error", "body", title=title)
     for m in messages:
         t.add_row(
-            str(m.id), _age(m.created_at), str(m.attempts), str(m.owner or "-"),
+            str(m.id), _age(m.created_at), _due(m.available_at), str(m.attempts), str(m.owner or "-"),
             Text(_preview(m.last_error, _ERROR_PREVIEW), style="red"),
             Text(_preview(m.body, _PREVIEW)),
         )

@@ -114,7 +114,18 @@ def test_peek_shows_the_oldest_messages_without_taking_them(q: mqlite.Queue, dsn
     assert [m["body"] for m in listed] == ["hello world", "line\nbreak"]
     assert listed[0]["attempts"] == 0 and listed[0]["owner"] == 0
     assert q.size("mail") == 3
-    assert invoke("peek", "empty", "--dsn", dsn).output.strip() == "empty: no ready messages"
+    assert invoke("peek", "empty", "--dsn", dsn).output.strip() == "empty: no pending messages"
+
+
+def test_peek_says_when_a_delayed_message_is_due(q: mqlite.Queue, dsn: str) -> None:
+    q.push("mail", "later", delay=3600)
+    q.push("mail", "now")
+    table = invoke("peek", "mail", "--dsn", dsn)
+    cells = {row[-1]: row for row in (
+        [cell.strip() for cell in line.strip("│").split("│")] for line in table.output.splitlines() if "│" in line
+    )}
+    assert cells["now"][2] == "now", table.output
+    assert cells["later"][2] in ("in 59.9m", "in 60.0m", "in 1.0h"), table.output
 
 
 def test_peek_failed_shows_the_last_error(q: mqlite.Queue, dsn: str) -> None:
