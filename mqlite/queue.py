@@ -23,7 +23,8 @@ class Queue(Producing, Consuming, Administering):
     """A handle on one messages table. Thread-safe; one per process is the intended use.
 
     `dsn=None` reads `MQLITE_DSN`. Connections are pooled (at most `pool_size`), opened lazily,
-    and time out after `connect_timeout` seconds. Transient errors are retried for up to
+    and time out after `connect_timeout` seconds; a call waits at most `checkout_timeout` seconds
+    for a free one, then raises Unavailable (size the pool to the threads that share it). Transient errors are retried for up to
     `retry_for` seconds (0 disables). A message whose handler fails is retried after `backoff`
     and becomes failed after `max_attempts`. Consumers run recovery themselves, at most every
     `recover_every` seconds (0 disables) when they find a queue empty, and every

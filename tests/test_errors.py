@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -143,3 +144,16 @@ def test_body_over_max_allowed_packet_is_refused_before_sending(q: mqlite.Queue,
 def test_every_error_is_an_mqlite_error() -> None:
     for cls in (ConfigError, InvalidName, PayloadTooLarge, Unavailable, SchemaMissing, InvalidBody):
         assert issubclass(cls, MqliteError)
+
+
+def test_a_push_waits_at_most_checkout_timeout_for_a_free_connection(dsn: str) -> None:
+    with mqlite.Queue(dsn, pool_size=1, checkout_timeout=0.3) as q:
+        q.apply_schema()
+        q.push("jobs", "first")
+        with q._pool.connection():  # the only connection, held
+            began = time.monotonic()
+            with pytest.raises(Unavailable, match="no free connection .* after 0.3s"):
+                q.push("jobs", "blocked")
+            assert 0.25 < time.monotonic() - began < 2  # the caller's bound, not retried past it
+        assert q.push("jobs", "after") > 0  # the slot came back
+        assert [m.text() for m in q.peek("jobs")] == ["first", "after"]
