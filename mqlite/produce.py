@@ -102,7 +102,11 @@ class Producing(QueueCore):
                 increment = self._pool.server.auto_increment_increment if self._pool.server else 1
                 ids: list[int] = []
                 cur = conn.cursor()
-                cur.execute("START TRANSACTION")
+                # One statement is atomic by itself under autocommit: the transaction (two more
+                # round trips) is needed only when the bodies take several statements.
+                several = len(chunks) > 1
+                if several:
+                    cur.execute("START TRANSACTION")
                 for chunk in chunks:
                     params: list[Any] = []
                     for data in chunk:
@@ -112,7 +116,8 @@ class Producing(QueueCore):
                     # values (InnoDB reserves them at once, in every autoinc lock mode).
                     first = int(cur.lastrowid)
                     ids.extend(first + i * increment for i in range(len(chunk)))
-                conn.commit()
+                if several:
+                    conn.commit()
                 cur.close()
                 return ids
 
