@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 
@@ -229,3 +230,33 @@ def test_peek_size_stats_purge(q: mqlite.Queue) -> None:
         assert q.purge("p") == 2  # the claimed one is left to finish
     assert q.size("p") == 0 and q.size("other") == 1
     assert m.body == b"1"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(q: mqlite.Queue, admin) -> None:
+    q.push("forks", "parent before")  # the parent now holds an idle pooled connection
+    with q._pool.connection() as raw:
+        parent_session = raw.thread_id()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: push on a connection of its own, say which, close everything
+        code = 1
+        try:
+            with q._pool.connection() as raw:
+                os.write(write_end, str(raw.thread_id()).encode())
+            q.push("forks", "child")
+            q.close()
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    child_session = int(os.read(read_end, 100))
+    os.close(read_end)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_session != parent_session  # sharing one socket between processes corrupts both
+    q.push("forks", "parent after")  # on the parent's own connection, still alive
+    with q._pool.connection() as raw:
+        assert raw.thread_id() == parent_session
+    bodies = sorted(b for (b,) in rows(admin, "SELECT body FROM mqlite_messages WHERE queue = 'forks'"))
+    assert bodies == [b"child", b"parent after", b"parent before"]
