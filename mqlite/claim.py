@@ -12,7 +12,9 @@ of the same queue, every session waits on the same first row and each commit wak
 at 64 clients the naive pop collapses to a few hundred messages a second. So, per process and
 queue, at most `max_in_flight` claim statements run at once, each claiming one row for every
 waiting thread (a group claim), on dedicated sessions at READ COMMITTED (no gap locks, so pushes
-never wait behind a claim). A fetch asks only for rows that waiting threads will take; nothing
+never wait behind a claim). Before a fetch, the leader waits up to GATHER (2 ms) for as many
+threads as the previous fetch served: a fetch costs nearly the same for 60 rows as for 10, and
+this keeps the groups whole (64 threads: 6.3k -> 7.2k msg/s median over 3 alternating runs). A fetch asks only for rows that waiting threads will take; nothing
 is claimed for nobody. For `pop` the same session deletes the whole group in one statement
 before any of it is handed out.
 
@@ -24,6 +26,7 @@ with it and recovery returns the rows.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -36,6 +39,7 @@ from .sql import Statements
 
 _EPOCH = datetime(1970, 1, 1)
 WAIT_SLICE = 1.0  # seconds a thread sleeps on the condition before looking again
+GATHER = 0.002  # seconds at most a fetch waits for the threads the previous one served
 
 
 class _Slot:
@@ -87,7 +91,11 @@ class Claimer:
         self._on_consumed = on_consumed
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._gathered = threading.Condition(lock)  # a leader gathering waiters is told when they are
+        self._demand = 1  # rows the last fetch brought: how many threads are likely to come back
+        self._gather_until = 0  # waiters a gathering leader waits for (0: nobody gathering)
         self._buffer: deque[tuple[Message, _Session]] = deque()
         self._idle: list[_Session] = []
         self._sessions: dict[int, _Session] = {}
@@ -109,6 +117,8 @@ class Claimer:
                 return self._buffer.popleft()[0]
             slot = _Slot()
             self._waiters.append(slot)
+            if self._gather_until and len(self._waiters) >= self._gather_until:
+                self._gathered.notify()
         while True:
             with self._cond:
                 try:
@@ -119,14 +129,38 @@ class Claimer:
                         if want > 0 and self._in_flight < self.max_in_flight:
                             break
                         self._cond.wait(WAIT_SLICE)
+                    self._in_flight += 1  # this thread leads the next fetch
+                    want = self._gather(want)
                 except BaseException:
                     self._abandon(slot)
                     raise
+                if want <= 0:  # the waiters left meanwhile
+                    self._in_flight -= 1
+                    self._cond.notify_all()
+                    continue
                 want = min(want, self.max_batch)
-                self._in_flight += 1
                 self._promised += want
                 session = self._idle.pop() if self._idle else None
             self._fetch_for_waiters(slot, session, want)
+
+    def _gather(self, want: int) -> int:
+        """Before a fetch, give the threads the last fetch served a moment to come back (holding the lock).
+
+        A fetch costs about the same for 10 rows as for 60 (two commits); without this, the next
+        fetch starts as soon as the first thread is back, and the groups settle at a few rows each.
+        Bounded by GATHER seconds, and free when the last fetch served no more threads than wait now.
+        """
+        target = min(self._demand, self.max_batch)
+        if want >= target:
+            return want
+        self._gather_until = self._promised + target
+        deadline = time.monotonic() + GATHER
+        try:
+            while len(self._waiters) < self._gather_until and (left := deadline - time.monotonic()) > 0:
+                self._gathered.wait(left)
+        finally:
+            self._gather_until = 0
+        return len(self._waiters) - self._promised
 
     def _fetch_for_waiters(self, slot: _Slot, session: _Session | None, want: int) -> None:
         """Run one fetch as the waiting threads' leader and hand out what it brought."""
@@ -151,6 +185,8 @@ class Claimer:
             if session is not None and error is None and not self._closed:
                 self._idle.append(session)
             self._buffer.extend((m, session) for m in got)
+            if got:
+                self._demand = len(got)
             self._serve()
             if error is None and not got and not self._in_flight:
                 # Nothing ready, and no other fetch that could still bring something: everyone
@@ -321,7 +357,11 @@ class GroupAck:
 
     def __init__(self, delete_many: Callable[[list[Receipt]], set[int]]) -> None:
         self._delete_many = delete_many
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._gathered = threading.Condition(lock)  # a leader gathering waiters is told when they are
+        self._demand = 1  # rows the last fetch brought: how many threads are likely to come back
+        self._gather_until = 0  # waiters a gathering leader waits for (0: nobody gathering)
         self._pending: list[_Ack] = []
         self._busy = False
 
