@@ -157,9 +157,12 @@ def test_stats_watch_refreshes_count_times(q: mqlite.Queue, dsn: str) -> None:
 
 
 def test_stats_watch_stops_on_ctrl_c(q: mqlite.Queue, dsn: str) -> None:
+    # A shell without job control starts background commands with SIGINT ignored, and children
+    # inherit that (Python then installs no KeyboardInterrupt handler): give this one Ctrl-C back.
     proc = subprocess.Popen(
         [sys.executable, "-m", "mqlite", "stats", "--watch", "0.1", "--json", "--dsn", dsn], cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert "queues" in json.loads(read_line(proc))
