@@ -14,9 +14,9 @@ queue, at most `max_in_flight` claim statements run at once, each claiming one r
 waiting thread (a group claim), on dedicated sessions at READ COMMITTED (no gap locks, so pushes
 never wait behind a claim). Before a fetch, the leader waits up to GATHER (2 ms) for as many
 threads as the previous fetch served: a fetch costs nearly the same for 60 rows as for 10, and
-this keeps the groups whole (64 threads: 6.3k -> 7.2k msg/s median over 3 alternating runs). A fetch asks only for rows that waiting threads will take; nothing
-is claimed for nobody. For `pop` the same session deletes the whole group in one statement
-before any of it is handed out.
+this keeps the groups whole (64 threads: 6.3k -> 7.2k msg/s median over 3 alternating runs).
+A fetch asks only for rows that waiting threads will take; nothing is claimed for nobody. For
+`pop` the same session deletes the whole group in one statement before any of it is handed out.
 
 Claim sessions live outside the pool and are closed only on error or `close()`: a row is owned
 by a live session for as long as this process holds it. If the process dies, the session dies
@@ -130,7 +130,12 @@ class Claimer:
                             break
                         self._cond.wait(WAIT_SLICE)
                     self._in_flight += 1  # this thread leads the next fetch
-                    want = self._gather(want)
+                    try:
+                        want = self._gather(want)
+                    except BaseException:
+                        self._in_flight -= 1  # someone else must be able to lead
+                        self._cond.notify_all()
+                        raise
                 except BaseException:
                     self._abandon(slot)
                     raise
@@ -357,11 +362,7 @@ class GroupAck:
 
     def __init__(self, delete_many: Callable[[list[Receipt]], set[int]]) -> None:
         self._delete_many = delete_many
-        lock = threading.Lock()
-        self._cond = threading.Condition(lock)
-        self._gathered = threading.Condition(lock)  # a leader gathering waiters is told when they are
-        self._demand = 1  # rows the last fetch brought: how many threads are likely to come back
-        self._gather_until = 0  # waiters a gathering leader waits for (0: nobody gathering)
+        self._cond = threading.Condition()
         self._pending: list[_Ack] = []
         self._busy = False
 

@@ -77,3 +77,27 @@ def test_a_process_killed_with_32_claims_in_hand_loses_none(q: mqlite.Queue, dsn
     while (m := q.pop("fast")) is not None:
         taken.append(m.id)
     assert sorted(taken) == ids  # every message still there, once
+
+
+def test_a_leader_interrupted_while_gathering_does_not_stall_the_next_pop(q: mqlite.Queue, monkeypatch) -> None:
+    from mqlite.claim import Claimer
+
+    q.push_many("fast", ["one", "two"])
+    gather = Claimer._gather
+    calls = 0
+
+    def interrupted_once(self: Claimer, want: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived during the 2 ms gather
+        return gather(self, want)
+
+    monkeypatch.setattr(Claimer, "_gather", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        q.pop("fast")
+    got: list[str] = []
+    t = threading.Thread(target=lambda: got.append(q.pop("fast").text()), daemon=True)
+    t.start()
+    t.join(timeout=10)  # a leadership left behind would make this wait forever
+    assert not t.is_alive() and got == ["one"]
