@@ -24,11 +24,11 @@ class Queue(Producing, Consuming, Administering):
 
     `dsn=None` reads `MQLITE_DSN`. Connections are pooled (at most `pool_size`), opened lazily,
     and time out after `connect_timeout` seconds; a call waits at most `checkout_timeout` seconds
-    for a free one, then raises Unavailable (size the pool to the threads that share it). Transient errors are retried for up to
-    `retry_for` seconds (0 disables). A message whose handler fails is retried after `backoff`
-    and becomes failed after `max_attempts`. Consumers run recovery themselves, at most every
-    `recover_every` seconds (0 disables) when they find a queue empty, and every
-    `6 * recover_every` seconds otherwise. A DSN may list several hosts
+    for a free one, then raises Unavailable (size the pool to the threads that share it).
+    Transient errors are retried for up to `retry_for` seconds (0 disables). A message whose
+    handler fails is retried after `backoff` and becomes failed after `max_attempts`. Consumers
+    run recovery themselves, at most every `recover_every` seconds (0 disables) when they find a
+    queue empty, and every `6 * recover_every` seconds otherwise. A DSN may list several hosts
     (`mysql://u:p@h1:3306,h2:3306/db`): `routing="single"` sends everything to the first that
     answers and moves to the next when it dies; `"spread"` spreads connections over all of them
     (default: the DSN's `?routing=`, else single).
