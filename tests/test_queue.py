@@ -12,6 +12,7 @@ import mqlite
 from mqlite.errors import MqliteError
 
 from .conftest import rows
+from .helpers import wait_for
 
 
 def test_pop_on_empty_queue_returns_none(q: mqlite.Queue) -> None:
@@ -260,3 +261,23 @@ def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(q
         assert raw.thread_id() == parent_session
     bodies = sorted(b for (b,) in rows(admin, "SELECT body FROM mqlite_messages WHERE queue = 'forks'"))
     assert bodies == [b"child", b"parent after", b"parent before"]
+
+
+def test_the_pool_opens_at_most_pool_size_connections_and_close_closes_them(dsn: str, admin) -> None:
+    def sessions() -> int:
+        ((n,),) = rows(admin, "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                              "WHERE DB = DATABASE() AND ID <> CONNECTION_ID()")
+        return int(n)
+
+    q = mqlite.Queue(dsn, pool_size=4)
+    q.apply_schema()
+    threads = [threading.Thread(target=lambda: [q.push("pool", "x") for _ in range(50)]) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert q.size("pool") == 800
+    assert 1 <= sessions() <= 4  # every connection it ever opened is still open (idle): never more than 4
+    q.close()
+    wait_for(lambda: sessions() == 0, what="the pool's connections to close")
