@@ -46,10 +46,12 @@ def test_free_ports_are_distinct() -> None:
 def test_sweep_removes_a_dead_runs_directory_and_kills_what_still_runs_there() -> None:
     stale = Path(tempfile.mkdtemp(prefix="mqlite-server-"))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (stale / "owner.pid").write_text(dead.stdout.strip())
     # Like an rsync daemon left by a state transfer: a process whose command line names the directory.
     helper = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", str(stale / "rsync_sst.conf")],
                               stdin=subprocess.PIPE)
+    # The dead owner is written last: any sweep (another test run on this machine sweeps too) that
+    # sees the directory as stale finds the helper already running, and kills it.
+    (stale / "owner.pid").write_text(dead.stdout.strip())
     live = Path(tempfile.mkdtemp(prefix="mqlite-server-"))
     (live / "owner.pid").write_text(str(os.getpid()))
     try:
