@@ -93,9 +93,7 @@ class Claimer:
         self.max_in_flight = max_in_flight
         lock = threading.Lock()
         self._cond = threading.Condition(lock)
-        self._gathered = threading.Condition(lock)  # a leader gathering waiters is told when they are
-        self._demand = 1  # rows the last fetch brought: how many threads are likely to come back
-        self._gather_until = 0  # waiters a gathering leader waits for (0: nobody gathering)
+        self._gathering = _Gathering(lock, max_batch)  # `last`: rows the last fetch brought
         self._buffer: deque[tuple[Message, _Session]] = deque()
         self._idle: list[_Session] = []
         self._sessions: dict[int, _Session] = {}
@@ -117,8 +115,7 @@ class Claimer:
                 return self._buffer.popleft()[0]
             slot = _Slot()
             self._waiters.append(slot)
-            if self._gather_until and len(self._waiters) >= self._gather_until:
-                self._gathered.notify()
+            self._gathering.arrived(len(self._waiters) - self._promised)
         while True:
             with self._cond:
                 try:
@@ -131,7 +128,7 @@ class Claimer:
                         self._cond.wait(WAIT_SLICE)
                     self._in_flight += 1  # this thread leads the next fetch
                     try:
-                        want = self._gather(want)
+                        want = self._gather()
                     except BaseException:
                         self._in_flight -= 1  # someone else must be able to lead
                         self._cond.notify_all()
@@ -148,24 +145,14 @@ class Claimer:
                 session = self._idle.pop() if self._idle else None
             self._fetch_for_waiters(slot, session, want)
 
-    def _gather(self, want: int) -> int:
-        """Before a fetch, give the threads the last fetch served a moment to come back (holding the lock).
+    def _gather(self) -> int:
+        """Before a fetch, give the threads the last fetch served a moment to come back (holding
+        the lock); returns how many rows to ask for.
 
         A fetch costs about the same for 10 rows as for 60 (two commits); without this, the next
         fetch starts as soon as the first thread is back, and the groups settle at a few rows each.
-        Bounded by GATHER seconds, and free when the last fetch served no more threads than wait now.
         """
-        target = min(self._demand, self.max_batch)
-        if want >= target:
-            return want
-        self._gather_until = self._promised + target
-        deadline = time.monotonic() + GATHER
-        try:
-            while len(self._waiters) < self._gather_until and (left := deadline - time.monotonic()) > 0:
-                self._gathered.wait(left)
-        finally:
-            self._gather_until = 0
-        return len(self._waiters) - self._promised
+        return self._gathering.wait(lambda: len(self._waiters) - self._promised)
 
     def _fetch_for_waiters(self, slot: _Slot, session: _Session | None, want: int) -> None:
         """Run one fetch as the waiting threads' leader and hand out what it brought."""
@@ -191,7 +178,7 @@ class Claimer:
                 self._idle.append(session)
             self._buffer.extend((m, session) for m in got)
             if got:
-                self._demand = len(got)
+                self._gathering.last = len(got)
             self._serve()
             if error is None and not got and not self._in_flight:
                 # Nothing ready, and no other fetch that could still bring something: everyone
@@ -366,9 +353,7 @@ class GroupAck:
         self._delete_many = delete_many
         lock = threading.Lock()
         self._cond = threading.Condition(lock)
-        self._gathered = threading.Condition(lock)
-        self._demand = 1  # acks in the last group: how many are likely to arrive together again
-        self._gather_until = 0  # pending acks a gathering leader waits for (0: nobody gathering)
+        self._gathering = _Gathering(lock, self._MAX)  # `last`: acks in the last group
         self._pending: list[_Ack] = []
         self._busy = False
 
@@ -377,8 +362,7 @@ class GroupAck:
         mine = _Ack(r)
         with self._cond:
             self._pending.append(mine)
-            if self._gather_until and len(self._pending) >= self._gather_until:
-                self._gathered.notify()
+            self._gathering.arrived(len(self._pending))
             while not mine.done:
                 if not self._busy:
                     self._busy = True
@@ -389,7 +373,7 @@ class GroupAck:
                         self._cond.notify_all()
                         raise
                     batch, self._pending = self._pending[: self._MAX], self._pending[self._MAX :]
-                    self._demand = len(batch)
+                    self._gathering.last = len(batch)
                     break
                 self._cond.wait(WAIT_SLICE)
             else:
@@ -411,18 +395,41 @@ class GroupAck:
 
 
     def _gather(self) -> None:
-        """Wait up to GATHER for as many acks as the last group had (holding the lock), so that
-        the handlers of one claimed group are acknowledged by one DELETE, not by two or three."""
-        target = min(self._demand, self._MAX)
-        if len(self._pending) >= target:
-            return
-        self._gather_until = target
-        deadline = time.monotonic() + GATHER
-        try:
-            while len(self._pending) < target and (left := deadline - time.monotonic()) > 0:
-                self._gathered.wait(left)
-        finally:
-            self._gather_until = 0
+        """Wait for as many acks as the last group had (holding the lock), so that the handlers of
+        one claimed group are acknowledged by one DELETE, not by two or three."""
+        self._gathering.wait(lambda: len(self._pending))
+
+
+class _Gathering:
+    """A group leader's short wait for company, under its owner's lock: until as many members as
+    the last group had are there (`last`, at most `limit`), and never longer than GATHER seconds.
+    Free when enough are there already, so a lone consumer never waits."""
+
+    __slots__ = ("_arrived", "_limit", "last", "_target")
+
+    def __init__(self, lock: threading.Lock, limit: int) -> None:
+        self._arrived = threading.Condition(lock)
+        self._limit = limit
+        self.last = 1
+        self._target = 0  # members a waiting leader wants (0: nobody waiting)
+
+    def arrived(self, count: int) -> None:
+        """Another member is there (`count` now): wake the leader once its target is reached."""
+        if self._target and count >= self._target:
+            self._arrived.notify()
+
+    def wait(self, count: Callable[[], int]) -> int:
+        """Wait until `count()` reaches the target or GATHER passes; returns `count()`."""
+        target = min(self.last, self._limit)
+        if count() < target:
+            self._target = target
+            deadline = time.monotonic() + GATHER
+            try:
+                while count() < target and (left := deadline - time.monotonic()) > 0:
+                    self._arrived.wait(left)
+            finally:
+                self._target = 0
+        return count()
 
 
 class _Ack:

@@ -86,12 +86,12 @@ def test_a_leader_interrupted_while_gathering_does_not_stall_the_next_pop(q: mql
     gather = Claimer._gather
     calls = 0
 
-    def interrupted_once(self: Claimer, want: int) -> int:
+    def interrupted_once(self: Claimer) -> int:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise KeyboardInterrupt  # as if Ctrl-C arrived during the 2 ms gather
-        return gather(self, want)
+        return gather(self)
 
     monkeypatch.setattr(Claimer, "_gather", interrupted_once)
     with pytest.raises(KeyboardInterrupt):
