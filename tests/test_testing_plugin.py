@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from mqlite.config import parse_dsn
 from mqlite.testing import admin_connection
 
 from .conftest import rows
+from .helpers import ROOT
 
 APP_TESTS = '''
 import json, os
@@ -58,11 +60,18 @@ def test_the_queue_options_can_be_overridden(mqlite_queue, mqlite_dsn):
 '''
 
 
+def readme_example() -> str:
+    """The test file the README's "Testing your application" section shows."""
+    section = (ROOT / "README.md").read_text().split("## Testing your application with mqlite", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
 def user_project(tmp_path: Path) -> Path:
     project = tmp_path / "app"
     (project / "tests").mkdir(parents=True)
     (project / "tests" / "test_app.py").write_text(APP_TESTS)
     (project / "tests" / "test_options.py").write_text(OPTIONS_TESTS)
+    (project / "tests" / "test_signup.py").write_text(readme_example())
     return project
 
 
@@ -89,7 +98,7 @@ def test_a_users_tests_get_the_fixtures_through_the_entry_point(tmp_path: Path, 
     env.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
     done = run_pytest(project, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout
     [seen] = [json.loads(line) for line in record.read_text().splitlines()]
     assert seen["server"] == server_dsn  # MQLITE_DSN set: its server, no throwaway one
     database = parse_dsn(seen["dsn"]).database
@@ -109,7 +118,7 @@ def test_without_mqlite_dsn_the_plugin_starts_a_throwaway_server_and_removes_it(
     env["RECORD"] = str(record)
     done = run_pytest(project, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout
     [seen] = [json.loads(line) for line in record.read_text().splitlines()]
     # One server for the session, gone with it: nothing listens on its port, its directory is removed.
     with pytest.raises(MySQLdb.OperationalError):
