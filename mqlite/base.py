@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
-
-from tenacity import Retrying
+from typing import TYPE_CHECKING, Any
 
 from . import retry
 from .claim import Claimer, GroupAck
@@ -18,6 +16,9 @@ from .counters import Counters
 from .failure import Backoff
 from .pool import Pool
 from .sql import Statements
+
+if TYPE_CHECKING:
+    from tenacity import Retrying
 
 _PURGE_SLICE = 5000  # rows per DELETE when purging: a huge queue never becomes one huge transaction
 
