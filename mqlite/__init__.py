@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-
 from typing import TYPE_CHECKING, Any
 
 from . import errors

@@ -16,11 +16,11 @@ NEVER_AT_IMPORT = ("mqlite.worker", "mqlite.bench", "mqlite.testing", "mqlite.we
 
 
 def loaded_after(statement: str, names: tuple[str, ...]) -> list[str]:
-    """Which of `names` a fresh interpreter has loaded after running `statement`."""
+    """Which of `names` a fresh interpreter has loaded after running `statement` (its last line of output)."""
     code = f"import json, sys\n{statement}\nprint(json.dumps([n for n in {list(names)!r} if n in sys.modules]))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_import_mqlite_loads_only_the_core() -> None:
@@ -29,6 +29,14 @@ def test_import_mqlite_loads_only_the_core() -> None:
 
 def test_the_cli_loads_neither_the_bench_nor_the_test_tooling() -> None:
     assert loaded_after("import mqlite.cli", ("mqlite.bench", "mqlite.testing", "matplotlib", "pytest")) == []
+
+
+def test_a_cli_push_loads_neither_the_bench_nor_pydantic(q: mqlite.Queue, dsn: str) -> None:
+    # pydantic: typer from 0.29 on imports it to coerce every option (pyproject.toml pins below that).
+    run = f"from mqlite.cli import main\nsys.argv = ['mqlite', 'push', 'jobs', 'x', '--dsn', {dsn!r}]\n" \
+          "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code"
+    assert loaded_after(run, ("mqlite.bench", "mqlite.testing", "pydantic")) == []
+    assert q.pop("jobs").body == b"x"
 
 
 def test_the_lazily_loaded_names_are_still_there() -> None:
