@@ -91,8 +91,8 @@ class Coalescer(Generic[T, R]):
             if self._target and self._queued >= self._target:
                 self._arrived.notify()
         while True:
-            with self._cond:
-                try:
+            try:
+                with self._cond:
                     while me.state != _DONE and self._busy:
                         self._cond.wait(WAIT_SLICE)
                     if me.state == _DONE:
@@ -105,12 +105,6 @@ class Coalescer(Generic[T, R]):
                         self._cond.notify_all()
                         raise
                     batch = self._next_batch()
-                except BaseException:
-                    gone = self._leave(me)
-                    if gone is not None:
-                        self._give_up(gone)
-                    raise
-            try:
                 self._lead(batch)
             except BaseException:
                 with self._cond:
