@@ -3,7 +3,7 @@
 For each backlog size a fresh table is filled with that many ready messages; then, `rounds`
 times, `clients` threads pop `take` messages (count-bound, timed) and the table is topped back
 up to its size (untimed), so every round starts from the same backlog. The rate of a size is
-all its messages over all its timed seconds. Issue 6 wants the rate at 1,000,000 ready rows to
+all its messages over all its timed seconds. The goal: the rate at 1,000,000 ready rows is to
 be at least 0.8x the rate at 10,000, and the client's memory to stay flat.
 """
 
