@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from .config import DEFAULT_LEASE, check_queue
 from . import registry
+from .config import DEFAULT_LEASE, check_queue
 from .errors import Interrupted, MqliteError, NotClaimed
 from .idle import IdleWait
 from .message import Message
@@ -203,8 +203,8 @@ class Worker:
         finally:
             heartbeat.stop()
             self._unregister()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         with self._lock:
             abandoned = len(self._in_hand)
             counts = dict(self._counts)

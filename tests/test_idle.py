@@ -1,4 +1,4 @@
-"""`IdleWait`, the backoff every consumer (Worker, Dramatiq, kombu, the web long-poll) waits with when a queue is empty."""
+"""`IdleWait`: the backoff every consumer (Worker, Dramatiq, kombu, web long-poll) waits with on an empty queue."""
 
 from __future__ import annotations
 

@@ -10,8 +10,11 @@ grouped by what they act on: `messages`, `queues`, `run` (consume, worker, web),
 
 from __future__ import annotations
 
-# Importing a command module registers its commands on `app`, in the order `mqlite --help` lists them.
-from . import messages, queues, run, bench, schema  # noqa: F401,I001
 from .app import UnknownQueue, UsageError, app, main
+
+# Importing a command module registers its commands on `app`, in the order `mqlite --help` lists them.
+# isort: off
+from . import messages, queues, run, bench, schema  # noqa: F401
+# isort: on
 
 __all__ = ["UnknownQueue", "UsageError", "app", "main"]

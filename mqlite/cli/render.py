@@ -186,8 +186,9 @@ def worker_summary(what: str, result: Any, as_json: bool) -> None:
                     "abandoned": result.abandoned, "stopped": result.reason})
         return
     why = {"empty": "queue empty", "max_messages": "--max-messages reached", "max_seconds": "--max-seconds reached",
-           "signal": "signal", "stopped": "stopped", "crashed": "crashed", "error": "error"}.get(result.reason, result.reason)
-    line = f"{what}: {result.processed} acknowledged, {result.failed} failed ({why})"
+           "signal": "signal", "stopped": "stopped", "crashed": "crashed", "error": "error"}
+    reason = why.get(result.reason, result.reason)
+    line = f"{what}: {result.processed} acknowledged, {result.failed} failed ({reason})"
     if result.abandoned:
         line += f", {result.abandoned} left claimed"
     out.print(line, highlight=False)
@@ -206,8 +207,8 @@ def bench_report(report: Any, plot: Path | None) -> None:
                   f"{cfg['processes']} process(es) · run {cfg['run_id']} in {cfg['duration_s']:g} s")
     vs = {(r.denominator, r.denominator_clients): r for r in report.ratios
           if r.clients == r.denominator_clients and r.numerator.split("/")[0] == r.denominator.split("/")[0]}
-    t = Table("scenario", "strategy", "clients", "msg/s", "mqlite ÷ this", "p50 / p99 ms", "CPU µs/msg\nclient · server",
-              "notes")
+    t = Table("scenario", "strategy", "clients", "msg/s", "mqlite ÷ this", "p50 / p99 ms",
+              "CPU µs/msg\nclient · server", "notes")
     for r in report.results:
         if r.skipped:
             t.add_row(r.scenario, r.strategy, str(r.clients), "-", "", "", "", f"[yellow]skipped: {r.skipped}[/]")

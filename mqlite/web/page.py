@@ -35,7 +35,7 @@ async def page(request: Request) -> Response:
     ]
     biggest = max((v.ready + v.delayed + v.claimed + v.failed for v in s.queues.values()), default=0)
     html = _templates.get_template("index.html").render(
-        table=a.queue.table, queues=list(s.queues.values()), failed=dict(zip(with_failures, listed)),
+        table=a.queue.table, queues=list(s.queues.values()), failed=dict(zip(with_failures, listed, strict=True)),
         preview=lambda m: failed_json(m)["body_preview"], age=_age, biggest=max(biggest, 1),
         auth_required=a.guard.required, refresh_ms=int(a.refresh * 1000),
         sees_all=s.sees_all_connections, now=datetime.now().strftime("%H:%M:%S"),

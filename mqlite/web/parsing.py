@@ -97,6 +97,7 @@ def field_seconds(data: dict[str, Any], name: str, low: float, high: float) -> f
     value = data.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or not low <= value <= high):
         raise ApiError(400, "bad_parameter", f"{name} must be a number of seconds from {low:g} to {high:g}")
     return float(value)

@@ -1,4 +1,5 @@
-"""Producing and consuming over HTTP: push, pop, claim, and settling a claim (ack, nack, release, fail, extend, checkpoint)."""
+"""Producing and consuming over HTTP: push, pop, claim, and settling a claim (ack, nack, release, fail,
+extend, checkpoint)."""
 
 from __future__ import annotations
 

@@ -75,7 +75,9 @@ class Api:
                 )
             self._consuming.add(name)
 
-    async def poll(self, request: Request, name: str, wait: float, fetch: Callable[[], Message | None]) -> Message | None:
+    async def poll(
+        self, request: Request, name: str, wait: float, fetch: Callable[[], Message | None]
+    ) -> Message | None:
         """`fetch` now, then again with backoff (or when woken) until a message or `wait` seconds.
 
         No database connection is held between two tries: the request sleeps in the event loop.
