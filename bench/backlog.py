@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Pop rate with a small and a huge backlog (issue 6: 1,000,000 ready rows ≥ 0.8× the rate at 10,000;
+"""Pop rate with a small and a huge backlog (the goal: 1,000,000 ready rows ≥ 0.8× the rate at 10,000;
 with --delayed 1000000, a million delayed rows beside the 10,000 ready ones slow the pop by < 20%).
 
     .venv/bin/python bench/backlog.py --dsn mysql://root@127.0.0.1:3306/test [--backlog 1000000]

@@ -70,7 +70,7 @@ def summarize(reports: list[dict]) -> str:
     for rep in reports:
         for g in rep["goals"]:
             goals[g["id"]].append(g)
-    lines.append("\n| issue 6 goal | clients | value | verdict |")
+    lines.append("\n| goal | clients | value | verdict |")
     lines.append("|---|---|---|---|")
     for gid, gs in goals.items():
         measured = [g for g in gs if g["value"] is not None]
