@@ -17,6 +17,12 @@ class ConfigError(MqliteError, ValueError):
     """A DSN or setting is malformed: wrong scheme, bad port, unknown option."""
 
 
+class Multiplexed(ConfigError):
+    """A proxy between mqlite and the server ran one claim's statements on different server
+    sessions (connection multiplexing). The claim tags rows with CONNECTION_ID() and reads them
+    back on the same session, so it refuses to run there: connect directly or pin the sessions."""
+
+
 class InvalidName(MqliteError, ValueError):
     """A queue or table name is not acceptable."""
 
@@ -72,6 +78,7 @@ __all__ = [
     "Interrupted",
     "MqliteError",
     "ConfigError",
+    "Multiplexed",
     "InvalidName",
     "PayloadTooLarge",
     "InvalidBody",

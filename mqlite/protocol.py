@@ -17,6 +17,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from . import sql
+from .errors import Multiplexed
 from .message import Message, Receipt
 from .sql import Statements
 
@@ -24,16 +26,51 @@ _EPOCH = datetime(1970, 1, 1)
 
 
 class Session:
-    """A dedicated claiming connection, and the rows it still owns."""
+    """A dedicated claiming connection, and the rows it still owns.
+
+    `id` is the server's CONNECTION_ID(), asked once when the session opens: behind a proxy the
+    client's thread id is the proxy's own number, not the server session that tags the rows.
+    """
 
     __slots__ = ("raw", "id", "last_claim", "out", "idle_since")
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
-        self.id = int(raw.thread_id())
+        cur = raw.cursor()
+        try:
+            self.id = connection_id(cur)
+        finally:
+            cur.close()
         self.last_claim = _EPOCH  # server time of this session's newest claim
         self.out: set[int] = set()  # ids claimed here and not yet settled
         self.idle_since = 0.0
+
+
+def connection_id(cur: Any) -> int:
+    """The server session id (CONNECTION_ID()) the cursor's statements run on."""
+    cur.execute(sql.CONNECTION_ID)
+    return int(cur.fetchone()[0])
+
+
+def check_pinned(cur: Any, session: Session, what: str) -> None:
+    """Raise Multiplexed unless the cursor's statements still run on the session's server session.
+
+    Called only when a claim reads back something other than what it claimed, so the claim's
+    common path pays nothing for it.
+    """
+    now = connection_id(cur)
+    if now != session.id:
+        raise multiplexed(session.id, now, what)
+
+
+def multiplexed(opened_on: int, now: int, what: str) -> Multiplexed:
+    return Multiplexed(
+        f"connection multiplexing detected: a claim session opened as server session {opened_on} ran "
+        f"{what} on server session {now}. mqlite's claim tags rows with CONNECTION_ID() and must read "
+        "them back on the same server session: connect directly, or pin mqlite's sessions in the proxy "
+        "(ProxySQL: a query rule with multiplex=0 for mqlite's user, or mysql-multiplexing=false; no "
+        "read/write split for it; MaxScale: readconnroute, not readwritesplit)"
+    )
 
 
 def fetch(session: Session, st: Statements, queue: str, n: int, lease_us: int, consume: bool) -> list[Message]:
@@ -49,7 +86,7 @@ def fetch(session: Session, st: Statements, queue: str, n: int, lease_us: int, c
             return []
         rows = read_back(cur, st, queue, session, claimed)
         if consume:
-            return delete_claimed(cur, st, queue, rows)
+            return delete_claimed(cur, st, queue, rows, session)
     finally:
         cur.close()
     session.out.update(m.id for m in rows)
@@ -69,8 +106,20 @@ def read_back(cur: Any, st: Statements, queue: str, session: Session, claimed: i
     """
     cur.execute(st.read_claimed_since, (session.last_claim, queue))
     rows = [Message.from_row(r) for r in cur.fetchall()]
+    if rows and rows[0].owner != session.id:
+        # The SELECT ran on another server session than the one this session opened on.
+        raise multiplexed(session.id, rows[0].owner, "the read-back of its claim")
     if len(rows) != claimed:
-        # The server clock stepped back: read every row this session owns, minus those out.
+        # More rows than claimed carry our owner tag: another client's claim ran on our server
+        # session (a multiplexer shares it). Fewer: the claim ran elsewhere, or the server clock
+        # stepped back (then every row this session owns is read, minus those out).
+        check_pinned(cur, session, "the read-back of its claim")
+        if len(rows) > claimed:
+            raise Multiplexed(
+                f"connection multiplexing detected: a claim of {claimed} rows read back {len(rows)} rows "
+                f"tagged with its server session {session.id}: another client's claim ran on the same "
+                "server session (pin mqlite's sessions in the proxy, or connect directly)"
+            )
         cur.execute(st.read_claimed, (queue,))
         rows = [m for m in map(Message.from_row, cur.fetchall()) if m.id not in session.out]
     for m in rows:
@@ -79,7 +128,7 @@ def read_back(cur: Any, st: Statements, queue: str, session: Session, claimed: i
     return rows
 
 
-def delete_claimed(cur: Any, st: Statements, queue: str, rows: list[Message]) -> list[Message]:
+def delete_claimed(cur: Any, st: Statements, queue: str, rows: list[Message], session: Session) -> list[Message]:
     """Delete the rows one claim read back (pop); returns those provably gone from the table."""
     deleted = 0
     for stamp in {m.claimed_at for m in rows}:
@@ -88,7 +137,8 @@ def delete_claimed(cur: Any, st: Statements, queue: str, rows: list[Message]) ->
     if deleted == len(rows):
         return rows
     # Some row was not ours to delete any more (the session was killed and its rows recovered
-    # meanwhile): hand out only what is provably gone.
+    # meanwhile, or the DELETE ran on another server session): hand out only what is provably gone.
+    check_pinned(cur, session, "the delete of its claim")
     still_there = present(cur, st, [m.id for m in rows])
     return [m for m in rows if m.id not in still_there]
 

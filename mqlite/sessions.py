@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from . import protocol
-from .errors import MqliteError, Unavailable
+from .errors import MqliteError, Multiplexed, Unavailable
 from .protocol import Session
 from .sql import Statements
 
@@ -109,7 +109,12 @@ class ClaimSessions:
                 self._cond.wait(left)
         try:
             with self._translating():
-                session = Session(self._connect())
+                raw = self._connect()
+                try:
+                    session = Session(raw)
+                except BaseException:
+                    raw.close()
+                    raise
         except BaseException:
             with self._cond:
                 self._opening -= 1
@@ -182,7 +187,8 @@ class ClaimSessions:
         are being worked on: closing it would make those look orphaned and be delivered twice. So
         only a lost connection closes it; otherwise the rows claimed after `before` are released.
         """
-        if not isinstance(exc, MqliteError) or isinstance(exc, Unavailable) or not session.raw.open:
+        if not isinstance(exc, MqliteError) or isinstance(exc, (Unavailable, Multiplexed)) or not session.raw.open:
+            # Behind a multiplexer, a release here could run on another client's server session.
             return False
         try:
             with self._translating():

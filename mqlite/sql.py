@@ -26,6 +26,7 @@ PARKED = "'9999-12-31 00:00:00'"
 # are refused when a DSN lists them both (pool.Pool.check_nodes).
 NODE = "CRC32(CONCAT(@@hostname, ':', @@port))"
 NODE_IDENTITY = f"SELECT {NODE}, CONCAT(@@hostname, ':', @@port)"
+CONNECTION_ID = "SELECT CONNECTION_ID()"
 SERVER_INFO = "SELECT @@max_allowed_packet, @@auto_increment_increment, VERSION(), CONNECTION_ID()"
 # Claim sessions run at READ COMMITTED: their UPDATE then locks only the rows it claims (no gap
 # locks), so a push never waits behind a claim. Needs binlog_format=ROW/MIXED where binlogs are on.

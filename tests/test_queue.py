@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 import mqlite
+from mqlite import sql
 from mqlite.errors import MqliteError
 
 from .conftest import rows
@@ -163,7 +164,8 @@ def test_claim_and_read_back_run_on_one_connection(dsn: str, admin) -> None:
     class Recording(MySQLdb.cursors.Cursor):
         def execute(self, query, args=None):  # type: ignore[override]
             with lock:
-                statements.append((self.connection.thread_id(), query.split()[0].upper()))
+                verb = "ID" if query == sql.CONNECTION_ID else query.split()[0].upper()
+                statements.append((self.connection.thread_id(), verb))
             return super().execute(query, args)
 
     q = mqlite.Queue(dsn, pool_size=2)
@@ -197,6 +199,7 @@ def test_claim_and_read_back_run_on_one_connection(dsn: str, admin) -> None:
         by_session.setdefault(session, []).append(verb)
     reads = 0
     for verbs in by_session.values():
+        assert verbs[0] == "ID" and "ID" not in verbs[1:]  # the session learns its server id once, first
         for i, verb in enumerate(verbs):
             if verb == "SELECT":  # every read-back directly follows a claim on the same session
                 reads += 1

@@ -1,0 +1,1 @@
+"""Test support: relays between mqlite and the server (fault injection, multiplexing)."""
