@@ -20,7 +20,7 @@ from .sessions import ClaimSessions
 from .sql import Statements
 
 if TYPE_CHECKING:
-    from tenacity import Retrying
+    from .retry import Policy
 
 _PURGE_SLICE = 5000  # rows per DELETE when purging: a huge queue never becomes one huge transaction
 
@@ -35,7 +35,7 @@ class QueueCore:
     recover_every: float
     _sql: Statements
     _pool: Pool
-    _policy: Retrying | None
+    _policy: Policy | None
     _claimers: dict[tuple[str, bool, float], Any]  # (queue, consume, lease) -> claimer.Claimer
     _claimers_lock: threading.Lock
     _sessions: ClaimSessions

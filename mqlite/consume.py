@@ -92,9 +92,11 @@ class Consuming(Settling):
 
     def _take(self, queue: str, n: int, *, consume: bool, lease: float) -> list[Message]:
         claimer = self._claimer(queue, consume=consume, lease=lease)
+        started = time.monotonic()
         got = retry.call(self._policy, lambda: claimer.take(n))
         if self._maybe_recover(found_empty=not got) and not got:
-            got = retry.call(self._policy, lambda: claimer.take(n))  # what recovery just put back
+            # What recovery just put back; within the same retry bound as the first claim.
+            got = retry.call(self._policy, lambda: claimer.take(n), started=started)
         return got
 
     # -- claimers, one per queue name and mode, made on first use --------------------------------
@@ -147,12 +149,14 @@ class Consuming(Settling):
     def recover(self) -> recovery.Recovery:
         """Put back claims whose owner is gone: dead session, claimed before the server restarted,
         or (without the PROCESS privilege) lease expired."""
+        return self._recover(self._policy)
 
+    def _recover(self, policy: retry.Policy | None) -> recovery.Recovery:
         def attempt() -> recovery.Recovery:
             with self._pool.connection() as conn:
                 return recovery.recover(conn, self._sql, self.max_attempts)
 
-        report = retry.call(self._policy, attempt)
+        report = retry.call(policy, attempt)
         if report.total:
             log.info("recovered %d claims (%s)", report.total, report)
         self._promote_due()
@@ -169,7 +173,9 @@ class Consuming(Settling):
             return 0
         try:
             self._last_recover = time.monotonic()
-            return self.recover().total
+            # Tried once: a consumer's call does not wait out retries of housekeeping (the next
+            # pass comes soon), so it stays within its own retry bound.
+            return self._recover(None).total
         except Exception as exc:  # a consumer must not fail because housekeeping did
             log.warning("opportunistic recovery failed: %s", exc)
             return 0

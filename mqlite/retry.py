@@ -10,6 +10,7 @@ What is safe to redo is decided by the callers in queue.py, not here:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -46,33 +47,53 @@ def _log_retry(state: Any) -> None:
     _log(state.outcome.exception() if state.outcome else None, state.attempt_number + 1)
 
 
-def transient_policy(max_seconds: float = 10.0) -> Retrying:
+class Policy:
     """The one policy for transient errors: exponential backoff with jitter, bounded in time.
 
     Bounded by time, not by tries: a burst of lock conflicts (on a Galera cluster, certification
     conflicts come in storms) can take more tries than a lost connection, in the same few seconds.
+    The bound counts from the start of the first try: no try starts later than `max_seconds` after
+    it, so a call lasts at most `max_seconds` plus one try (each try bounded by the timeouts).
     """
-    # Imported here, not at the top: `import mqlite` does not load tenacity until a Queue needs it.
-    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
-    return Retrying(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_delay(max_seconds),
-        wait=wait_random_exponential(multiplier=0.02, max=1.0),
-        before_sleep=_log_retry,
-        reraise=True,
-    )
+    __slots__ = ("max_seconds",)
+
+    def __init__(self, max_seconds: float) -> None:
+        self.max_seconds = max_seconds
+
+    def retrying(self, deadline: float) -> Retrying:
+        """A tenacity Retrying that makes no try after `deadline` (time.monotonic())."""
+        # Imported here, not at the top: tenacity is loaded only once something is retried.
+        from tenacity import Retrying, retry_if_exception, wait_random_exponential
+
+        backoff = wait_random_exponential(multiplier=0.02, max=1.0)
+        return Retrying(
+            retry=retry_if_exception(is_transient),
+            stop=lambda state: time.monotonic() >= deadline,
+            wait=lambda state: min(backoff(state), max(0.0, deadline - time.monotonic())),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
 
 
-def call(policy: Retrying | None, fn: Callable[[], T]) -> T:
+def transient_policy(max_seconds: float = 10.0) -> Policy:
+    """The retry policy of a Queue: transient errors retried for up to `max_seconds`."""
+    return Policy(max_seconds)
+
+
+def call(policy: Policy | None, fn: Callable[[], T], *, started: float | None = None) -> T:
     """Run `fn`, retrying transient MqliteErrors under `policy` (None: no retry).
 
-    The first try runs outside tenacity so the common, successful call pays nothing for it.
+    The retries end `policy.max_seconds` after `started` (time.monotonic(); default: now), so
+    the steps of one public call can share one bound. The first try runs outside tenacity so the
+    common, successful call pays nothing for it.
     """
+    if started is None:
+        started = time.monotonic()
     try:
         return fn()
     except MqliteError as exc:
-        if policy is None or not exc.transient:
+        if policy is None or not exc.transient or time.monotonic() >= started + policy.max_seconds:
             raise
         _log(exc, 1)
-    return policy.copy()(fn)
+    return policy.retrying(started + policy.max_seconds)(fn)
