@@ -54,6 +54,24 @@ class DatabaseError(MqliteError):
         self.transient = transient
 
 
+class ReadOnly(DatabaseError):
+    """The server accepts no writes now: `read_only` is on (a replica, or a primary demoted by a
+    failover). Transient: retried for `retry_for` on fresh connections (a failover may have moved
+    the primary), then raised; nothing was written."""
+
+    def __init__(self, message: str, code: int = 0, transient: bool = True) -> None:
+        super().__init__(message, code, transient)
+
+
+class StorageFull(DatabaseError):
+    """The server has no space left for the table: its disk is full, or its tablespace reached
+    its maximum size. Transient (space comes back as consumers delete rows, or an operator frees
+    it): retried for `retry_for`, then raised; nothing was written."""
+
+    def __init__(self, message: str, code: int = 0, transient: bool = True) -> None:
+        super().__init__(message, code, transient)
+
+
 class Duplicate(MqliteError):
     """A message with the same unique key is already in the queue. `existing_id` names it."""
 
@@ -85,6 +103,8 @@ __all__ = [
     "Unavailable",
     "SchemaMissing",
     "DatabaseError",
+    "ReadOnly",
+    "StorageFull",
     "Duplicate",
     "NotClaimed",
 ]

@@ -28,8 +28,17 @@ from dbutils.pooled_db import PooledDB
 
 from . import sql
 from .config import Settings, redact
-from .errors import ConfigError, DatabaseError, MqliteError, PayloadTooLarge, SchemaMissing, Unavailable
-from .retry import CANNOT_CONNECT, CONNECTION_LOST, LOCK_CONFLICT, TRANSIENT
+from .errors import (
+    ConfigError,
+    DatabaseError,
+    MqliteError,
+    PayloadTooLarge,
+    ReadOnly,
+    SchemaMissing,
+    StorageFull,
+    Unavailable,
+)
+from .retry import CANNOT_CONNECT, CONNECTION_LOST, LOCK_CONFLICT, TRANSIENT, out_of_space, read_only
 
 
 class _NeverRaised(Exception):
@@ -200,7 +209,9 @@ class Pool:
         return True
 
     def _after_error(self, raw: Any, err: MqliteError | None) -> None:
-        if isinstance(err, Unavailable) or (isinstance(err, DatabaseError) and err.code in CONNECTION_LOST):
+        # A read-only server may be a primary demoted by a failover: the retry reconnects (to the
+        # next host of the list, or wherever the DSN's name now points).
+        if isinstance(err, (Unavailable, ReadOnly)) or (isinstance(err, DatabaseError) and err.code in CONNECTION_LOST):
             self._discard(raw)
             return
         # The block may have left a transaction open (or the protocol mid-result): make it clean or drop it.
@@ -419,4 +430,8 @@ def translate(exc: BaseException, settings: Settings | None) -> MqliteError:
         return SchemaMissing(f"the table is older than this mqlite ({text}): run `mqlite schema apply`")
     if code in (1153, 1301):
         return PayloadTooLarge(f"statement larger than the server's max_allowed_packet ({code}: {text})")
+    if read_only(code, text):
+        return ReadOnly(f"{where} is read-only: it accepts no writes now ({code}: {text})", code)
+    if out_of_space(code, text):
+        return StorageFull(f"{where} has no space left for the table ({code}: {text})", code)
     return DatabaseError(f"server error {code}: {text}", code=code, transient=code in TRANSIENT or code in LOCK_CONFLICT)

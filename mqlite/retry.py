@@ -28,8 +28,24 @@ LOCK_CONFLICT = frozenset({1205, 1213})  # lock wait timeout, deadlock (also a G
 # 1047: a Galera node that is not (or no longer) part of the primary component refuses statements.
 CONNECTION_LOST = frozenset({2006, 2013, 2055, 1927, 1053, 4031, 1047})
 # Errors while connecting that may pass (server starting, restarting, or full).
-CANNOT_CONNECT = frozenset({2002, 2003, 1040})
+# 1040: max_connections reached; 1203: the account's max_user_connections.
+CANNOT_CONNECT = frozenset({2002, 2003, 1040, 1203})
 TRANSIENT = LOCK_CONFLICT | CONNECTION_LOST | CANNOT_CONNECT | {1317}  # 1317: query interrupted (KILL QUERY)
+# The server refuses writes for now (errors.ReadOnly, errors.StorageFull; both transient).
+# 1290 "running with the --read-only option" (its code is shared by other options: the text
+# tells); 1836 MySQL's read-only mode. 1114 the table is full (InnoDB: disk or tablespace full),
+# 1021 disk full; 3, 1026 and 1030 report a failed write, out of space when the errno is 28.
+READ_ONLY = frozenset({1290, 1836})
+OUT_OF_SPACE = frozenset({1114, 1021})
+WRITE_FAILED = frozenset({3, 1026, 1030})
+
+
+def read_only(code: int, text: str) -> bool:
+    return code == 1836 or (code == 1290 and ("read-only" in text.lower() or "read_only" in text.lower()))
+
+
+def out_of_space(code: int, text: str) -> bool:
+    return code in OUT_OF_SPACE or (code in WRITE_FAILED and ("28" in text or "no space" in text.lower()))
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from . import protocol
-from .errors import MqliteError, Multiplexed, Unavailable
+from .errors import MqliteError, Multiplexed, ReadOnly, StorageFull, Unavailable
 from .protocol import Session
 from .sql import Statements
 
@@ -194,7 +194,15 @@ class ClaimSessions:
             with self._translating():
                 cur = session.raw.cursor()
                 try:
-                    protocol.release_since(cur, self._st, before)
+                    try:
+                        with self._translating():
+                            protocol.release_since(cur, self._st, before)
+                    except (ReadOnly, StorageFull):
+                        # The server refuses writes: the claim itself was most likely refused,
+                        # and then there is nothing to put back. Keep the session (and the rows
+                        # it holds for consumers) unless it owns rows nobody was handed.
+                        if protocol.owned(cur, self._st) - session.out:
+                            return False
                 finally:
                     cur.close()
         except MqliteError:

@@ -63,7 +63,14 @@ class Settling(QueueCore):
         """
         r = self._settling(message)
         _, _, ckey = self._known_of(message, r)
-        done = self._settled(r, self._acks.submit(r), key=ckey)
+        try:
+            deleted = self._acks.submit(r)
+        except BaseException:
+            # Not acknowledged: the claim stays, and no longer counts as its session's to keep
+            # (an idle session may then close, and recovery deliver the message again).
+            self._sessions.settled(r.owner, r.id)
+            raise
+        done = self._settled(r, deleted, key=ckey)
         if done:
             self._counters.add(r.queue, processed=1)
         return done
