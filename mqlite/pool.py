@@ -8,6 +8,7 @@ round trip; together they cut single-row INSERT throughput by 4x). Instead:
 - a checkout waits at most `checkout_timeout` for a free connection, then raises Unavailable.
 DBUtils' own transparent failover is switched off: it would silently re-run a statement on a new
 connection, which breaks the claim (CONNECTION_ID() changes) and hides a maybe-committed push.
+DBUtils is used through its public API only (see `dbutils_problem`, checked when a pool is made).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import dbutils
 import MySQLdb
 from dbutils.pooled_db import PooledDB
+from dbutils.steady_db import SteadyDBConnection
 
 from . import sql
 from .config import Settings, redact
@@ -34,6 +37,26 @@ from .retry import CANNOT_CONNECT, CONNECTION_LOST, LOCK_CONFLICT, TRANSIENT
 
 class _NeverRaised(Exception):
     """Given to DBUtils as its 'failures' so that its failover never triggers."""
+
+
+DBUTILS_NEEDED = "DBUtils>=3.2,<4"
+
+
+def dbutils_problem() -> str | None:
+    """Why the installed DBUtils cannot serve this pool, or None.
+
+    The pool reads the raw connection through `dbapi_connection` (public from DBUtils 3.2 on) and
+    relies on PooledDB's documented `ping` callable and `creator` (see `_Creator`); a DBUtils
+    without them would fail mid-checkout with an AttributeError from its proxy, so say it up front.
+    """
+    version = getattr(dbutils, "__version__", "?")
+    if not isinstance(getattr(SteadyDBConnection, "dbapi_connection", None), property):
+        return (f"DBUtils {version} has no SteadyDBConnection.dbapi_connection; "
+                f"mqlite needs {DBUTILS_NEEDED} (pip install '{DBUTILS_NEEDED}')")
+    major = version.split(".", 1)[0]
+    if not major.isdigit() or int(major) != 3:
+        return f"DBUtils {version} is not a version mqlite was tested with; it needs {DBUTILS_NEEDED}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,9 @@ class Pool:
             raise ValueError("pool size must be at least 1")
         if routing not in ("single", "spread"):
             raise ValueError("routing must be 'single' (one primary, next host on failure) or 'spread'")
+        problem = dbutils_problem()
+        if problem:
+            raise ConfigError(problem)
         self.settings = settings
         self.size = size
         self.checkout_timeout = checkout_timeout
@@ -94,9 +120,12 @@ class Pool:
         kwargs.update(autocommit=True, charset="utf8mb4", collation="utf8mb4_bin")
         self._connect_kwargs = kwargs
         self._connector = _Connector(self, routing)
+        self._creator = _Creator(self._connector)
         self._lock = threading.Lock()
         self._db: PooledDB | None = None
-        self._warm: list[Any] = []  # DBUtils pooled connections of self._db, idle, newest last
+        # (DBUtils pooled connection of self._db, the raw connection inside it), idle, newest last.
+        # A new list whenever self._db changes: a connection goes back only to the list it came from.
+        self._warm: list[tuple[Any, Any]] = []
         self._slots = _Slots(size)
         self._suspect_since = 0.0  # monotonic time of the last connection-level error
         self._abandoned: list[Any] = []
@@ -111,8 +140,8 @@ class Pool:
             with self._lock:
                 if self._db is None:
                     self._db = PooledDB(
-                        creator=self._connector, mincached=0, maxcached=self.size, maxconnections=self.size,
-                        blocking=True, ping=0, reset=False, failures=_NeverRaised,
+                        creator=self._creator, mincached=0, maxcached=self.size, maxconnections=self.size,
+                        blocking=True, ping=self._creator.check, reset=False, failures=_NeverRaised,
                     )
                 db = self._db
         return db
@@ -131,7 +160,7 @@ class Pool:
         with self._lock:
             db, self._db = self._db, None
             warm, self._warm = self._warm, []
-        for pooled in warm:
+        for pooled, _ in warm:
             pooled.close()  # back to DBUtils' idle cache, which db.close() empties
         if db is not None:
             db.close()
@@ -145,8 +174,9 @@ class Pool:
         """
         return _Checkout(self)
 
-    def _checkout(self) -> tuple[Any, Any]:
-        """(DBUtils' pooled connection, the raw connection inside it), checked out and alive.
+    def _checkout(self) -> tuple[Any, Any, list[tuple[Any, Any]]]:
+        """(DBUtils' pooled connection, the raw connection inside it, the list it goes back to),
+        checked out and alive.
 
         Connections that went back cleanly wait in `_warm`, still checked out of DBUtils: taking
         one is a list pop, where DBUtils' checkout and return take a Condition twice and cost
@@ -155,26 +185,46 @@ class Pool:
         connection is held by another thread holding a slot (a connection goes back to `_warm`
         before its slot is freed).
         """
+        warm = self._warm
         try:
-            pooled = self._warm.pop()
+            pooled, raw = warm.pop()
         except IndexError:
             try:
                 pooled = self._pool().dedicated_connection()
             except MySQLdb.Error as exc:
                 raise self.translate(exc) from exc
-        steady = pooled._con  # DBUtils' SteadyDBConnection holding the raw connection
-        raw = steady._con
+            raw = pooled.dbapi_connection
         if not (raw.open and (not self._suspect_since or self._alive(raw))):
-            try:
-                fresh = self._connector()
-            except MySQLdb.Error as exc:
-                pooled.close()
-                raise self.translate(exc) from exc
-            steady._close()
-            steady._store(fresh)
-            raw = fresh
+            pooled, raw = self._renew(pooled)
         if self.server is None:
             self._probe(raw)
+        return pooled, raw, warm
+
+    def _renew(self, pooled: Any) -> tuple[Any, Any]:
+        """Trade a pooled connection whose raw connection is closed for one that is open.
+
+        The new connection is opened here, outside DBUtils' lock (a server that does not answer
+        must not stall every other checkout behind one connect_timeout), and its errors come
+        out as they are. DBUtils then puts it in place of the closed one: see `_Creator`.
+        """
+        try:
+            fresh = self._connector()
+        except MySQLdb.Error as exc:
+            pooled.close()
+            raise self.translate(exc) from exc
+        pooled.close()  # into DBUtils' idle cache, where its check finds it closed
+        self._creator.hand_over(fresh)
+        try:
+            pooled = self._pool().dedicated_connection()
+        finally:
+            unused = self._creator.take_back()
+        if unused is not None:
+            unused.close()  # DBUtils had an open idle connection to give instead
+        raw = pooled.dbapi_connection
+        if not raw.open:  # cannot happen with the DBUtils this was written for; never hand out a closed one
+            pooled.close()
+            raise Unavailable(f"the connection pool for {self.settings.where} gave out a closed connection "
+                              f"(DBUtils {getattr(dbutils, '__version__', '?')}; mqlite needs {DBUTILS_NEEDED})")
         return pooled, raw
 
     def open_session(self, *, read_committed: bool = True) -> Any:
@@ -247,9 +297,6 @@ class _Connector:
     Galera or Group Replication cluster wants by default: one writer, no certification conflicts.
     routing="spread": new connections go round the hosts (multi-primary).
     """
-
-    dbapi = MySQLdb  # what DBUtils asks of a connection creator
-    threadsafety = MySQLdb.threadsafety
 
     def __init__(self, pool: Pool, routing: str) -> None:
         self.pool = pool
@@ -324,6 +371,41 @@ class _Connector:
         self._checked = True
 
 
+class _Creator:
+    """What DBUtils calls to open a connection: the one this thread opened for it, else a new one.
+
+    DBUtils checks an idle connection with `check` (its `ping` option) when it hands it out, and
+    reopens one found closed through this creator. `check` calls a closed connection dead only
+    when this thread has a replacement ready (`Pool._renew`), so DBUtils never connects under
+    its lock to replace one; otherwise it hands the closed one out and `Pool._checkout` renews it.
+    """
+
+    dbapi = MySQLdb  # what DBUtils asks of a connection creator
+    threadsafety = MySQLdb.threadsafety
+
+    def __init__(self, connector: _Connector) -> None:
+        self.connector = connector
+        self._ready = threading.local()
+
+    def __call__(self) -> Any:
+        conn = getattr(self._ready, "conn", None)
+        if conn is None:
+            return self.connector()
+        self._ready.conn = None
+        return conn
+
+    def check(self, raw: Any) -> bool:
+        return bool(raw.open) or getattr(self._ready, "conn", None) is None
+
+    def hand_over(self, conn: Any) -> None:
+        self._ready.conn = conn
+
+    def take_back(self) -> Any:
+        conn = getattr(self._ready, "conn", None)
+        self._ready.conn = None
+        return conn
+
+
 def _host_kwargs(host: tuple[str, int]) -> dict[str, Any]:
     return {"host": host[0], "port": host[1]}
 
@@ -357,7 +439,7 @@ class _Checkout:
     """The `with pool.connection() as raw:` block: a class, not a generator, because every push
     pays for it (a generator-based context manager costs several microseconds more)."""
 
-    __slots__ = ("pool", "pooled", "raw")
+    __slots__ = ("pool", "pooled", "raw", "warm")
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -372,7 +454,7 @@ class _Checkout:
             err.transient = False  # checkout_timeout is the caller's bound on this wait: not retried past it
             raise err
         try:
-            self.pooled, self.raw = pool._checkout()
+            self.pooled, self.raw, self.warm = pool._checkout()
         except BaseException:
             pool._slots.release()
             raise
@@ -381,11 +463,10 @@ class _Checkout:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         pool = self.pool
         if kind is None:
-            pooled = self.pooled
-            if pooled._pool is pool._db:
-                pool._warm.append(pooled)  # before the slot is freed: see Pool._checkout
+            if self.warm is pool._warm:
+                self.warm.append((self.pooled, self.raw))  # before the slot is freed: see Pool._checkout
             else:
-                pooled.close()  # the pool was closed (or this process forked) meanwhile
+                self.pooled.close()  # the pool was closed (or this process forked) meanwhile
             pool._slots.release()
             return
         try:
