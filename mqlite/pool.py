@@ -30,9 +30,10 @@ from dbutils.pooled_db import PooledDB
 from dbutils.steady_db import SteadyDBConnection
 
 from . import sql
-from .config import Settings, redact
-from .errors import ConfigError, DatabaseError, MqliteError, PayloadTooLarge, SchemaMissing, Unavailable
-from .retry import CANNOT_CONNECT, CONNECTION_LOST, LOCK_CONFLICT, TRANSIENT
+from .config import Settings
+from .connector import Connector, driver_kwargs, translate
+from .errors import ConfigError, DatabaseError, MqliteError, Unavailable
+from .retry import CONNECTION_LOST
 
 
 class _NeverRaised(Exception):
@@ -97,7 +98,11 @@ class Pool:
         checkout_timeout: float = 10.0,
         read_timeout: float | None = 60.0,
         routing: str = "single",
+        first_connect_retry_for: float | None = None,
     ) -> None:
+        """`first_connect_retry_for`: until a first connection succeeds, a refused one stops being
+        transient (worth retrying) after this many seconds; None: no such limit. For commands a
+        person waits on; long-lived processes keep retrying through a server restart."""
         if size < 1:
             raise ValueError("pool size must be at least 1")
         if routing not in ("single", "spread"):
@@ -108,7 +113,7 @@ class Pool:
         self.settings = settings
         self.size = size
         self.checkout_timeout = checkout_timeout
-        kwargs = settings.connect_kwargs()
+        kwargs = driver_kwargs(settings)
         kwargs.setdefault("connect_timeout", max(1, int(-(-connect_timeout // 1))))
         if read_timeout:
             # A hung server must not hang a web request forever; generous enough for lock waits.
@@ -118,8 +123,7 @@ class Pool:
         # insensitive) collation, `queue = %s` no longer yields rows in index order, and every
         # claim would sort the whole queue.
         kwargs.update(autocommit=True, charset="utf8mb4", collation="utf8mb4_bin")
-        self._connect_kwargs = kwargs
-        self._connector = _Connector(self, routing)
+        self._connector = Connector(settings, kwargs, routing)
         self._creator = _Creator(self._connector)
         self._lock = threading.Lock()
         self._db: PooledDB | None = None
@@ -128,6 +132,8 @@ class Pool:
         self._warm: list[tuple[Any, Any]] = []
         self._slots = _Slots(size)
         self._suspect_since = 0.0  # monotonic time of the last connection-level error
+        self.first_connect_retry_for = first_connect_retry_for
+        self._first_failure: float | None = None  # monotonic time the first connection first failed
         self._abandoned: list[Any] = []
         self.server: ServerInfo | None = None
         _pools.add(self)
@@ -192,7 +198,7 @@ class Pool:
             try:
                 pooled = self._pool().dedicated_connection()
             except MySQLdb.Error as exc:
-                raise self.translate(exc) from exc
+                raise self._connect_error(exc) from exc
             raw = pooled.dbapi_connection
         if not (raw.open and (not self._suspect_since or self._alive(raw))):
             pooled, raw = self._renew(pooled)
@@ -209,9 +215,11 @@ class Pool:
         """
         try:
             fresh = self._connector()
-        except MySQLdb.Error as exc:
+        except BaseException as exc:
             pooled.close()
-            raise self.translate(exc) from exc
+            if isinstance(exc, MySQLdb.Error):
+                raise self._connect_error(exc) from exc
+            raise
         pooled.close()  # into DBUtils' idle cache, where its check finds it closed
         self._creator.hand_over(fresh)
         try:
@@ -232,7 +240,7 @@ class Pool:
         try:
             raw = self._connector(init_command=sql.READ_COMMITTED) if read_committed else self._connector()
         except MySQLdb.Error as exc:
-            raise self.translate(exc) from exc
+            raise self._connect_error(exc) from exc
         if self.server is None:
             self._probe(raw)
         return raw
@@ -288,87 +296,18 @@ class Pool:
         """Turn a driver exception into an MqliteError; never includes the password."""
         return translate(exc, self.settings)
 
-
-class _Connector:
-    """Opens connections, failing over along the DSN's host list.
-
-    routing="single": every connection goes to the current primary (the first host that answers,
-    in DSN order); when it stops answering, the next one becomes primary. This is what a
-    Galera or Group Replication cluster wants by default: one writer, no certification conflicts.
-    routing="spread": new connections go round the hosts (multi-primary).
-    """
-
-    def __init__(self, pool: Pool, routing: str) -> None:
-        self.pool = pool
-        self.routing = routing
-        self.primary = 0
-        self._turn = 0
-        self._lock = threading.Lock()
-        self._checked = False
-
-    def __call__(self, **extra: Any) -> Any:
-        settings = self.pool.settings
-        hosts = settings.hosts
-        if len(hosts) <= 1 or settings.unix_socket:
-            return MySQLdb.connect(**self.pool._connect_kwargs, **extra)
-        if not self._checked:
-            self.check_nodes()
-        with self._lock:
-            if self.routing == "spread":
-                self._turn += 1
-                start = self._turn % len(hosts)
-            else:
-                start = self.primary
-        error: MySQLdb.Error | None = None
-        for step in range(len(hosts)):
-            index = (start + step) % len(hosts)
-            try:
-                conn = MySQLdb.connect(**{**self.pool._connect_kwargs, **extra, **_host_kwargs(hosts[index])})
-            except MySQLdb.Error as exc:
-                error = exc
-                continue
-            if self.routing == "single" and index != self.primary:
-                with self._lock:
-                    self.primary = index
-                log.warning("%s:%s is now the primary (after %s:%s stopped answering)", *hosts[index],
-                            *hosts[start])
-            conn._mqlite_host = index  # which host, should it fail later (see lost())
-            return conn
-        assert error is not None
-        raise error
-
-    def lost(self, index: int | None) -> None:
-        """A connection to host `index` failed: if it was the primary, the next host takes over
-        (a node that still accepts connections but refuses statements must not stay primary)."""
-        hosts = self.pool.settings.hosts
-        if index is None or len(hosts) <= 1 or self.routing != "single":
-            return
-        with self._lock:
-            if self.primary == index:
-                self.primary = (index + 1) % len(hosts)
-
-    def check_nodes(self) -> None:
-        """Refuse a host list in which two servers report the same node identity (sql.NODE)."""
-        seen: dict[int, str] = {}
-        for host in self.pool.settings.hosts:
-            try:
-                conn = MySQLdb.connect(**{**self.pool._connect_kwargs, **_host_kwargs(host)})
-            except MySQLdb.Error:
-                continue  # unreachable now: checked when it is first used
-            try:
-                cur = conn.cursor()
-                cur.execute(sql.NODE_IDENTITY)
-                node, identity = cur.fetchone()
-            finally:
-                conn.close()
-            where = f"{host[0]}:{host[1]}"
-            if int(node) in seen:
-                raise ConfigError(
-                    f"{seen[int(node)]} and {where} report the same node identity ({identity}): claims made "
-                    "on one could be read on the other; give each node its own host name or port"
-                )
-            seen[int(node)] = where
-        self._checked = True
+    def _connect_error(self, exc: MySQLdb.Error) -> MqliteError:
+        """The MqliteError for a connection that could not be opened."""
+        err: MqliteError = self._connector.refused_for_want_of_tls(exc) or self.translate(exc)
+        if err.transient and self.server is None and self.first_connect_retry_for is not None:
+            now = time.monotonic()
+            if self._first_failure is None:
+                self._first_failure = now
+            waited = now - self._first_failure
+            if waited >= self.first_connect_retry_for:
+                err = Unavailable(f"{err} (gave up after {waited:.1f}s: no connection to it has succeeded yet)")
+                err.transient = False
+        return err
 
 
 class _Creator:
@@ -404,10 +343,6 @@ class _Creator:
         conn = getattr(self._ready, "conn", None)
         self._ready.conn = None
         return conn
-
-
-def _host_kwargs(host: tuple[str, int]) -> dict[str, Any]:
-    return {"host": host[0], "port": host[1]}
 
 
 class _Slots:
@@ -478,26 +413,3 @@ class _Checkout:
         finally:
             self.pooled.close()
             pool._slots.release()
-
-
-def translate(exc: BaseException, settings: Settings | None) -> MqliteError:
-    """Map a MySQLdb exception onto the mqlite error hierarchy."""
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-    text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-    text = redact(text, settings)
-    where = settings.where if settings else "server"
-    if isinstance(exc, MySQLdb.InterfaceError) or code in CONNECTION_LOST:
-        return Unavailable(f"lost connection to {where} ({code}: {text or 'connection closed'})")
-    if code in CANNOT_CONNECT:
-        return Unavailable(f"cannot connect to {where} ({code}: {text})")
-    if code in (1045, 1044, 1049, 2005, 1698):
-        err = Unavailable(f"cannot use {where} ({code}: {text})")
-        err.transient = False
-        return err
-    if code == 1146:
-        return SchemaMissing(f"{text}: run `mqlite schema apply`")
-    if code == 1054:
-        return SchemaMissing(f"the table is older than this mqlite ({text}): run `mqlite schema apply`")
-    if code in (1153, 1301):
-        return PayloadTooLarge(f"statement larger than the server's max_allowed_packet ({code}: {text})")
-    return DatabaseError(f"server error {code}: {text}", code=code, transient=code in TRANSIENT or code in LOCK_CONFLICT)

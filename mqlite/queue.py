@@ -31,7 +31,8 @@ class Queue(Producing, Consuming, Administering):
     queue empty, and every `6 * recover_every` seconds otherwise. A DSN may list several hosts
     (`mysql://u:p@h1:3306,h2:3306/db`): `routing="single"` sends everything to the first that
     answers and moves to the next when it dies; `"spread"` spreads connections over all of them
-    (default: the DSN's `?routing=`, else single).
+    (default: the DSN's `?routing=`, else single). `first_connect_retry_for` bounds the retries of
+    a refused *first* connection (None: `retry_for`), for commands a person waits on.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class Queue(Producing, Consuming, Administering):
         backoff: Backoff = Backoff(),
         recover_every: float = 5.0,
         routing: Literal["single", "spread"] | None = None,
+        first_connect_retry_for: float | None = None,
     ) -> None:
         self.settings = parse_dsn(resolve_dsn(dsn))
         self._sql = statements(table)
@@ -56,7 +58,7 @@ class Queue(Producing, Consuming, Administering):
         self.recover_every = recover_every
         self._pool = Pool(
             self.settings, size=pool_size, connect_timeout=connect_timeout, checkout_timeout=checkout_timeout,
-            routing=routing or self.settings.routing,
+            routing=routing or self.settings.routing, first_connect_retry_for=first_connect_retry_for,
         )
         self._policy = retry.transient_policy(retry_for) if retry_for > 0 else None
         self._claimers: dict[tuple[str, bool, float], Claimer] = {}

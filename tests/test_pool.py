@@ -119,12 +119,12 @@ def test_a_dead_connection_that_cannot_be_reopened_is_unavailable_and_given_back
         with pytest.raises(Unavailable, match="lost connection"):
             with pool.connection() as raw:
                 raw.cursor().execute("SELECT 1")
-        good = pool._connect_kwargs
-        pool._connect_kwargs = {**good, "port": _free_port()}  # nothing listens there
+        good = pool._connector.kwargs
+        pool._connector.kwargs = {**good, "port": _free_port()}  # nothing listens there
         with pytest.raises(Unavailable, match="cannot connect"):
             with pool.connection():
                 pass
-        pool._connect_kwargs = good
+        pool._connector.kwargs = good
         q.push("p", "second")  # the one connection went back to DBUtils: not lost from the pool's count
         assert q.size("p") == 2
     finally:
