@@ -29,13 +29,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from . import bench as bench_mod
-from .bench import plot as bench_plot
 from .config import DEFAULT_TABLE
 from .errors import MqliteError
 from .message import Message
 from .queue import Queue
-from .server import dsn_or_throwaway
 from .worker import Worker, WorkerResult, command_handler
 
 # Locals in tracebacks could show a DSN with its password: never print them.
@@ -715,7 +712,9 @@ def bench(
     compare: Annotated[bool, typer.Option(help="Also run the reference strategies and peers; print ratios.")] = False,
     sweep: Annotated[Optional[str], typer.Option(help="Client counts to run each scenario at, e.g. 1,8,32,64.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="With --sweep: draw msg/s against clients to this PNG.")] = None,
-    redis_url: Annotated[str, typer.Option(help="Redis for the RQ peer.")] = bench_mod.DEFAULT_REDIS_URL,
+    redis_url: Annotated[
+        Optional[str], typer.Option(help="Redis for the RQ peer (default: the local one, port 6379).")
+    ] = None,
     batch: Annotated[int, typer.Option(min=1, max=1000, help="Messages per push-many call.")] = 100,
     backlog: Annotated[Optional[int], typer.Option(min=0, help="Ready messages seeded before pop/claim rows.")] = None,
     dsn: Dsn = None,
@@ -738,6 +737,11 @@ def bench(
     ratios [{numerator, denominator ("scenario/strategy"), clients, denominator_clients, ratio,
     goal, met}]; goals [{id, text, clients, target, value, met (null: not measured)}].
     """
+    # The harness and the throwaway server load only for this command (the others start faster).
+    from . import bench as bench_mod
+    from .bench import plot as bench_plot
+    from .testing import dsn_or_throwaway
+
     if seconds is not None and messages is not None:
         raise typer.BadParameter("give --seconds or --messages, not both")
     try:
@@ -751,7 +755,8 @@ def bench(
         bench_plot.require()
     opts = bench_mod.Options(
         clients=clients, seconds=seconds, messages=messages, body_size=body_size, scenarios=scenarios,
-        processes=processes, compare=compare, sweep=counts, batch=batch, backlog=backlog, redis_url=redis_url,
+        processes=processes, compare=compare, sweep=counts, batch=batch, backlog=backlog,
+        redis_url=redis_url or bench_mod.DEFAULT_REDIS_URL,
     )
     with dsn_or_throwaway(dsn) as target:
         with Progress(

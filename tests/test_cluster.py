@@ -1,4 +1,4 @@
-"""A 3-node MariaDB Galera cluster on loopback (mqlite.server.GaleraCluster), and why mqlite's
+"""A 3-node MariaDB Galera cluster on loopback (mqlite.testing.galera.GaleraCluster), and why mqlite's
 ownership must name the node: in raw SQL, sessions on two nodes with the same CONNECTION_ID()
 read each other's claims, and PROCESSLIST only shows the sessions of the node it is asked on.
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import MySQLdb
 import pytest
 
-from mqlite.server import _sweep_stale, galera_missing
+from mqlite.testing.galera import galera_missing
+from mqlite.testing.server import _sweep_stale
 
 from .conftest import admin_connection, rows
 from .helpers import python, read_line, wait_for
@@ -308,7 +309,7 @@ def test_certification_conflicts_of_the_naive_claim_3_writer_nodes_vs_1(cluster_
 
 STARTER = """
 import sys
-from mqlite.server import GaleraCluster
+from mqlite.testing.galera import GaleraCluster
 cluster = GaleraCluster(nodes=1).start()
 node = cluster.nodes[0]
 print(node.root, node.process.pid, flush=True)
