@@ -96,7 +96,7 @@ class Settings:
                 # The driver takes whole seconds; round up so a small timeout never becomes "none".
                 kwargs[name] = max(1, int(-(-value // 1)))
         if self.ssl_mode:
-            kwargs["ssl_mode"] = self.ssl_mode
+            kwargs["ssl_mode"] = _driver_ssl_mode(self.ssl_mode)
         files = {name[4:]: getattr(self, name) for name in _TLS_FILES if getattr(self, name)}
         if files:
             kwargs["ssl"] = files  # mysqlclient's names: ca, cert, key
@@ -179,6 +179,18 @@ def parse_dsn(dsn: str) -> Settings:
             raise ConfigError("DSN names no host (mysql://user@HOST:PORT/db) and no ?unix_socket=")
         hosts = (("localhost", DEFAULT_PORT),)
     return Settings(user=user or "root", password=password, hosts=hosts, database=database, **options)  # type: ignore[arg-type]
+
+
+def _driver_ssl_mode(mode: str) -> str:
+    """`mode` as mysqlclient needs it said. Built on MariaDB Connector/C (which numbers its releases
+    3.x), mysqlclient turns VERIFY_CA into the check VERIFY_IDENTITY makes (chain and host name),
+    and Connector/C checks the chain alone whenever a CA is given: so VERIFY_CA, as MySQL defines
+    it, is REQUIRED with the CA there (the VERIFY modes always carry one, see _check_tls)."""
+    if mode != "VERIFY_CA":
+        return mode
+    import MySQLdb
+
+    return "REQUIRED" if MySQLdb.get_client_info().startswith("3.") else mode
 
 
 def _check_tls(options: dict[str, object]) -> None:

@@ -1,12 +1,10 @@
 """Opening connections: failover along the DSN's host list, TLS as the DSN asks, and the mapping
 of driver errors onto mqlite's.
 
-TLS goes through mysqlclient's `ssl_mode` and `ssl={ca, cert, key}`. Built on MariaDB Connector/C
-(as on Debian and Ubuntu), mysqlclient has no MYSQL_OPT_SSL_MODE and emulates it: REQUIRED turns
-TLS on but connects in plain text to a server that offers none, and VERIFY_CA turns on the same
-check as VERIFY_IDENTITY (chain and host name). So a connection whose DSN requires TLS is checked
-to be encrypted once opened, and VERIFY_CA is asked of Connector/C as REQUIRED with the CA, which
-it checks (the chain, not the host name) whenever a CA is given.
+TLS goes through mysqlclient's `ssl_mode` and `ssl={ca, cert, key}` (Settings.connect_kwargs).
+Built on MariaDB Connector/C (as on Debian and Ubuntu), mysqlclient has no MYSQL_OPT_SSL_MODE and
+emulates it: REQUIRED turns TLS on but goes on in plain text with a server that offers none. So a
+connection whose DSN requires TLS is checked to be encrypted once opened.
 """
 
 from __future__ import annotations
@@ -33,17 +31,7 @@ from .retry import CANNOT_CONNECT, CONNECTION_LOST, LOCK_CONFLICT, TRANSIENT
 
 log = logging.getLogger("mqlite")
 
-# MariaDB Connector/C numbers its releases 3.x; MySQL's libmysqlclient 5.7, 8.x, 9.x.
-MARIADB_CONNECTOR = MySQLdb.get_client_info().startswith("3.")
 _TLS_FAILED = 2026  # CR_SSL_CONNECTION_ERROR
-
-
-def driver_kwargs(settings: Settings) -> dict[str, Any]:
-    """`settings.connect_kwargs()` with `ssl_mode` as this build of mysqlclient needs it said."""
-    kwargs = settings.connect_kwargs()
-    if MARIADB_CONNECTOR and kwargs.get("ssl_mode") == "VERIFY_CA":
-        kwargs["ssl_mode"] = "REQUIRED"  # with ssl.ca: the chain checked, not the host name (see above)
-    return kwargs
 
 
 def session_cipher(cur: Any) -> str | None:

@@ -31,7 +31,7 @@ from dbutils.steady_db import SteadyDBConnection
 
 from . import sql
 from .config import Settings
-from .connector import Connector, driver_kwargs, translate
+from .connector import Connector, translate
 from .errors import ConfigError, DatabaseError, MqliteError, Unavailable
 from .retry import CONNECTION_LOST
 
@@ -113,7 +113,7 @@ class Pool:
         self.settings = settings
         self.size = size
         self.checkout_timeout = checkout_timeout
-        kwargs = driver_kwargs(settings)
+        kwargs = settings.connect_kwargs()
         kwargs.setdefault("connect_timeout", max(1, int(-(-connect_timeout // 1))))
         if read_timeout:
             # A hung server must not hang a web request forever; generous enough for lock waits.

@@ -1,5 +1,6 @@
-"""TLS to the server: a throwaway server with certificates made here (a CA, a server certificate for
-127.0.0.1 and localhost, and a second, unrelated CA), and an account created `REQUIRE SSL`."""
+"""TLS to the server: a throwaway server started with `tls=True` (certificates made for it: a CA of
+its own and a server certificate for 127.0.0.1 and localhost), a second, unrelated CA made here,
+and an account created `REQUIRE SSL`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import mqlite
 from mqlite.config import parse_dsn
 from mqlite.errors import CertificateRejected, TlsRequired
-from mqlite.server import ThrowawayServer
+from mqlite.testing import ThrowawayServer
 from mqlite.testing.certs import CertificateAuthority, TlsFiles
 
 from .conftest import admin_connection, rows
@@ -36,10 +37,9 @@ class TlsServer:
 
 
 def start_tls_server(directory: Path, hosts: tuple[str, ...]) -> TlsServer:
-    ca = CertificateAuthority.create(directory)
-    files = ca.issue(directory, "server", hosts=hosts)
     other = CertificateAuthority.create(directory, "an unrelated CA", stem="other-ca")
-    server = ThrowawayServer(extra_args=(f"--ssl-ca={files.ca}", f"--ssl-cert={files.cert}", f"--ssl-key={files.key}"))
+    server = ThrowawayServer(tls=True, tls_hosts=hosts)
+    assert server.tls is not None and server.ca_path == server.tls.ca
     server.start()
     root = MySQLdb.connect(unix_socket=server.socket, user="root")
     try:
@@ -48,7 +48,7 @@ def start_tls_server(directory: Path, hosts: tuple[str, ...]) -> TlsServer:
         cur.execute(f"GRANT ALL ON *.* TO {USER}@'%'")
     finally:
         root.close()
-    return TlsServer(server, files, other.path)
+    return TlsServer(server, server.tls, other.path)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,13 @@ def _cipher_of(dsn: str) -> str:
         return str(cipher)
     finally:
         conn.close()
+
+
+def test_the_throwaway_servers_own_dsn_verifies_it(tls: TlsServer) -> None:
+    assert "ssl_mode=VERIFY_IDENTITY" in tls.server.dsn
+    with mqlite.Queue(tls.server.dsn) as q:
+        q.apply_schema()
+        assert q.stats().tls_cipher
 
 
 def test_stats_reports_no_cipher_for_a_session_without_tls(tls: TlsServer) -> None:
