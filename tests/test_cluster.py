@@ -118,8 +118,8 @@ def _equal_connection_ids(dsn_a: str, dsn_b: str, timeout: float = 60.0) -> tupl
 
 
 def test_equal_connection_ids_on_two_nodes_read_each_others_claims(cluster_dsns) -> None:
-    """The double delivery of issue 9, in raw SQL: the bug exists on a cluster, so mqlite's ownership
-    must name the node as well as the session."""
+    """The double delivery that equal session ids on two nodes cause, in raw SQL: the bug exists on a
+    cluster, so mqlite's ownership must name the node as well as the session."""
     setup = admin_connection(cluster_dsns[0])
     setup.cursor().execute(MESSAGES)
     setup.cursor().execute("INSERT INTO messages (queue, body) VALUES ('jobs', 'm1'), ('jobs', 'm2'), ('jobs', 'm3')")
