@@ -4,6 +4,7 @@ and an account created `REQUIRE SSL`."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -197,3 +198,21 @@ def test_verify_identity_checks_the_host_name_and_verify_ca_does_not(tmp_path: P
                 q.stats()
     finally:
         srv.server.stop()
+
+
+def test_mqlite_stats_shows_the_cipher(tls: TlsServer) -> None:
+    from typer.testing import CliRunner
+
+    from mqlite.cli import app
+
+    dsn = tls.dsn("ssl_mode=REQUIRED")
+    with mqlite.Queue(dsn) as q:
+        q.apply_schema()
+    cipher = _cipher_of(dsn)
+    shown = CliRunner().invoke(app, ["stats", "--dsn", dsn])
+    assert shown.exit_code == 0, shown.output
+    assert f"connection: TLS, {cipher}" in shown.output
+    as_json = CliRunner().invoke(app, ["stats", "--json", "--dsn", dsn])
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout)["tls_cipher"] == cipher
+    plain = CliRunner().invoke(app, ["stats", "--dsn", f"mysql://root@127.0.0.1:{tls.server.port}/test?ssl_mode=DISABLED"])
+    assert plain.exit_code == 0 and "connection: not encrypted" in plain.output
