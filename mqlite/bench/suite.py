@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from ..config import parse_dsn
-from ..sql import reference_statements
+from .reference_sql import reference_statements
 from . import drivers, harness, peers
 from .drivers import DEFAULT_REDIS_URL, Case, MqliteDriver, RawDriver
 from .harness import Bound, Group
