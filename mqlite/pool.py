@@ -13,7 +13,6 @@ DBUtils is used through its public API only (see `dbutils_problem`, checked when
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import threading
@@ -71,7 +70,6 @@ class ServerInfo:
         return "mariadb" in self.version.lower()
 
 
-log = logging.getLogger("mqlite")
 _pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
 
@@ -322,7 +320,7 @@ class _Creator:
     dbapi = MySQLdb  # what DBUtils asks of a connection creator
     threadsafety = MySQLdb.threadsafety
 
-    def __init__(self, connector: _Connector) -> None:
+    def __init__(self, connector: Connector) -> None:
         self.connector = connector
         self._ready = threading.local()
 
