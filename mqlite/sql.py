@@ -32,6 +32,7 @@ SERVER_INFO = "SELECT @@max_allowed_packet, @@auto_increment_increment, VERSION(
 # locks), so a push never waits behind a claim. Needs binlog_format=ROW/MIXED where binlogs are on.
 READ_COMMITTED = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 SERVER_CLOCK = "SELECT NOW(6)"
+SESSION_CIPHER = "SHOW SESSION STATUS LIKE 'Ssl_cipher'"  # value '' when the session is not encrypted
 SERVER_UPTIME = "SHOW GLOBAL STATUS LIKE 'Uptime'"
 LIVE_CONNECTIONS = "SELECT ID FROM information_schema.PROCESSLIST"
 # USER_PRIVILEGES names the grantee as 'user'@'host'; CURRENT_USER() gives user@host.
