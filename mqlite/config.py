@@ -257,16 +257,24 @@ def check_queue(name: object) -> str:
             name = name.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidName("queue name is not valid UTF-8") from None
+    return _check_name(name, "queue name", QUEUE_NAME_MAX)
+
+
+def _check_name(name: object, what: str, limit: int) -> str:
     if not isinstance(name, str):
-        raise InvalidName(f"queue name must be a string, not {type(name).__name__}")
+        raise InvalidName(f"{what} must be a string, not {type(name).__name__}")
     if not name:
-        raise InvalidName("queue name is empty")
-    if len(name) > QUEUE_NAME_MAX:
-        raise InvalidName(f"queue name is {len(name)} characters long (at most {QUEUE_NAME_MAX})")
+        raise InvalidName(f"{what} is empty")
+    if len(name) > limit:
+        raise InvalidName(f"{what} is {len(name)} characters long (at most {limit})")
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidName("queue name is not valid UTF-8 (lone surrogate)") from None
+        raise InvalidName(f"{what} is not valid UTF-8 (lone surrogate)") from None
+    if name.endswith(" "):
+        # The server compares these columns with trailing spaces ignored (PAD SPACE): 'a' and
+        # 'a ' would name the same queue, or collide as unique keys.
+        raise InvalidName(f"{what} ends with a space ({name[-20:]!r}): the server ignores trailing spaces in comparisons")
     return name
 
 
@@ -302,12 +310,11 @@ def delay_us(delay: float | None, run_at: datetime | None) -> int:
     return int(delay * 1e6)
 
 
-def check_key(key: str | None, what: str) -> str | None:
+def check_key(key: object, what: str) -> str | None:
+    """`key` (a unique or concurrency key) if it is None or 1–191 characters of UTF-8, else InvalidName."""
     if key is None:
         return None
-    if not isinstance(key, str) or not 1 <= len(key) <= KEY_MAX:
-        raise ValueError(f"{what} must be a string of 1 to {KEY_MAX} characters")
-    return key
+    return _check_name(key, what, KEY_MAX)
 
 
 def check_count(n: int, what: str = "max_attempts") -> int:

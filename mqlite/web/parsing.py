@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..config import KEY_MAX, check_queue
+from ..config import check_key, check_queue
 from ..errors import InvalidName
 from .errors import ApiError
 
@@ -37,9 +37,10 @@ def number(request: Request, name: str, default: float | None, low: float, high:
 
 def key(request: Request, name: str) -> str | None:
     value = request.query_params.get(name)
-    if value is not None and not 1 <= len(value) <= KEY_MAX:
-        raise ApiError(400, "bad_parameter", f"{name} must be 1 to {KEY_MAX} characters")
-    return value
+    try:
+        return check_key(value, name)
+    except InvalidName as exc:
+        raise ApiError(400, "bad_parameter", str(exc)) from None
 
 
 def integer(text: str, name: str, low: int, high: int) -> int:
