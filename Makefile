@@ -7,7 +7,7 @@ SWEEP ?= 1,8,32,64
 # The peers of `bench --compare` (huey, RQ) and matplotlib: optional; missing ones are reported as skipped.
 BENCH_EXTRAS := $(VENV)/.mqlite-bench-extras
 
-.PHONY: bench bench-sweep test test-fast test-cluster bootstrap clean
+.PHONY: bench bench-sweep test test-fast test-cluster soak bootstrap clean
 
 bench: bootstrap $(BENCH_EXTRAS)
 	$(VENV)/bin/mqlite bench --clients $(CLIENTS) --compare
@@ -28,6 +28,12 @@ test-fast: bootstrap
 # The MariaDB Galera tests alone: one 3-node cluster on loopback, formed once for all of them.
 test-cluster: bootstrap
 	$(PY) -m pytest -m cluster
+
+# Not part of `make test`: 10 minutes of mixed load on a throwaway server, 4 worker processes (one
+# SIGKILLed every 10 s), one server restart; nothing lost, RSS flat, connections bounded
+# (tests/test_soak.py; MQLITE_SOAK_SECONDS to change the length). Figures: docs/RELIABILITY.md.
+soak: bootstrap
+	MQLITE_SOAK=1 $(PY) -m pytest tests/test_soak.py -s -p no:cacheprovider
 
 bootstrap:
 	@scripts/bootstrap.sh
