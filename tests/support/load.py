@@ -40,6 +40,7 @@ class Handling:
     body: str
     id: int
     consumer: int
+    attempts: int  # the message's attempts when taken: recovery of a lost claim adds one
     taken: float  # monotonic time `take` returned
     acking: float  # monotonic time `ack` was called
     acked: bool | None  # ack's answer; None when it raised
@@ -102,20 +103,25 @@ class Report:
         return found
 
     def _overlaps(self) -> list[str]:
-        """Two consumers holding one message at once while the first one's claim was live.
+        """Two consumers holding one message at once while both claims were live.
 
-        An acknowledgement that deleted the row proves its claim was live from the claim to the
-        DELETE; any other handling of that row must then start after it (a claim lost to recovery
-        is acknowledged False, and may overlap the next delivery: that is at-least-once)."""
+        A claim ends when its message is acknowledged, or when recovery puts it back (its claim
+        session died): recovery counts an attempt. So if two handlings of one message overlap in
+        time, the later claim must have seen more attempts than the earlier one (the row was
+        recovered in between, and the earlier consumer's claim was already lost: at-least-once);
+        with as many attempts, the later claim took a row another consumer still held.
+        """
         by_id: dict[int, list[Handling]] = defaultdict(list)
         for h in self.handlings:
             by_id[h.id].append(h)
         found = []
         for hs in by_id.values():
-            for live in (h for h in hs if h.acked):
-                for other in hs:
-                    if other is not live and other.taken < live.acking and live.taken < other.acking:
-                        found.append(f"message {live.id} held by consumers {live.consumer} and {other.consumer} at once")
+            hs.sort(key=lambda h: h.taken)
+            for i, earlier in enumerate(hs):
+                for later in hs[i + 1:]:
+                    if later.taken < earlier.acking and later.attempts <= earlier.attempts:
+                        found.append(f"message {earlier.id} held by consumers {earlier.consumer} and "
+                                     f"{later.consumer} at once, both claims live (attempts {earlier.attempts})")
         return found[:5]
 
     def summary(self) -> dict[str, Any]:
@@ -244,7 +250,7 @@ def run(direct_dsn: str, faulty_dsn: str, seconds: float, *, queue_options: dict
                 with lock:
                     report.consume_errors[type(exc).__name__] += 1
             with lock:
-                report.handlings.append(Handling(m.text(), m.id, n, taken, acking, acked))
+                report.handlings.append(Handling(m.text(), m.id, n, m.attempts, taken, acking, acked))
 
     admin = admin_connection(direct_dsn)
 
