@@ -190,7 +190,8 @@ def translate(exc: BaseException, settings: Settings | None) -> MqliteError:
         return SchemaMissing(f"the table is older than this mqlite ({text}): run `mqlite schema apply`")
     if code in (1153, 1301):
         return PayloadTooLarge(f"statement larger than the server's max_allowed_packet ({code}: {text})")
-    return DatabaseError(f"server error {code}: {text}", code=code, transient=code in TRANSIENT or code in LOCK_CONFLICT)
+    transient = code in TRANSIENT or code in LOCK_CONFLICT
+    return DatabaseError(f"server error {code}: {text}", code=code, transient=transient)
 
 
 def _tls_failed(text: str, settings: Settings | None, where: str) -> MqliteError:
