@@ -118,7 +118,8 @@ class Administering(QueueCore):
 
     def workers(self) -> list[registry.WorkerInfo]:
         """The Worker / `mqlite consume` processes registered on this table."""
-        return self._registry(registry.list_workers)
+        workers: list[registry.WorkerInfo] = self._registry(registry.list_workers)
+        return workers
 
     def reset_counters(self, queue: str | None = None) -> None:
         """Zero the processed/failed totals of `queue` (or of every queue)."""

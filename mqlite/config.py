@@ -211,7 +211,9 @@ def _check_tls(options: dict[str, object]) -> None:
     if mode is not None:
         mode = str(mode).upper()
         if mode not in SSL_MODES:
-            raise ConfigError(f"DSN option ssl_mode must be one of {', '.join(SSL_MODES)}, got {options['ssl_mode']!r:.40}")
+            raise ConfigError(
+                f"DSN option ssl_mode must be one of {', '.join(SSL_MODES)}, got {options['ssl_mode']!r:.40}"
+            )
     elif "ssl_ca" in options:
         mode = "VERIFY_CA"  # a CA given is a CA checked: never a silently unverified connection
     if mode is not None:

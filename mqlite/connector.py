@@ -196,7 +196,8 @@ def translate(exc: BaseException, settings: Settings | None) -> MqliteError:
         return ReadOnly(f"{where} is read-only: it accepts no writes now ({code}: {text})", code)
     if out_of_space(code, text):
         return StorageFull(f"{where} has no space left for the table ({code}: {text})", code)
-    return DatabaseError(f"server error {code}: {text}", code=code, transient=code in TRANSIENT or code in LOCK_CONFLICT)
+    transient = code in TRANSIENT or code in LOCK_CONFLICT
+    return DatabaseError(f"server error {code}: {text}", code=code, transient=transient)
 
 
 def _tls_failed(text: str, settings: Settings | None, where: str) -> MqliteError:

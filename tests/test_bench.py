@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from mqlite import bench
 from mqlite.bench import drivers, harness, plot, procs
 from mqlite.bench.harness import Bound, Empty, Group
+from mqlite.bench.reference_sql import reference_statements
 from mqlite.cli import app
 from mqlite.errors import ConfigError
-from mqlite.bench.reference_sql import reference_statements
 
 from .conftest import admin_connection, rows
 

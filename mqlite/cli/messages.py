@@ -10,7 +10,7 @@ import typer
 
 from ..config import DEFAULT_TABLE
 from ..queue import Queue
-from .app import Dsn, WaitOpt, JsonOpt, QueueArg, TableOpt, UnknownQueue, UsageError, command, duration, open_queue
+from .app import Dsn, JsonOpt, QueueArg, TableOpt, UnknownQueue, UsageError, WaitOpt, command, duration, open_queue
 from .render import message_json, messages_table, out, plural, print_json
 
 

@@ -13,7 +13,7 @@ import typer
 
 from ..config import DEFAULT_TABLE
 from ..queue import Queue
-from .app import Dsn, WaitOpt, JsonOpt, QueueArg, TableOpt, command, open_queue
+from .app import Dsn, JsonOpt, QueueArg, TableOpt, WaitOpt, command, open_queue
 from .render import Snapshot, out, plural, print_json, stats_json, stats_view, workers_json, workers_table
 
 

@@ -19,7 +19,7 @@ import typer
 from ..config import DEFAULT_TABLE
 from ..message import Message
 from ..web import DEFAULT_MAX_BODY
-from .app import Dsn, WaitOpt, JsonOpt, QueueArg, TableOpt, UsageError, command, open_queue
+from .app import Dsn, JsonOpt, QueueArg, TableOpt, UsageError, WaitOpt, command, open_queue
 from .render import err, worker_summary
 
 

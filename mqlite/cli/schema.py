@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import DEFAULT_TABLE
-from .app import Dsn, WaitOpt, JsonOpt, TableOpt, command, open_queue, schema_app
+from .app import Dsn, JsonOpt, TableOpt, WaitOpt, command, open_queue, schema_app
 from .render import out, print_json
 
 

@@ -183,7 +183,9 @@ class ThrowawayServer:
                 "--skip-test-db", "--skip-name-resolve", *self._user_args(),
             ]
         else:
-            cmd = [self.binary, "--no-defaults", "--initialize-insecure", f"--datadir={self.datadir}", *self._user_args()]
+            cmd = [
+                self.binary, "--no-defaults", "--initialize-insecure", f"--datadir={self.datadir}", *self._user_args()
+            ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **self._popen_kwargs())
         if done.returncode != 0:
             raise ServerError(f"initialising the datadir failed: {(done.stderr or done.stdout).strip()[-500:]}")
