@@ -276,7 +276,9 @@ def _check_name(name: object, what: str, limit: int) -> str:
     if name.endswith(" "):
         # The server compares these columns with trailing spaces ignored (PAD SPACE): 'a' and
         # 'a ' would name the same queue, or collide as unique keys.
-        raise InvalidName(f"{what} ends with a space ({name[-20:]!r}): the server ignores trailing spaces in comparisons")
+        raise InvalidName(
+            f"{what} ends with a space ({name[-20:]!r}): the server ignores trailing spaces in comparisons"
+        )
     return name
 
 

@@ -23,7 +23,6 @@ from mqlite.errors import Duplicate, InvalidBody, InvalidName, PayloadTooLarge
 from mqlite.message import as_bytes
 from mqlite.testing import ThrowawayServer
 
-
 _QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large,
           HealthCheck.large_base_example]
 settings.register_profile("mqlite", max_examples=25, derandomize=True, database=None,

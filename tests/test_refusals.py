@@ -189,7 +189,7 @@ def _full_disk(server: SmallDiskServer) -> None:
     with pytest.raises(StorageFull) as full:
         for batch in range(100_000):
             chunk = [f"{batch:06d}.{i:03d}".encode() * 40 for i in range(500)]
-            bodies.update(zip(q.push_many("jobs", chunk), chunk))
+            bodies.update(zip(q.push_many("jobs", chunk), chunk, strict=True))
     assert full.value.transient and full.value.code == 1114, full.value
     assert len(bodies) >= 500
     # Then one at a time, into what the last pages have left.

@@ -22,6 +22,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import mqlite
@@ -208,16 +209,16 @@ def run(direct_dsn: str, faulty_dsn: str, seconds: float, *, queue_options: dict
             try:
                 if keyed:
                     time.sleep(0.05)  # a steady trickle: every keyed row waits for the drain
-                    new_id = timed("push", lambda: producers_q.push(KEYED, name, unique_key=name))
+                    new_id = timed("push", partial(producers_q.push, KEYED, name, unique_key=name))
                     with lock:
                         report.keyed_returned[name] = new_id
                 elif batch:
                     bodies = [f"{name}.{j}" for j in range(3)]
-                    timed("push_many", lambda: producers_q.push_many(PLAIN, bodies))
+                    timed("push_many", partial(producers_q.push_many, PLAIN, bodies))
                     with lock:
                         report.plain_returned.update(bodies)
                 else:
-                    timed("push", lambda: producers_q.push(PLAIN, name))
+                    timed("push", partial(producers_q.push, PLAIN, name))
                     with lock:
                         report.plain_returned.add(name)
             except Duplicate:
@@ -233,7 +234,7 @@ def run(direct_dsn: str, faulty_dsn: str, seconds: float, *, queue_options: dict
         while consuming.is_set():
             name = KEYED if drain_keyed.is_set() and rng.random() < 0.5 else PLAIN
             try:
-                m = timed("take", lambda: q.take(name, lease=60))
+                m = timed("take", partial(q.take, name, lease=60))
             except MqliteError as exc:
                 with lock:
                     report.consume_errors[type(exc).__name__] += 1
@@ -244,7 +245,7 @@ def run(direct_dsn: str, faulty_dsn: str, seconds: float, *, queue_options: dict
             time.sleep(rng.random() * 0.003)  # the work
             acking = time.monotonic()
             try:
-                acked: bool | None = timed("ack", lambda: q.ack(m))
+                acked: bool | None = timed("ack", partial(q.ack, m))
             except MqliteError as exc:
                 acked = None
                 with lock:

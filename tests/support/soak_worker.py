@@ -54,7 +54,7 @@ class _Log:
         self.local = threading.local()
 
     def record(self, token: str, message_id: int) -> None:
-        for attempt in range(120):  # through a server restart
+        for _ in range(120):  # through a server restart
             conn = getattr(self.local, "conn", None)
             try:
                 if conn is None:
