@@ -134,6 +134,10 @@ class ThrowawayServer:
         self.root = Path(tempfile.mkdtemp(prefix=_PREFIX))
         (self.root / "owner.pid").write_text(str(os.getpid()))
         self.datadir = self.root / "data"
+        # A tmpdir of its own: a server starting deletes every `#sql…` file in its tmpdir as left
+        # over from a crash, including the temporary tables of other servers sharing it (a
+        # datadir initialised at the same time then fails, "Unknown table 'mysql.tmp_user_sys'").
+        self.tmpdir = self.root / "tmp"
         self.socket = str(self.root / "mysqld.sock")
         self.log = self.root / "error.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -172,6 +176,7 @@ class ThrowawayServer:
 
     def _initialise(self) -> None:
         self._mkdir(self.datadir)
+        self._mkdir(self.tmpdir)
         if self.kind == "mariadb":
             installer = shutil.which("mariadb-install-db", path=os.pathsep.join(_SEARCH)) or shutil.which(
                 "mysql_install_db", path=os.pathsep.join(_SEARCH)
@@ -186,7 +191,9 @@ class ThrowawayServer:
             cmd = [
                 self.binary, "--no-defaults", "--initialize-insecure", f"--datadir={self.datadir}", *self._user_args()
             ]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **self._popen_kwargs())
+        # The installer's bootstrap server takes its tmpdir from TMPDIR.
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "TMPDIR": str(self.tmpdir)}, **self._popen_kwargs())
         if done.returncode != 0:
             raise ServerError(f"initialising the datadir failed: {(done.stderr or done.stdout).strip()[-500:]}")
         self._initialised = True
@@ -210,7 +217,7 @@ class ThrowawayServer:
         cmd = [
             self.binary, "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
             f"--socket={self.socket}", "--bind-address=127.0.0.1", f"--pid-file={self.root / 'mysqld.pid'}",
-            f"--log-error={self.log}", "--skip-name-resolve", "--max-connections=1000",
+            f"--log-error={self.log}", f"--tmpdir={self.tmpdir}", "--skip-name-resolve", "--max-connections=1000",
             "--innodb-buffer-pool-size=256M", "--max-allowed-packet=64M", *self._user_args(),
         ]
         if self.kind == "mysql":
