@@ -176,7 +176,6 @@ class ThrowawayServer:
 
     def _initialise(self) -> None:
         self._mkdir(self.datadir)
-        self._mkdir(self.tmpdir)
         if self.kind == "mariadb":
             installer = shutil.which("mariadb-install-db", path=os.pathsep.join(_SEARCH)) or shutil.which(
                 "mysql_install_db", path=os.pathsep.join(_SEARCH)
@@ -205,6 +204,8 @@ class ThrowawayServer:
         return self
 
     def _spawn(self, *more_args: str) -> None:
+        if not self.tmpdir.exists():  # here, not in _initialise: a Galera joiner skips that
+            self._mkdir(self.tmpdir)
         if not self._initialised:
             _sweep_stale()
             self._initialise()
