@@ -7,7 +7,7 @@ SWEEP ?= 1,8,32,64
 # The peers of `bench --compare` (huey, RQ) and matplotlib: optional; missing ones are reported as skipped.
 BENCH_EXTRAS := $(VENV)/.mqlite-bench-extras
 
-.PHONY: bench bench-sweep test test-fast test-cluster lint soak bootstrap clean
+.PHONY: bench bench-sweep test test-fast test-cluster test-faults lint soak bootstrap clean
 
 bench: bootstrap $(BENCH_EXTRAS)
 	$(VENV)/bin/mqlite bench --clients $(CLIENTS) --compare
@@ -33,6 +33,11 @@ test-fast: bootstrap
 # The MariaDB Galera tests alone: one 3-node cluster on loopback, formed once for all of them.
 test-cluster: bootstrap
 	$(PY) -m pytest -m cluster
+
+# The network-fault tests at full length (20 s of load per fault mode; `make test` runs 10 s each),
+# printing the figures docs/RELIABILITY.md records.
+test-faults: bootstrap
+	MQLITE_FAULT_SECONDS=20 $(PY) -m pytest tests/test_faults.py -s -p no:cacheprovider
 
 # Not part of `make test`: 10 minutes of mixed load on a throwaway server, 4 worker processes (one
 # SIGKILLed every 10 s), one server restart; nothing lost, RSS flat, connections bounded
