@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS mqlite_schema_version (
 APPLIED_VERSIONS = "SELECT version, name, applied_at FROM mqlite_schema_version WHERE table_name = %s ORDER BY version"
 RECORD_VERSION = "INSERT INTO mqlite_schema_version (table_name, version, name) VALUES (%s, %s, %s)"
 FORGET_VERSIONS = "DELETE FROM mqlite_schema_version WHERE table_name = %s"
+# A push on the caller's connection: a savepoint, so a duplicate unique key takes back only the push.
+PUSH_SAVEPOINT = "SAVEPOINT mqlite_push"
+UNDO_PUSH = "ROLLBACK TO SAVEPOINT mqlite_push"
 VERSION_TABLE_EXISTS = (
     "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
 )
@@ -76,6 +79,7 @@ class Statements:
     promote: str
     keys_due: str
     find_unique: str
+    find_unique_locked: str
     find_attempts: str
     claim: str
     read_claimed: str
@@ -189,6 +193,10 @@ def statements(table: str) -> Statements:
             f"WHERE concurrency_key IS NOT NULL AND available_at = {PARKED} AND due_at <= NOW(6)"
         ),
         find_unique=f"SELECT id FROM {t} WHERE queue = %s AND unique_key = %s",
+        # Inside a caller's transaction: a locking read sees the latest committed row (a plain one
+        # reads the transaction's snapshot, which may predate it). The failed INSERT already holds
+        # a shared lock on that index entry, so this never waits. LOCK IN SHARE MODE: MariaDB and MySQL 8.
+        find_unique_locked=f"SELECT id FROM {t} WHERE queue = %s AND unique_key = %s LOCK IN SHARE MODE",
         find_attempts=f"SELECT attempts, max_attempts, concurrency_key FROM {t} WHERE id = %s",
         # The optimistic pop: one atomic UPDATE tags rows with this session's id, walking the
         # queue's ready range from its head.
