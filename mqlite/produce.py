@@ -166,30 +166,21 @@ class Producing(QueueCore):
         # only) keeps "a refused push leaves nothing behind" true whatever the push sends. In
         # autocommit mode there is no transaction to protect (and a savepoint would not outlive
         # its own statement).
-        guarded = key is not None and not held.autocommit()
-        cur = held.raw.cursor()
         try:
-            if guarded:
-                cur.execute(sql.PUSH_SAVEPOINT)
+            guarded = key is not None and not held.autocommit()
+            cur = held.raw.cursor()
             try:
+                if guarded:
+                    cur.execute(sql.PUSH_SAVEPOINT)
                 new_id = self._insert(cur, row)
             except held.driver.Error as exc:
                 if key is None or not exc.args or exc.args[0] != _ER_DUP_ENTRY:
                     raise
-                if guarded:
-                    cur.execute(sql.UNDO_PUSH)
-                cur.execute(self._sql.find_unique_locked, (name, key))
-                found = cur.fetchone()
-                existing = int(found[0]) if found else None
-                if existing is not None and if_exists == "ignore":
-                    return existing
-                raise Duplicate(
-                    f"queue {name!r} already holds a message with unique key {key!r} (id {existing})", existing
-                ) from None
+                return self._duplicate_on(cur, guarded, name, key, if_exists)
+            finally:
+                cur.close()
         except held.driver.Error as exc:
             raise held.translate(exc, self.settings) from exc
-        finally:
-            cur.close()
         if ckey is not None:
             # Parked until promoted, and a promotion cannot see it before the caller commits: it
             # runs after the commit where the framework tells us (Django, SQLAlchemy Session), at
@@ -204,17 +195,30 @@ class Producing(QueueCore):
                 held.after_commit(promote)
         return new_id
 
+    def _duplicate_on(self, cur: Any, guarded: bool, name: str, key: str, if_exists: str) -> int:
+        if guarded:
+            cur.execute(sql.UNDO_PUSH)
+        cur.execute(self._sql.find_unique_locked, (name, key))
+        found = cur.fetchone()
+        existing = int(found[0]) if found else None
+        if existing is not None and if_exists == "ignore":
+            return existing
+        raise Duplicate(
+            f"queue {name!r} already holds a message with unique key {key!r} (id {existing})", existing
+        ) from None
+
     def _push_many_on(self, held: Borrowed, name: str, datas: list[bytes]) -> list[int]:
         self._know_server(held)
         chunks = self._plan_chunks(None, name, datas)
         assert self._pool.server is not None
-        cur = held.raw.cursor()
         try:
-            return self._insert_chunks(cur, name, chunks, self._pool.server.auto_increment_increment)
+            cur = held.raw.cursor()
+            try:
+                return self._insert_chunks(cur, name, chunks, self._pool.server.auto_increment_increment)
+            finally:
+                cur.close()
         except held.driver.Error as exc:
             raise held.translate(exc, self.settings) from exc
-        finally:
-            cur.close()
 
     def _know_server(self, held: Borrowed) -> None:
         """Learn max_allowed_packet (for the size checks) once per Queue: on the caller's connection

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import zlib
 from functools import lru_cache
 
-from .config import check_table
+from .config import DEFAULT_TABLE, check_table
 
 # Columns a Message is built from, in this order (see Message.from_row).
 MESSAGE_COLUMNS = (
@@ -122,6 +123,7 @@ class Statements:
     retry_failed: str
     retry_failed_ids: str
     drop_table: str
+    drop_push_procedure: str
 
     def push_many(self, rows: int) -> str:
         """A multi-row INSERT of `rows` messages."""
@@ -343,7 +345,21 @@ def statements(table: str) -> Statements:
             "WHERE queue = %s AND available_at IS NULL AND id IN ({ids})"
         ),
         drop_table=f"DROP TABLE IF EXISTS {t}",
+        drop_push_procedure=f"DROP PROCEDURE IF EXISTS `{push_procedure(table)}`",
     )
+
+
+def push_procedure(table: str) -> str:
+    """The name of the stored procedure that enqueues into `table` (schema/008): procedures live
+    beside tables in a database, one per messages table. `mqlite_push` for the default table,
+    `mqlite_push_<table>` for another (a long name is cut and given a checksum: 64 characters at most)."""
+    check_table(table)
+    if table == DEFAULT_TABLE:
+        return "mqlite_push"
+    name = f"mqlite_push_{table}"
+    if len(name) > 64:
+        name = f"{name[:55]}_{zlib.crc32(table.encode()):08x}"
+    return name
 
 
 # =====================================================================================================
