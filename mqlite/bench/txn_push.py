@@ -1,0 +1,183 @@
+"""Transactional push against the INSERT an application would write itself, in the same run.
+
+    python -m mqlite.bench.txn_push [--dsn DSN] [--threads 64] [--seconds 5] [--rounds 3] [--json FILE]
+
+Each thread holds its own connection (mysqlclient, autocommit off: the DB-API's implicit BEGIN)
+and repeats one application transaction: INSERT an order row, enqueue, COMMIT. The two ways to
+enqueue take turns, round after round on freshly emptied tables:
+- `push`: `Queue.push("receipts", body, connection=conn)`;
+- `insert`: the hand-written `INSERT INTO mqlite_messages (queue, body) VALUES (%s, %s)`.
+Reported: transactions per second of each round, and per pair of rounds the ratio push / insert.
+Without a DSN (or MQLITE_DSN), a throwaway server is started. A scratch database is created on the
+server and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import MySQLdb
+
+from mqlite import Queue
+from mqlite.config import parse_dsn
+
+ORDERS = (
+    "CREATE TABLE bench_orders (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, "
+    "ref VARCHAR(40) NOT NULL, total INT NOT NULL) ENGINE=InnoDB"
+)
+WRITE_ORDER = "INSERT INTO bench_orders (ref, total) VALUES (%s, %s)"
+# What an application would write by hand to enqueue (docs/sql.md): the same row as push.
+HAND_WRITTEN = "INSERT INTO mqlite_messages (queue, body) VALUES (%s, %s)"
+QUEUE = "receipts"
+
+Enqueue = Callable[[Any, bytes], None]
+
+
+def _connect(dsn: str) -> Any:
+    return MySQLdb.connect(charset="utf8mb4", **parse_dsn(dsn).connect_kwargs())
+
+
+@contextlib.contextmanager
+def _server(dsn: str | None) -> Iterator[str]:
+    dsn = dsn or os.environ.get("MQLITE_DSN")
+    if dsn:
+        yield dsn
+        return
+    try:
+        from mqlite.server import dsn_or_throwaway  # the throwaway-server helper, wherever it lives
+    except ImportError:
+        from mqlite.testing import dsn_or_throwaway  # type: ignore[no-redef]
+    with dsn_or_throwaway(None) as fresh:
+        yield fresh
+
+
+@contextlib.contextmanager
+def _scratch_database(dsn: str) -> Iterator[str]:
+    settings = parse_dsn(dsn)
+    name = f"mqlite_bench_txn_{uuid.uuid4().hex[:8]}"
+    admin = MySQLdb.connect(autocommit=True, **settings.connect_kwargs())
+    admin.cursor().execute(f"CREATE DATABASE `{name}`")
+    try:
+        yield settings.with_database(name).url()
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+def _round(conns: list[Any], enqueue: Enqueue, seconds: float, body: bytes) -> tuple[int, float]:
+    """Every thread repeats the transaction for `seconds`; returns (transactions, elapsed)."""
+    counts = [0] * len(conns)
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(conns) + 1)
+    deadline = [0.0]
+
+    def run(i: int, conn: Any) -> None:
+        cur = conn.cursor()
+        ref = f"t{i}"
+        start.wait()
+        end = deadline[0]
+        n = 0
+        try:
+            while time.monotonic() < end:
+                cur.execute(WRITE_ORDER, (ref, n))
+                enqueue(conn, body)
+                conn.commit()
+                n += 1
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            counts[i] = n
+            cur.close()
+
+    threads = [threading.Thread(target=run, args=(i, c), daemon=True) for i, c in enumerate(conns)]
+    for t in threads:
+        t.start()
+    began = time.monotonic()
+    deadline[0] = began + seconds
+    start.wait()
+    for t in threads:
+        t.join(seconds + 60)
+    elapsed = time.monotonic() - began
+    if errors:
+        raise errors[0]
+    return sum(counts), elapsed
+
+
+def run(dsn: str, *, threads: int = 64, seconds: float = 5.0, rounds: int = 3, body_size: int = 100) -> dict[str, Any]:
+    """Alternate push and hand-written INSERT rounds; returns the figures (see the module docstring)."""
+    body = b"x" * body_size
+    with Queue(dsn, pool_size=2) as q:
+        q.apply_schema()
+        admin = _connect(dsn)
+        admin.autocommit(True)
+        admin.cursor().execute(ORDERS)
+
+        def push(conn: Any, data: bytes) -> None:
+            q.push(QUEUE, data, connection=conn)
+
+        def insert(conn: Any, data: bytes) -> None:
+            cur = conn.cursor()
+            cur.execute(HAND_WRITTEN, (QUEUE, data))
+            cur.close()
+
+        conns = [_connect(dsn) for _ in range(threads)]
+        results: list[dict[str, Any]] = []
+        try:
+            for r in range(rounds):
+                for name, enqueue in (("push", push), ("insert", insert)) if r % 2 == 0 else (
+                        ("insert", insert), ("push", push)):
+                    admin.cursor().execute("TRUNCATE TABLE bench_orders")
+                    admin.cursor().execute(f"TRUNCATE TABLE `{q.table}`")
+                    n, elapsed = _round(conns, enqueue, seconds, body)
+                    results.append({"round": r + 1, "variant": name, "transactions": n, "seconds": elapsed,
+                                    "tps": n / elapsed})
+                    print(f"round {r + 1} {name:>6}: {n / elapsed:8.0f} transactions/s", file=sys.stderr)
+        finally:
+            for c in conns:
+                c.close()
+            admin.close()
+    by_round = {(x["round"], x["variant"]): x["tps"] for x in results}
+    ratios = [by_round[(r + 1, "push")] / by_round[(r + 1, "insert")] for r in range(rounds)]
+    return {
+        "threads": threads, "seconds": seconds, "rounds": rounds, "body_size": body_size,
+        "results": results, "ratios": ratios, "median_ratio": statistics.median(ratios),
+        "median_tps": {v: statistics.median(x["tps"] for x in results if x["variant"] == v)
+                       for v in ("push", "insert")},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mqlite.bench.txn_push", description=__doc__.split("\n")[0])
+    parser.add_argument("--dsn", help="server to use (default: $MQLITE_DSN, else a throwaway server)")
+    parser.add_argument("--threads", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each round")
+    parser.add_argument("--rounds", type=int, default=3, help="pairs of rounds (push, insert), alternating order")
+    parser.add_argument("--body-size", type=int, default=100)
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    with _server(args.dsn) as server, _scratch_database(server) as dsn:
+        report = run(dsn, threads=args.threads, seconds=args.seconds, rounds=args.rounds, body_size=args.body_size)
+    tps = report["median_tps"]
+    print(f"{args.threads} threads, BEGIN; INSERT order; enqueue; COMMIT ({args.rounds} rounds of {args.seconds:g} s each)")
+    print(f"  push(connection=conn)  {tps['push']:8.0f} transactions/s (median)")
+    print(f"  hand-written INSERT    {tps['insert']:8.0f} transactions/s (median)")
+    ratios = ", ".join(f"{r:.2f}" for r in report["ratios"])
+    print(f"  push / INSERT          {report['median_ratio']:.2f} (median; per pair: {ratios})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
