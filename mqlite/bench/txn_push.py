@@ -74,8 +74,8 @@ def _scratch_database(dsn: str) -> Iterator[str]:
         admin.close()
 
 
-def _round(conns: list[Any], enqueue: Enqueue, seconds: float, body: bytes) -> tuple[int, float]:
-    """Every thread repeats the transaction for `seconds`; returns (transactions, elapsed)."""
+def _round(conns: list[Any], enqueue: Enqueue, seconds: float, body: bytes) -> tuple[int, float, float]:
+    """Every thread repeats the transaction for `seconds`; returns (transactions, elapsed, client CPU seconds)."""
     counts = [0] * len(conns)
     errors: list[BaseException] = []
     start = threading.Barrier(len(conns) + 1)
@@ -103,14 +103,16 @@ def _round(conns: list[Any], enqueue: Enqueue, seconds: float, body: bytes) -> t
     for t in threads:
         t.start()
     began = time.monotonic()
+    cpu = time.process_time()
     deadline[0] = began + seconds
     start.wait()
     for t in threads:
         t.join(seconds + 60)
     elapsed = time.monotonic() - began
+    cpu = time.process_time() - cpu
     if errors:
         raise errors[0]
-    return sum(counts), elapsed
+    return sum(counts), elapsed, cpu
 
 
 def run(dsn: str, *, threads: int = 64, seconds: float = 5.0, rounds: int = 3, body_size: int = 100) -> dict[str, Any]:
@@ -138,10 +140,11 @@ def run(dsn: str, *, threads: int = 64, seconds: float = 5.0, rounds: int = 3, b
                         ("insert", insert), ("push", push)):
                     admin.cursor().execute("TRUNCATE TABLE bench_orders")
                     admin.cursor().execute(f"TRUNCATE TABLE `{q.table}`")
-                    n, elapsed = _round(conns, enqueue, seconds, body)
+                    n, elapsed, cpu = _round(conns, enqueue, seconds, body)
                     results.append({"round": r + 1, "variant": name, "transactions": n, "seconds": elapsed,
-                                    "tps": n / elapsed})
-                    print(f"round {r + 1} {name:>6}: {n / elapsed:8.0f} transactions/s", file=sys.stderr)
+                                    "tps": n / elapsed, "client_cpu_us": cpu / max(n, 1) * 1e6})
+                    print(f"round {r + 1} {name:>6}: {n / elapsed:8.0f} transactions/s, "
+                          f"client CPU {cpu / max(n, 1) * 1e6:5.0f} us each", file=sys.stderr)
         finally:
             for c in conns:
                 c.close()
