@@ -1,7 +1,7 @@
 """What every part of a Queue shares: pool, statements, retry policy, and one-statement helpers.
 
-`Queue` (queue.py) is put together from `Producing` (produce.py), `Consuming` (consume.py) and
-`Administering` (admin.py); each of those reads the attributes declared here.
+`Queue` (queue.py) is put together from `Producing` (produce.py), `Consuming` (consume.py, over
+`Settling` in settle.py) and `Administering` (admin.py); each reads the attributes declared here.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from typing import Any
 from tenacity import Retrying
 
 from . import retry
-from .claim import Claimer, GroupAck
+from .coalesce import Coalescer
 from .config import Settings
 from .counters import Counters
 from .failure import Backoff
+from .message import Receipt
 from .pool import Pool
+from .sessions import ClaimSessions
 from .sql import Statements
 
 _PURGE_SLICE = 5000  # rows per DELETE when purging: a huge queue never becomes one huge transaction
@@ -33,10 +35,11 @@ class QueueCore:
     _sql: Statements
     _pool: Pool
     _policy: Retrying | None
-    _claimers: dict[tuple[str, bool, float], Claimer]
+    _claimers: dict[tuple[str, bool, float], Any]  # (queue, consume, lease) -> claimer.Claimer
     _claimers_lock: threading.Lock
+    _sessions: ClaimSessions
     _counters: Counters
-    _acks: GroupAck
+    _acks: Coalescer[Receipt, bool]
     _last_recover: float
     _recover_lock: threading.Lock
 

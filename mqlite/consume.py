@@ -1,69 +1,39 @@
-"""Taking messages out: `pop` (at-most-once), `claim`/`take` (at-least-once) and settling a claim
-(ack, nack, fail, release, extend, checkpoint); recovery of orphaned claims; concurrency slots."""
+"""Taking messages out: `pop`/`pop_many` (at-most-once), `claim`/`take`/`take_many`
+(at-least-once), and the recovery of orphaned claims that consumers run as they go."""
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
 
-from . import claim as protocol
 from . import recovery, retry
-from .base import QueueCore
-from .claim import Claimer
-from .config import MAX_DELAY, check_queue, delay_us
-from .errors import Interrupted, NotClaimed
-from .failure import describe
-from .message import Message, Receipt
+from .claimer import MAX_BATCH, Claimer
+from .config import MAX_DELAY, check_queue
+from .message import Message
+from .settle import Held, Settling
 
 log = logging.getLogger("mqlite")
 
-Claimable = Message | Receipt | str
+_RETIRE_ABOVE = 64  # claimers kept per Queue before idle ones are dropped
 
 
-class _Held:
-    """What a message taken by `claim` knows about its claim, so `message.fail()` etc. work."""
-
-    def __init__(self, owner: Consuming, lease: float, interrupt: threading.Event | None) -> None:
-        self.owner = owner
-        self.lease = lease
-        self.interrupt = interrupt
-        self.finished = False
-
-    def touch(self, m: Message) -> None:
-        self.extend(m, self.lease)
-
-    def extend(self, m: Message, seconds: float) -> None:
-        if not self.owner.extend(m, seconds):
-            raise NotClaimed(f"message {m.id}: the claim was lost (recovered after its lease or owner died)")
-
-    def fail(self, m: Message, reason: str | BaseException) -> None:
-        self.owner.fail(m, reason)
-
-    def release(self, m: Message, delay: float) -> None:
-        self.owner.release(m, delay)
-
-    def checkpoint(self, m: Message, cursor: str, progress: float | None) -> None:
-        if not self.owner.checkpoint(m, cursor, progress, lease=self.lease):
-            raise NotClaimed(f"message {m.id}: the claim was lost (recovered after its lease or owner died)")
-        if self.interrupt is not None and self.interrupt.is_set():
-            raise Interrupted(f"message {m.id}: stopping at cursor {cursor!r}")
-
-
-class Consuming(QueueCore):
-    # -- consuming -------------------------------------------------------------
-
+class Consuming(Settling):
     def pop(self, queue: str) -> Message | None:
         """Take the oldest ready message, deleting it before returning (at-most-once).
 
         Returns None at once when nothing is ready; never blocks waiting for a message.
         """
-        return self._take_from(self._claimer(check_queue(queue), consume=True, lease=30.0))
+        got = self._take(check_queue(queue), 1, consume=True, lease=30.0)
+        return got[0] if got else None
+
+    def pop_many(self, queue: str, n: int) -> list[Message]:
+        """Take and delete up to `n` of the oldest ready messages (at-most-once); empty if none."""
+        return self._take(check_queue(queue), _count(n), consume=True, lease=30.0)
 
     @contextmanager
     def claim(
@@ -82,7 +52,7 @@ class Consuming(QueueCore):
         if message is None:
             yield None
             return
-        handle: _Held = message._handle
+        handle: Held = message._handle
         try:
             yield message
         except BaseException as exc:
@@ -104,173 +74,30 @@ class Consuming(QueueCore):
         For consumers whose acknowledgement happens elsewhere (another thread, an HTTP call):
         `message.receipt` (or `str(message.receipt)`) names the claim.
         """
+        got = self.take_many(queue, 1, lease=lease, interrupt=interrupt)
+        return got[0] if got else None
+
+    def take_many(
+        self, queue: str, n: int, *, lease: float = 30.0, interrupt: threading.Event | None = None
+    ) -> list[Message]:
+        """Claim up to `n` of the oldest ready messages (at-least-once), each settled as `take`'s are.
+
+        One claim statement serves this call and any others waiting at the same time; empty if
+        nothing is ready.
+        """
         if not (isinstance(lease, (int, float)) and 0 < lease <= MAX_DELAY):
             raise ValueError("lease must be a positive number of seconds")
-        message = self._take_from(self._claimer(check_queue(queue), consume=False, lease=float(lease)))
-        if message is None:
-            return None
-        return replace(message, _handle=_Held(self, float(lease), interrupt))
+        got = self._take(check_queue(queue), _count(n), consume=False, lease=float(lease))
+        return [replace(m, _handle=Held(self, float(lease), interrupt)) for m in got]
 
-    def _take_from(self, claimer: Claimer) -> Message | None:
-        message = retry.call(self._policy, claimer.take)
-        if self._maybe_recover(found_empty=message is None) and message is None:
-            message = retry.call(self._policy, claimer.take)  # what recovery just put back
-        return message
+    def _take(self, queue: str, n: int, *, consume: bool, lease: float) -> list[Message]:
+        claimer = self._claimer(queue, consume=consume, lease=lease)
+        got = retry.call(self._policy, lambda: claimer.take(n))
+        if self._maybe_recover(found_empty=not got) and not got:
+            got = retry.call(self._policy, lambda: claimer.take(n))  # what recovery just put back
+        return got
 
-    def ack(self, message: Claimable) -> bool:
-        """Delete a claimed message (done). False if its claim was lost meanwhile (it will be redelivered)."""
-        r = self._settling(message)
-        _, _, ckey = self._known_of(message, r)
-        done = self._settled(r, self._acks.ack(r), key=ckey)
-        if done:
-            self._counters.add(r.queue, processed=1)
-        return done
-
-    def nack(self, message: Claimable, error: str | BaseException | None = None, *, delay: float | None = None) -> bool:
-        """Record a failed attempt: available again after `delay` (default: the backoff), or failed
-        once `max_attempts` attempts have failed. False if the claim was lost meanwhile."""
-        r = self._settling(message)
-        attempts, limit, ckey = self._known_of(message, r)
-        text = describe(error)
-        if attempts + 1 >= limit:
-            done = self._settle(r, protocol.fail, attempts + 1, text, key=ckey)
-        else:
-            wait = self.backoff.delay(attempts + 1) if delay is None else delay
-            done = self._settle(r, protocol.retry_later, attempts + 1, text, delay_us(wait, None), key=ckey)
-        if done:
-            self._counters.add(r.queue, failed=1)
-        return done
-
-    def fail(self, message: Claimable, reason: str | BaseException) -> bool:
-        """Give up on a claimed message: failed at once, kept with `reason`. False if the claim was lost."""
-        r = self._settling(message)
-        attempts, _, ckey = self._known_of(message, r)
-        done = self._settle(r, protocol.fail, attempts + 1, describe(reason), key=ckey)
-        if done:
-            self._counters.add(r.queue, failed=1)
-        return done
-
-    def release(self, message: Claimable, delay: float = 0.0) -> bool:
-        """Put a claimed message back, available after `delay` seconds, without counting an attempt."""
-        r = self._settling(message)
-        return self._settle(r, protocol.release, delay_us(delay, None), key=self._known_of(message, r)[2])
-
-    def extend(self, message: Claimable, seconds: float) -> bool:
-        """Make a claim's lease run until `seconds` from now. False if the claim was lost."""
-        if isinstance(message, Message) and message._handle is not None and message._handle.finished:
-            raise NotClaimed(f"message {message.id} was already settled")
-        return self._settle(_receipt(message), protocol.extend, delay_us(seconds, None), finishing=False)
-
-    def checkpoint(
-        self, message: Claimable, cursor: str, progress: float | None = None, *, lease: float = 30.0
-    ) -> bool:
-        """Save `cursor` (and `progress`) on a claimed message and renew its lease for `lease` seconds.
-
-        The next consumer of this message, after a release, failure or recovery, sees them on
-        `message.cursor` / `message.progress`. False if the claim was lost.
-        """
-        if not isinstance(cursor, str) or len(cursor) > 16_000:
-            raise ValueError("cursor must be a string of at most 16000 characters")
-        if progress is not None and not (isinstance(progress, (int, float)) and math.isfinite(progress)):
-            raise ValueError(f"progress must be a finite number, got {progress!r}")
-        args = (cursor, None if progress is None else float(progress), delay_us(lease, None))
-        return self._settle(_receipt(message), protocol.checkpoint, *args, finishing=False)
-
-    def _settling(self, message: Claimable) -> Receipt:
-        handle = message._handle if isinstance(message, Message) else None
-        if handle is not None:
-            if handle.finished:
-                raise NotClaimed(f"message {message.id} was already settled")  # type: ignore[union-attr]
-            handle.finished = True
-        return _receipt(message)
-
-    def _known_of(self, message: Claimable, r: Receipt) -> tuple[int, int, str | None]:
-        """(attempts so far, max attempts, concurrency key) of a claimed message."""
-        if isinstance(message, Message):
-            return message.attempts, message.max_attempts or self.max_attempts, message.concurrency_key
-        rows = self._fetch(self._sql.find_attempts, (r.id,))
-        attempts, limit, ckey = rows[0] if rows else (0, None, None)
-        return int(attempts), int(limit or self.max_attempts), ckey
-
-    def _settle(self, r: Receipt, step: Any, *args: Any, finishing: bool = True, key: str | None = None) -> bool:
-        def attempt() -> bool:
-            with self._pool.connection() as conn:
-                cur = conn.cursor()
-                try:
-                    return bool(step(cur, self._sql, r, *args))
-                finally:
-                    cur.close()
-
-        try:
-            done = retry.call(self._policy, attempt)
-        except BaseException:
-            if finishing:
-                self._forget(r)
-            raise
-        return self._settled(r, done, finishing=finishing, key=key)
-
-    def _settled(self, r: Receipt, done: bool, *, finishing: bool = True, key: str | None = None) -> bool:
-        if finishing:
-            self._forget(r)
-        if not done:
-            log.warning("message %s: claim gone (recovered elsewhere); it will be delivered again", r.id)
-        elif key is not None:
-            self._promote(key)  # its slot is free: the next message of the key may run
-        return done
-
-    def _forget(self, r: Receipt) -> None:
-        for claimer in list(self._claimers.values()):
-            if claimer.queue == r.queue:
-                claimer.done_id(r.owner, r.id)
-
-    def _delete_acked(self, receipts: list[Receipt]) -> set[int]:
-        """One statement for a group of acknowledgements; returns the ids deleted."""
-        st = self._sql
-
-        def attempt() -> set[int]:
-            with self._pool.connection() as conn:
-                cur = conn.cursor()
-                try:
-                    fences = [v for r in receipts for v in r.fence()]
-                    statement = st.in_list(st.ack_many, len(receipts), "(%s,%s,%s,%s,%s,%s)")
-                    deleted = cur.execute(statement, fences)
-                    if deleted == len(receipts):
-                        return {r.id for r in receipts}
-                    # Some claims were lost: a row still there was not ours to delete. A row gone
-                    # was deleted now, or before (acknowledged twice): nothing deleted now settles
-                    # it; otherwise the gone ones count as deleted (at worst a repeat is reported done).
-                    cur.execute(st.in_list(st.present, len(receipts)), [r.id for r in receipts])
-                    still = {int(row[0]) for row in cur.fetchall()}
-                    return {r.id for r in receipts if r.id not in still} if deleted else set()
-                finally:
-                    cur.close()
-
-        return retry.call(self._policy, attempt)
-
-    def _promote(self, key: str) -> int:
-        """Let parked messages of `key` into the ready range while it has free slots; returns how many."""
-
-        def attempt() -> int:
-            with self._pool.connection() as conn:
-                cur = conn.cursor()
-                cur.execute("START TRANSACTION")
-                cur.execute(self._sql.lock_key, (self.table, key))
-                row = cur.fetchone()
-                promoted = 0
-                if row is not None:
-                    cur.execute(self._sql.count_running, (key,))
-                    free = int(row[0]) - int(cur.fetchone()[0])
-                    if free > 0:
-                        promoted = cur.execute(self._sql.promote, (key, free))
-                conn.commit()
-                cur.close()
-                return int(promoted)
-
-        return retry.call(self._policy, attempt)
-
-    def _promote_due(self) -> int:
-        """Promote for every key with parked messages now due (after delays, backoffs, recoveries)."""
-        return sum(self._promote(key) for (key,) in self._fetch(self._sql.keys_due, ()))
+    # -- claimers, one per queue name and mode, made on first use --------------------------------
 
     def _claimer(self, queue: str, *, consume: bool, lease: float) -> Claimer:
         key = (queue, consume, lease)
@@ -279,13 +106,33 @@ class Consuming(QueueCore):
             with self._claimers_lock:
                 claimer = self._claimers.get(key)
                 if claimer is None:
+                    if len(self._claimers) >= _RETIRE_ABOVE:
+                        self._retire_claimers()
                     claimer = Claimer(
-                        self._pool.open_session, self._pool.translating, self._sql, queue,
-                        consume=consume, lease=lease,
-                        on_consumed=(lambda n, q=queue: self._counters.add(q, processed=n)) if consume else None,
+                        self._sessions, self._sql, queue, consume=consume, lease=lease, give_back=self._give_back,
+                        on_consumed=functools.partial(self._count_popped, queue) if consume else None,
                     )
                     self._claimers[key] = claimer
         return claimer
+
+    def _count_popped(self, queue: str, n: int) -> None:
+        self._counters.add(queue, processed=n)
+
+    def _retire_claimers(self) -> None:
+        """Forget claimers unused for a while (holding the lock): a process may touch many queue names."""
+        cutoff = time.monotonic() - self._sessions.idle_timeout
+        for key, claimer in list(self._claimers.items()):
+            if claimer.idle and claimer.last_used < cutoff:
+                del self._claimers[key]
+
+    def _close_claimers(self) -> None:
+        with self._claimers_lock:
+            claimers, self._claimers = list(self._claimers.values()), {}
+        unreturned = [m for claimer in claimers for m in claimer.close()]
+        if unreturned:
+            # Consumed for a pop whose caller gave up before taking it: put it back, same id.
+            self._restore(unreturned)
+        self._sessions.close()
 
     def _restore(self, messages: list[Message]) -> None:
         with self._pool.connection() as conn:
@@ -295,7 +142,7 @@ class Consuming(QueueCore):
                                                 m.attempts, m.max_attempts, m.unique_key, m.concurrency_key))
             cur.close()
 
-    # -- recovery and failed messages --------------------------------------------
+    # -- recovery ---------------------------------------------------------------------------------
 
     def recover(self) -> recovery.Recovery:
         """Put back claims whose owner is gone: dead session, claimed before the server restarted,
@@ -330,11 +177,7 @@ class Consuming(QueueCore):
             self._recover_lock.release()
 
 
-def _receipt(message: Claimable) -> Receipt:
-    if isinstance(message, Message):
-        return message.receipt
-    if isinstance(message, Receipt):
-        return message
-    if isinstance(message, str):
-        return Receipt.parse(message)
-    raise TypeError(f"expected a Message, Receipt or receipt string, not {type(message).__name__}")
+def _count(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
+        raise ValueError(f"n must be a whole number from 1 to {MAX_BATCH}")
+    return n

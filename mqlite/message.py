@@ -49,8 +49,9 @@ class Receipt:
 class Message:
     """One message taken from a queue. `body` is always bytes; `text()` decodes it.
 
-    Inside `Queue.claim`, `touch()`/`extend()` lengthen the lease, and `fail(reason)` or
-    `release(delay=…)` settle the message instead of the block's normal acknowledgement.
+    Taken with `Queue.claim`/`take`, `touch()`/`extend()` lengthen the lease, and `ack()`,
+    `fail(reason)` or `release(delay=…)` settle it (inside a `claim` block, instead of the
+    block's own acknowledgement at exit).
     """
 
     id: int
@@ -83,6 +84,10 @@ class Message:
         if not self.owner or self.claimed_at is None or self.available_at is None:
             raise NotClaimed(f"message {self.id} is not claimed")
         return Receipt(self.queue, self.available_at, self.id, self.owner, self.owner_node, self.claimed_at)
+
+    def ack(self) -> bool:
+        """Acknowledge a message taken with `take`/`claim`: deleted, done. False if the claim was lost."""
+        return bool(self._held().ack(self))
 
     def touch(self) -> None:
         """Renew the lease for as long as the claim first asked for."""

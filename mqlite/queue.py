@@ -7,13 +7,15 @@ from typing import Literal
 
 from . import retry, schema
 from .admin import Administering, QueueStats, Stats
-from .claim import Claimer, GroupAck
+from .coalesce import Coalescer
 from .config import DEFAULT_TABLE, check_count, parse_dsn, resolve_dsn
 from .consume import Consuming
 from .counters import Counters
 from .failure import Backoff
 from .pool import Pool
 from .produce import Producing
+from .sessions import ClaimSessions
+from .settle import ACK_GROUP
 from .sql import statements
 
 __all__ = ["Queue", "QueueStats", "Stats", "default_queue"]
@@ -31,7 +33,9 @@ class Queue(Producing, Consuming, Administering):
     queue empty, and every `6 * recover_every` seconds otherwise. A DSN may list several hosts
     (`mysql://u:p@h1:3306,h2:3306/db`): `routing="single"` sends everything to the first that
     answers and moves to the next when it dies; `"spread"` spreads connections over all of them
-    (default: the DSN's `?routing=`, else single).
+    (default: the DSN's `?routing=`, else single). Claims run on at most `claim_sessions`
+    dedicated connections besides the pool, shared by every queue name; one idle for a few
+    seconds and owning nothing is closed.
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class Queue(Producing, Consuming, Administering):
         backoff: Backoff = Backoff(),
         recover_every: float = 5.0,
         routing: Literal["single", "spread"] | None = None,
+        claim_sessions: int = 8,
     ) -> None:
         self.settings = parse_dsn(resolve_dsn(dsn))
         self._sql = statements(table)
@@ -59,10 +64,15 @@ class Queue(Producing, Consuming, Administering):
             routing=routing or self.settings.routing,
         )
         self._policy = retry.transient_policy(retry_for) if retry_for > 0 else None
-        self._claimers: dict[tuple[str, bool, float], Claimer] = {}
+        self._sessions = ClaimSessions(
+            lambda: self._pool.open_session(), self._pool.translating, self._sql, limit=claim_sessions,
+            wait_timeout=checkout_timeout,
+        )
+        self._claimers = {}
         self._claimers_lock = threading.Lock()
         self._counters = Counters(self._flush_counts)
-        self._acks = GroupAck(self._delete_acked)
+        # Acknowledgements from many threads share one DELETE (and one commit).
+        self._acks = Coalescer(self._delete_acked, limit=ACK_GROUP, keep_interrupted=True)
         self._last_recover = float("-inf")  # a fresh consumer recovers orphans the first time it finds nothing
         self._recover_lock = threading.Lock()
 
@@ -81,12 +91,7 @@ class Queue(Producing, Consuming, Administering):
         Messages still inside a `claim` block become orphans and come back by recovery.
         The Queue reopens connections if used again.
         """
-        with self._claimers_lock:
-            claimers, self._claimers = list(self._claimers.values()), {}
-        unreturned = [m for claimer in claimers for m in claimer.close()]
-        if unreturned:
-            # Consumed for a pop whose caller gave up before taking it: put it back, same id.
-            self._restore(unreturned)
+        self._close_claimers()
         self._counters.flush()
         self._pool.close()
 

@@ -87,6 +87,7 @@ class Statements:
     read_claimed_since: str
     delete_claimed: str
     release_since: str
+    owned: str
     present: str
     restore: str
     ack: str
@@ -229,6 +230,8 @@ def statements(table: str) -> Statements:
         ),
         # Undo a fetch that failed half-way, on its own (still live) session.
         release_since=f"UPDATE {t} SET {unclaim} WHERE {mine} AND claimed_at > %s",
+        # What a claim session still owns, before it is closed as idle.
+        owned=f"SELECT id FROM {t} FORCE INDEX (mqlite_owner) WHERE {mine}",
         present=f"SELECT id FROM {t} WHERE id IN ({{ids}})",
         # Puts a consumed-but-never-returned message back where it was (same id, same place).
         restore=(

@@ -1,0 +1,157 @@
+"""The optimistic pop, as the Dwango article has it: claim, read back on the same connection, delete.
+
+    fetch(session, st, queue, n, lease_us, consume)
+      1. claim:     UPDATE … SET owner = CONNECTION_ID(), claimed_at = NOW(6) WHERE owner = 0
+                    ORDER BY available_at, id LIMIT n      -- two sessions never tag the same row
+      2. read back: SELECT … WHERE owner = CONNECTION_ID() AND claimed_at > <last claim>
+                    -- must be the same physical connection: the session id is the tag
+      3. pop:       DELETE … the rows just read, before they are handed out (at-most-once)
+         claim:     the rows stay owned until `ack` (DELETE) or `release`, from any connection
+
+Every settling statement is fenced by (queue, available_at, id, owner, owner_node, claimed_at):
+it never touches a claim that was recovered and taken by someone else meanwhile.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .message import Message, Receipt
+from .sql import Statements
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+class Session:
+    """A dedicated claiming connection, and the rows it still owns."""
+
+    __slots__ = ("raw", "id", "last_claim", "out", "idle_since")
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.id = int(raw.thread_id())
+        self.last_claim = _EPOCH  # server time of this session's newest claim
+        self.out: set[int] = set()  # ids claimed here and not yet settled
+        self.idle_since = 0.0
+
+
+def fetch(session: Session, st: Statements, queue: str, n: int, lease_us: int, consume: bool) -> list[Message]:
+    """Claim up to `n` ready rows of `queue` on `session` and read back exactly those.
+
+    `consume=True` (pop) deletes them before returning; otherwise they stay claimed and are
+    added to `session.out`.
+    """
+    cur = session.raw.cursor()
+    try:
+        claimed = claim(cur, st, queue, n, lease_us)
+        if not claimed:
+            return []
+        rows = read_back(cur, st, queue, session, claimed)
+        if consume:
+            return delete_claimed(cur, st, queue, rows)
+    finally:
+        cur.close()
+    session.out.update(m.id for m in rows)
+    return rows
+
+
+def claim(cur: Any, st: Statements, queue: str, n: int, lease_us: int) -> int:
+    """Tag up to `n` ready rows of `queue` with this session's id; returns how many."""
+    return int(cur.execute(st.claim, (lease_us, queue, st.table, queue, n)))
+
+
+def read_back(cur: Any, st: Statements, queue: str, session: Session, claimed: int) -> list[Message]:
+    """The `claimed` rows the last `claim` on this session tagged.
+
+    NOW(6) differs between statements of one session, so the last claim's rows are the ones newer
+    than the session's previous claim; rows still out from earlier claims are not re-read.
+    """
+    cur.execute(st.read_claimed_since, (session.last_claim, queue))
+    rows = [Message.from_row(r) for r in cur.fetchall()]
+    if len(rows) != claimed:
+        # The server clock stepped back: read every row this session owns, minus those out.
+        cur.execute(st.read_claimed, (queue,))
+        rows = [m for m in map(Message.from_row, cur.fetchall()) if m.id not in session.out]
+    for m in rows:
+        if m.claimed_at is not None and m.claimed_at > session.last_claim:
+            session.last_claim = m.claimed_at
+    return rows
+
+
+def delete_claimed(cur: Any, st: Statements, queue: str, rows: list[Message]) -> list[Message]:
+    """Delete the rows one claim read back (pop); returns those provably gone from the table."""
+    deleted = 0
+    for stamp in {m.claimed_at for m in rows}:
+        keys = [v for m in rows if m.claimed_at == stamp for v in (m.available_at, m.id)]
+        deleted += cur.execute(st.in_list(st.delete_claimed, len(keys) // 2, "(%s,%s)"), (queue, *keys, stamp))
+    if deleted == len(rows):
+        return rows
+    # Some row was not ours to delete any more (the session was killed and its rows recovered
+    # meanwhile): hand out only what is provably gone.
+    still_there = present(cur, st, [m.id for m in rows])
+    return [m for m in rows if m.id not in still_there]
+
+
+def release_since(cur: Any, st: Statements, since: datetime) -> int:
+    """Undo the claims this session made after `since` (a fetch that failed half-way)."""
+    return int(cur.execute(st.release_since, (since,)))
+
+
+def owned(cur: Any, st: Statements) -> set[int]:
+    """The ids this session owns now."""
+    cur.execute(st.owned)
+    return {int(r[0]) for r in cur.fetchall()}
+
+
+def present(cur: Any, st: Statements, ids: list[int]) -> set[int]:
+    """Which of `ids` are still in the table."""
+    cur.execute(st.in_list(st.present, len(ids)), ids)
+    return {int(r[0]) for r in cur.fetchall()}
+
+
+# -- settling a claim: each one fenced statement, on any connection ---------------------------
+
+
+def ack(cur: Any, st: Statements, r: Receipt) -> bool:
+    """Delete a claimed message. False if the claim was lost (recovered and maybe re-taken)."""
+    return bool(cur.execute(st.ack, r.fence()) == 1)
+
+
+def ack_many(cur: Any, st: Statements, receipts: list[Receipt]) -> set[int]:
+    """Delete many claimed messages in one statement; returns the ids that were still held."""
+    fences = [v for r in receipts for v in r.fence()]
+    deleted = cur.execute(st.in_list(st.ack_many, len(receipts), "(%s,%s,%s,%s,%s,%s)"), fences)
+    if deleted == len(receipts):
+        return {r.id for r in receipts}
+    if not deleted:
+        return set()
+    # Some claims were lost: a row still there was not ours to delete. A row gone was deleted now,
+    # or before (acknowledged twice); at worst a repeat is reported done.
+    still = present(cur, st, [r.id for r in receipts])
+    return {r.id for r in receipts if r.id not in still}
+
+
+def release(cur: Any, st: Statements, r: Receipt, delay_us: int) -> bool:
+    """Put a claimed message back, available after `delay_us`, without counting an attempt."""
+    return bool(cur.execute(st.release, (delay_us, delay_us, *r.fence())) == 1)
+
+
+def retry_later(cur: Any, st: Statements, r: Receipt, attempts: int, error: str, delay_us: int) -> bool:
+    """Record a failed attempt; the message is available again after `delay_us`."""
+    return bool(cur.execute(st.retry_later, (attempts, error, delay_us, delay_us, *r.fence())) == 1)
+
+
+def fail(cur: Any, st: Statements, r: Receipt, attempts: int, error: str) -> bool:
+    """Record a failed attempt and take the message out of the ready set for good (until retried)."""
+    return bool(cur.execute(st.fail, (attempts, error, *r.fence())) == 1)
+
+
+def extend(cur: Any, st: Statements, r: Receipt, lease_us: int) -> bool:
+    """Make a claim's lease run until `lease_us` from now."""
+    return bool(cur.execute(st.extend, (lease_us, *r.fence())) == 1)
+
+
+def checkpoint(cur: Any, st: Statements, r: Receipt, cursor: str, progress: float | None, lease_us: int) -> bool:
+    """Save a handler's resume point on a claimed message and renew its lease."""
+    return bool(cur.execute(st.checkpoint, (cursor, progress, lease_us, *r.fence())) == 1)

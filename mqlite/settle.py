@@ -1,0 +1,238 @@
+"""Settling a claim: ack (alone, grouped, or many at once), nack, fail, release, extend, checkpoint;
+and promotion of messages waiting for a concurrency slot, which settling frees."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Iterable
+from typing import Any, Union
+
+from . import protocol, retry
+from .base import QueueCore
+from .config import delay_us
+from .errors import Interrupted, NotClaimed
+from .failure import describe
+from .message import Message, Receipt
+
+log = logging.getLogger("mqlite")
+
+Claimable = Union[Message, Receipt, str]
+ACK_GROUP = 500  # receipts per grouped DELETE
+
+
+class Held:
+    """What a message taken by `claim`/`take` knows about its claim, so `message.fail()` etc. work."""
+
+    def __init__(self, owner: Settling, lease: float, interrupt: threading.Event | None) -> None:
+        self.owner = owner
+        self.lease = lease
+        self.interrupt = interrupt
+        self.finished = False
+
+    def touch(self, m: Message) -> None:
+        self.extend(m, self.lease)
+
+    def extend(self, m: Message, seconds: float) -> None:
+        if not self.owner.extend(m, seconds):
+            raise NotClaimed(f"message {m.id}: the claim was lost (recovered after its lease or owner died)")
+
+    def fail(self, m: Message, reason: str | BaseException) -> None:
+        self.owner.fail(m, reason)
+
+    def release(self, m: Message, delay: float) -> None:
+        self.owner.release(m, delay)
+
+    def ack(self, m: Message) -> bool:
+        return self.owner.ack(m)
+
+    def checkpoint(self, m: Message, cursor: str, progress: float | None) -> None:
+        if not self.owner.checkpoint(m, cursor, progress, lease=self.lease):
+            raise NotClaimed(f"message {m.id}: the claim was lost (recovered after its lease or owner died)")
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise Interrupted(f"message {m.id}: stopping at cursor {cursor!r}")
+
+
+class Settling(QueueCore):
+    def ack(self, message: Claimable) -> bool:
+        """Delete a claimed message (done). False if its claim was lost meanwhile (it will be redelivered).
+
+        Acknowledgements from many threads go out together, one DELETE for all that arrive while
+        the previous one runs.
+        """
+        r = self._settling(message)
+        _, _, ckey = self._known_of(message, r)
+        done = self._settled(r, self._acks.submit(r), key=ckey)
+        if done:
+            self._counters.add(r.queue, processed=1)
+        return done
+
+    def ack_many(self, messages: Iterable[Claimable]) -> int:
+        """Delete many claimed messages in one statement; returns how many were still held.
+
+        A message whose claim was lost meanwhile (recovered, maybe re-taken) is left alone and
+        not counted; it will be delivered again.
+        """
+        todo = [(r, self._known_of(m, r)[2]) for m in messages for r in [self._settling(m)]]
+        done = 0
+        for start in range(0, len(todo), ACK_GROUP):
+            chunk = todo[start:start + ACK_GROUP]
+            deleted = self._delete_acked([r for r, _ in chunk])
+            for (r, ckey), ok in zip(chunk, deleted):
+                if self._settled(r, ok, key=ckey):
+                    self._counters.add(r.queue, processed=1)
+                    done += 1
+        return done
+
+    def nack(self, message: Claimable, error: str | BaseException | None = None, *, delay: float | None = None) -> bool:
+        """Record a failed attempt: available again after `delay` (default: the backoff), or failed
+        once `max_attempts` attempts have failed. False if the claim was lost meanwhile."""
+        r = self._settling(message)
+        attempts, limit, ckey = self._known_of(message, r)
+        text = describe(error)
+        if attempts + 1 >= limit:
+            done = self._settle(r, protocol.fail, attempts + 1, text, key=ckey)
+        else:
+            wait = self.backoff.delay(attempts + 1) if delay is None else delay
+            done = self._settle(r, protocol.retry_later, attempts + 1, text, delay_us(wait, None), key=ckey)
+        if done:
+            self._counters.add(r.queue, failed=1)
+        return done
+
+    def fail(self, message: Claimable, reason: str | BaseException) -> bool:
+        """Give up on a claimed message: failed at once, kept with `reason`. False if the claim was lost."""
+        r = self._settling(message)
+        attempts, _, ckey = self._known_of(message, r)
+        done = self._settle(r, protocol.fail, attempts + 1, describe(reason), key=ckey)
+        if done:
+            self._counters.add(r.queue, failed=1)
+        return done
+
+    def release(self, message: Claimable, delay: float = 0.0) -> bool:
+        """Put a claimed message back, available after `delay` seconds, without counting an attempt."""
+        r = self._settling(message)
+        return self._settle(r, protocol.release, delay_us(delay, None), key=self._known_of(message, r)[2])
+
+    def extend(self, message: Claimable, seconds: float) -> bool:
+        """Make a claim's lease run until `seconds` from now. False if the claim was lost."""
+        if isinstance(message, Message) and message._handle is not None and message._handle.finished:
+            raise NotClaimed(f"message {message.id} was already settled")
+        return self._settle(receipt_of(message), protocol.extend, delay_us(seconds, None), finishing=False)
+
+    def checkpoint(
+        self, message: Claimable, cursor: str, progress: float | None = None, *, lease: float = 30.0
+    ) -> bool:
+        """Save `cursor` (and `progress`) on a claimed message and renew its lease for `lease` seconds.
+
+        The next consumer of this message, after a release, failure or recovery, sees them on
+        `message.cursor` / `message.progress`. False if the claim was lost.
+        """
+        if not isinstance(cursor, str) or len(cursor) > 16_000:
+            raise ValueError("cursor must be a string of at most 16000 characters")
+        if progress is not None and not (isinstance(progress, (int, float)) and math.isfinite(progress)):
+            raise ValueError(f"progress must be a finite number, got {progress!r}")
+        args = (cursor, None if progress is None else float(progress), delay_us(lease, None))
+        return self._settle(receipt_of(message), protocol.checkpoint, *args, finishing=False)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _settling(self, message: Claimable) -> Receipt:
+        handle = message._handle if isinstance(message, Message) else None
+        if handle is not None:
+            if handle.finished:
+                raise NotClaimed(f"message {message.id} was already settled")  # type: ignore[union-attr]
+            handle.finished = True
+        return receipt_of(message)
+
+    def _known_of(self, message: Claimable, r: Receipt) -> tuple[int, int, str | None]:
+        """(attempts so far, max attempts, concurrency key) of a claimed message."""
+        if isinstance(message, Message):
+            return message.attempts, message.max_attempts or self.max_attempts, message.concurrency_key
+        rows = self._fetch(self._sql.find_attempts, (r.id,))
+        attempts, limit, ckey = rows[0] if rows else (0, None, None)
+        return int(attempts), int(limit or self.max_attempts), ckey
+
+    def _settle(self, r: Receipt, step: Any, *args: Any, finishing: bool = True, key: str | None = None) -> bool:
+        def attempt() -> bool:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                try:
+                    return bool(step(cur, self._sql, r, *args))
+                finally:
+                    cur.close()
+
+        try:
+            done = retry.call(self._policy, attempt)
+        except BaseException:
+            if finishing:
+                self._sessions.settled(r.owner, r.id)
+            raise
+        return self._settled(r, done, finishing=finishing, key=key)
+
+    def _settled(self, r: Receipt, done: bool, *, finishing: bool = True, key: str | None = None) -> bool:
+        if finishing:
+            self._sessions.settled(r.owner, r.id)
+        if not done:
+            log.warning("message %s: claim gone (recovered elsewhere); it will be delivered again", r.id)
+        elif key is not None:
+            self._promote(key)  # its slot is free: the next message of the key may run
+        return done
+
+    def _delete_acked(self, receipts: list[Receipt]) -> list[bool]:
+        """One fenced DELETE for a group of acknowledgements; whether each was still held."""
+
+        def attempt() -> set[int]:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                try:
+                    return protocol.ack_many(cur, self._sql, receipts)
+                finally:
+                    cur.close()
+
+        deleted = retry.call(self._policy, attempt)
+        return [r.id in deleted for r in receipts]
+
+    def _give_back(self, messages: list[Message]) -> None:
+        """Release claimed messages nobody took (their caller left), at once, no attempt counted."""
+        for m in messages:
+            try:
+                self._settle(m.receipt, protocol.release, 0, key=m.concurrency_key)
+            except Exception as exc:  # the claim stays; it comes back by recovery once its lease ends
+                log.warning("message %s: could not give back an unwanted claim: %s", m.id, exc)
+
+    def _promote(self, key: str) -> int:
+        """Let parked messages of `key` into the ready range while it has free slots; returns how many."""
+
+        def attempt() -> int:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                cur.execute("START TRANSACTION")
+                cur.execute(self._sql.lock_key, (self.table, key))
+                row = cur.fetchone()
+                promoted = 0
+                if row is not None:
+                    cur.execute(self._sql.count_running, (key,))
+                    free = int(row[0]) - int(cur.fetchone()[0])
+                    if free > 0:
+                        promoted = cur.execute(self._sql.promote, (key, free))
+                conn.commit()
+                cur.close()
+                return int(promoted)
+
+        return retry.call(self._policy, attempt)
+
+    def _promote_due(self) -> int:
+        """Promote for every key with parked messages now due (after delays, backoffs, recoveries)."""
+        return sum(self._promote(key) for (key,) in self._fetch(self._sql.keys_due, ()))
+
+
+def receipt_of(message: Claimable) -> Receipt:
+    """The claim receipt of a Message, a Receipt, or a receipt's text form."""
+    if isinstance(message, Message):
+        return message.receipt
+    if isinstance(message, Receipt):
+        return message
+    if isinstance(message, str):
+        return Receipt.parse(message)
+    raise TypeError(f"expected a Message, Receipt or receipt string, not {type(message).__name__}")
