@@ -61,6 +61,8 @@ class Consuming(Settling):
                     self.nack(message, exc)
                 else:  # interrupted (KeyboardInterrupt, SystemExit): not the message's fault
                     self.release(message)
+            elif handle.in_transaction:  # acknowledged in the caller's transaction, maybe rolled back
+                self._nack_if_rolled_back(message, exc)
             raise
         else:
             if not handle.finished:

@@ -91,6 +91,7 @@ class Statements:
     present: str
     restore: str
     ack: str
+    held_unlocked: str
     ack_many: str
     release: str
     retry_later: str
@@ -241,6 +242,12 @@ def statements(table: str) -> Statements:
         ack=(
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.available_at = %s "
             "AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s"
+        ),
+        # Whether a claim is still held and free, without waiting for a transaction that locks it
+        # (SKIP LOCKED: MySQL 8.0, MariaDB 10.6).
+        held_unlocked=(
+            f"SELECT m.id FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.available_at = %s "
+            "AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s FOR UPDATE SKIP LOCKED"
         ),
         ack_many=(
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE "

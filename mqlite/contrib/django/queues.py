@@ -11,6 +11,7 @@ from django.db import connections
 
 from ...message import Body
 from ...queue import Queue
+from ...settle import Claimable
 from . import conf
 
 
@@ -40,6 +41,9 @@ class DjangoQueue(Queue):
 
     def push_many(self, queue: str, bodies: Iterable[Body], *, connection: Any = None) -> list[int]:
         return super().push_many(queue, bodies, connection=self.joined(connection))
+
+    def ack(self, message: Claimable, *, connection: Any = None) -> bool:
+        return super().ack(message, connection=self.joined(connection))
 
 
 _queue: DjangoQueue | None = None
