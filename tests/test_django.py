@@ -174,6 +174,29 @@ def test_a_push_in_a_transaction_doomed_by_an_error_is_refused(dj: Any) -> None:
     assert rows(dj, "SELECT COUNT(*) FROM mqlite_messages") == [(0,)]
 
 
+def test_an_ack_inside_atomic_commits_with_the_handlers_writes(dj: Any) -> None:
+    from django.db import transaction
+
+    from mqlite.contrib.django import queue
+    from tests.djangoapp.shop.models import Order
+
+    queue.push_many("jobs", ["kept", "undone"])
+    kept, undone = queue.take("jobs"), queue.take("jobs")
+    with transaction.atomic():
+        Order.objects.create(ref="G-1")
+        kept.ack()  # joins Django's transaction
+        assert rows(dj, "SELECT COUNT(*) FROM mqlite_messages WHERE id = %s", kept.id) == [(1,)]
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            Order.objects.create(ref="G-2")
+            undone.ack()
+            raise RuntimeError
+    assert rows(dj, "SELECT id FROM mqlite_messages") == [(undone.id,)]  # still claimed, comes back
+    assert rows(dj, "SELECT ref FROM shop_order") == [("G-1",)]
+    queue._counters.flush()
+    assert queue.stats().queues["jobs"].processed == 1  # counted at the commit, not for the rollback
+
+
 def test_settings_are_checked(django_dsn: str) -> None:
     from django.core.exceptions import ImproperlyConfigured
     from django.test import override_settings
@@ -270,6 +293,18 @@ def test_the_worker_command_handles_messages_with_fresh_connections(dsn: str, ad
     # close_old_connections() between messages (CONN_MAX_AGE=0): each message had its own session.
     assert len({c for _, _, c in written}) == 3
     assert rows(admin, "SELECT queue FROM mqlite_messages") == [("other",)]
+
+
+def test_the_worker_command_with_a_handler_that_acks_in_its_transaction(dsn: str, admin: Any) -> None:
+    assert manage(dsn, "migrate").returncode == 0
+    with mqlite.Queue(dsn) as q:
+        ids = q.push_many("receipts", ["r1", "r2", "r3", "r4"])
+    done = manage(dsn, "mqlite_worker", "receipts", "--handler",
+                  "tests.djangoapp.shop.handlers:record_in_transaction", "--until-empty", "--concurrency", "2")
+    assert done.returncode == 0 and "4 processed, 0 failed (empty)" in done.stdout, done.stdout + done.stderr
+    assert sorted(m for (m,) in rows(admin, "SELECT message_id FROM shop_receipt")) == ids
+    assert rows(admin, "SELECT COUNT(*) FROM mqlite_messages") == [(0,)]
+    assert rows(admin, "SELECT processed FROM mqlite_queues WHERE queue = 'receipts'") == [(4,)]
 
 
 def test_the_worker_command_stops_after_max_messages_and_refuses_a_bad_handler(dsn: str, admin: Any) -> None:

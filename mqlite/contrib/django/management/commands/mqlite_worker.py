@@ -16,7 +16,7 @@ from mqlite.errors import MqliteError
 from mqlite.message import Message
 from mqlite.worker import Worker
 
-from ...queues import get_queue
+from ...queues import forget_queue, get_queue
 
 
 class Command(BaseCommand):
@@ -51,6 +51,7 @@ class Command(BaseCommand):
         except (MqliteError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         finally:
+            forget_queue()  # closes it: counters written, claim sessions ended
             connections.close_all()
         self.stdout.write(f"{result.processed} processed, {result.failed} failed ({result.reason})")
         if not result.clean:
