@@ -12,7 +12,7 @@ from .base import QueueCore
 from .config import check_count, check_key, check_queue, delay_us
 from .errors import DatabaseError, Duplicate, PayloadTooLarge
 from .message import Body, as_bytes
-from .txn import Borrowed, borrow
+from .txn import Borrowed, borrow, driver_of
 
 _STATEMENT_HEADROOM = 1024  # bytes kept free in a packet for the statement text around the values
 _MAX_ROWS_PER_INSERT = 1000
@@ -53,10 +53,13 @@ class Producing(QueueCore):
         """
         name = check_queue(queue)
         data = as_bytes(body)
-        wait_us = delay_us(delay, run_at)
-        key = check_key(unique_key, "unique_key")
         if if_exists not in ("raise", "ignore"):
             raise ValueError("if_exists must be 'raise' or 'ignore'")
+        if (connection is not None and delay is None and run_at is None and unique_key is None
+                and max_attempts is None and concurrency_key is None):
+            return self._push_plain_on(connection, name, data)
+        wait_us = delay_us(delay, run_at)
+        key = check_key(unique_key, "unique_key")
         limit = None if max_attempts is None else check_count(max_attempts)
         ckey = check_key(concurrency_key, "concurrency_key")
         if ckey is not None:
@@ -150,6 +153,25 @@ class Producing(QueueCore):
         return ids
 
     # -- on the caller's connection ------------------------------------------------
+
+    def _push_plain_on(self, conn: Any, name: str, data: bytes) -> int:
+        # The common case, which runs in the caller's transaction between the application's own
+        # statements: kept to the INSERT and what it needs (every call here costs the caller).
+        driver = driver_of(conn)
+        server = self._pool.server
+        if (driver is None or server is None
+                or 2 * len(data) + 8 * len(name) + _STATEMENT_HEADROOM > server.max_allowed_packet):
+            # A framework's connection, the first push of this Queue, or a body to measure exactly.
+            return self._push_on(borrow(conn), (name, data, 0, None, None, None), "raise", 1)
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(self._sql.push, (name, data))
+                return int(cur.lastrowid)
+            finally:
+                cur.close()
+        except driver.Error as exc:
+            raise Borrowed(conn, driver).translate(exc, self.settings) from exc
 
     def _push_on(self, held: Borrowed, row: tuple, if_exists: str, max_running: int) -> int:
         name, data, _, key, _, ckey = row

@@ -62,6 +62,17 @@ class Borrowed:
         return translate(exc, settings)
 
 
+def driver_of(conn: Any) -> Any:
+    """The driver module (MySQLdb or pymysql) when `conn` is a raw DB-API connection of one, else None.
+
+    The cheap test a plain push makes before anything else (it runs inside the caller's transaction).
+    """
+    family = _families.get(type(conn))
+    if family is None:
+        family = _families[type(conn)] = _family(type(conn))
+    return _driver_modules.get(family)
+
+
 def borrow(conn: Any) -> Borrowed:
     """The DB-API connection under `conn`, inside the transaction it has open (or begins, as
     SQLAlchemy would on a first statement). TypeError for anything else."""
@@ -82,6 +93,9 @@ _DRIVERS = ("MySQLdb", "pymysql")
 _families: dict[type, str] = {}
 
 
+_driver_modules: dict[str, Any] = {}  # family -> driver module, once a connection of it was seen
+
+
 def _family(kind: type) -> str:
     """Which library a connection class comes from, by its own or a base class's module (duck
     typing: nothing is imported to tell). A driver counts only for its Connection class."""
@@ -90,6 +104,7 @@ def _family(kind: type) -> str:
         top = module.partition(".")[0]
         if top in _DRIVERS:
             if module == f"{top}.connections" and cls.__name__ == "Connection":
+                _driver_modules[top] = sys.modules[top]  # imported: it made this connection
                 return top
         elif top in ("sqlalchemy", "django"):
             return top

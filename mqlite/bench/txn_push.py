@@ -7,7 +7,10 @@ and repeats one application transaction: INSERT an order row, enqueue, COMMIT. T
 enqueue take turns, round after round on freshly emptied tables:
 - `push`: `Queue.push("receipts", body, connection=conn)`;
 - `insert`: the hand-written `INSERT INTO mqlite_messages (queue, body) VALUES (%s, %s)`.
-Reported: transactions per second of each round, and per pair of rounds the ratio push / insert.
+Each round runs `--warmup` seconds uncounted first (the first transactions on a freshly emptied
+table are slower). Reported: transactions per second and client CPU per transaction of each
+round, the ratio push / insert of each pair, and their geometric mean (pairs alternate which
+variant goes first, so an order effect cancels out).
 Without a DSN (or MQLITE_DSN), a throwaway server is started. A scratch database is created on the
 server and dropped at the end.
 """
@@ -74,20 +77,28 @@ def _scratch_database(dsn: str) -> Iterator[str]:
         admin.close()
 
 
-def _round(conns: list[Any], enqueue: Enqueue, seconds: float, body: bytes) -> tuple[int, float, float]:
-    """Every thread repeats the transaction for `seconds`; returns (transactions, elapsed, client CPU seconds)."""
+def _round(conns: list[Any], enqueue: Enqueue, seconds: float, body: bytes, warmup: float = 0.0
+           ) -> tuple[int, float, float]:
+    """Every thread repeats the transaction for `warmup` + `seconds`; returns what the last
+    `seconds` did: (transactions, elapsed, client CPU seconds)."""
     counts = [0] * len(conns)
     errors: list[BaseException] = []
     start = threading.Barrier(len(conns) + 1)
-    deadline = [0.0]
+    measured = threading.Barrier(len(conns) + 1)
+    deadline = [0.0, 0.0]
 
     def run(i: int, conn: Any) -> None:
         cur = conn.cursor()
         ref = f"t{i}"
         start.wait()
-        end = deadline[0]
+        warm_end, end = deadline
         n = 0
         try:
+            while time.monotonic() < warm_end:
+                cur.execute(WRITE_ORDER, (ref, n))
+                enqueue(conn, body)
+                conn.commit()
+            measured.wait()
             while time.monotonic() < end:
                 cur.execute(WRITE_ORDER, (ref, n))
                 enqueue(conn, body)
@@ -95,6 +106,7 @@ def _round(conns: list[Any], enqueue: Enqueue, seconds: float, body: bytes) -> t
                 n += 1
         except BaseException as exc:
             errors.append(exc)
+            measured.abort()
         finally:
             counts[i] = n
             cur.close()
@@ -102,10 +114,14 @@ def _round(conns: list[Any], enqueue: Enqueue, seconds: float, body: bytes) -> t
     threads = [threading.Thread(target=run, args=(i, c), daemon=True) for i, c in enumerate(conns)]
     for t in threads:
         t.start()
+    deadline[:] = [time.monotonic() + warmup, time.monotonic() + warmup + seconds]
+    start.wait()
+    try:
+        measured.wait()  # every thread is past its warm-up, so none is counted short
+    except threading.BrokenBarrierError:
+        pass
     began = time.monotonic()
     cpu = time.process_time()
-    deadline[0] = began + seconds
-    start.wait()
     for t in threads:
         t.join(seconds + 60)
     elapsed = time.monotonic() - began
@@ -115,7 +131,8 @@ def _round(conns: list[Any], enqueue: Enqueue, seconds: float, body: bytes) -> t
     return sum(counts), elapsed, cpu
 
 
-def run(dsn: str, *, threads: int = 64, seconds: float = 5.0, rounds: int = 3, body_size: int = 100) -> dict[str, Any]:
+def run(dsn: str, *, threads: int = 64, seconds: float = 3.0, rounds: int = 10, body_size: int = 100,
+        warmup: float = 0.5) -> dict[str, Any]:
     """Alternate push and hand-written INSERT rounds; returns the figures (see the module docstring)."""
     body = b"x" * body_size
     with Queue(dsn, pool_size=2) as q:
@@ -140,7 +157,7 @@ def run(dsn: str, *, threads: int = 64, seconds: float = 5.0, rounds: int = 3, b
                         ("insert", insert), ("push", push)):
                     admin.cursor().execute("TRUNCATE TABLE bench_orders")
                     admin.cursor().execute(f"TRUNCATE TABLE `{q.table}`")
-                    n, elapsed, cpu = _round(conns, enqueue, seconds, body)
+                    n, elapsed, cpu = _round(conns, enqueue, seconds, body, warmup)
                     results.append({"round": r + 1, "variant": name, "transactions": n, "seconds": elapsed,
                                     "tps": n / elapsed, "client_cpu_us": cpu / max(n, 1) * 1e6})
                     print(f"round {r + 1} {name:>6}: {n / elapsed:8.0f} transactions/s, "
@@ -152,8 +169,11 @@ def run(dsn: str, *, threads: int = 64, seconds: float = 5.0, rounds: int = 3, b
     by_round = {(x["round"], x["variant"]): x["tps"] for x in results}
     ratios = [by_round[(r + 1, "push")] / by_round[(r + 1, "insert")] for r in range(rounds)]
     return {
-        "threads": threads, "seconds": seconds, "rounds": rounds, "body_size": body_size,
+        "threads": threads, "seconds": seconds, "warmup": warmup, "rounds": rounds, "body_size": body_size,
         "results": results, "ratios": ratios, "median_ratio": statistics.median(ratios),
+        "mean_ratio": statistics.geometric_mean(ratios),
+        "median_cpu_us": {v: statistics.median(x["client_cpu_us"] for x in results if x["variant"] == v)
+                          for v in ("push", "insert")},
         "median_tps": {v: statistics.median(x["tps"] for x in results if x["variant"] == v)
                        for v in ("push", "insert")},
     }
@@ -163,19 +183,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mqlite.bench.txn_push", description=__doc__.split("\n")[0])
     parser.add_argument("--dsn", help="server to use (default: $MQLITE_DSN, else a throwaway server)")
     parser.add_argument("--threads", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each round")
-    parser.add_argument("--rounds", type=int, default=3, help="pairs of rounds (push, insert), alternating order")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each round (counted)")
+    parser.add_argument("--warmup", type=float, default=0.5, help="uncounted seconds at the start of each round")
+    parser.add_argument("--rounds", type=int, default=10, help="pairs of rounds (push, insert), alternating order")
     parser.add_argument("--body-size", type=int, default=100)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     with _server(args.dsn) as server, _scratch_database(server) as dsn:
-        report = run(dsn, threads=args.threads, seconds=args.seconds, rounds=args.rounds, body_size=args.body_size)
-    tps = report["median_tps"]
-    print(f"{args.threads} threads, BEGIN; INSERT order; enqueue; COMMIT ({args.rounds} rounds of {args.seconds:g} s each)")
-    print(f"  push(connection=conn)  {tps['push']:8.0f} transactions/s (median)")
-    print(f"  hand-written INSERT    {tps['insert']:8.0f} transactions/s (median)")
+        report = run(dsn, threads=args.threads, seconds=args.seconds, rounds=args.rounds, body_size=args.body_size,
+                     warmup=args.warmup)
+    tps, cpu = report["median_tps"], report["median_cpu_us"]
+    print(f"{args.threads} threads, BEGIN; INSERT order; enqueue; COMMIT "
+          f"({args.rounds} pairs of rounds, {args.seconds:g} s each)")
+    print(f"  push(connection=conn)  {tps['push']:8.0f} transactions/s, {cpu['push']:4.0f} us client CPU each (median)")
+    print(f"  hand-written INSERT    {tps['insert']:8.0f} transactions/s, {cpu['insert']:4.0f} us client CPU each (median)")
     ratios = ", ".join(f"{r:.2f}" for r in report["ratios"])
-    print(f"  push / INSERT          {report['median_ratio']:.2f} (median; per pair: {ratios})")
+    print(f"  push / INSERT          {report['mean_ratio']:.2f} (geometric mean; median {report['median_ratio']:.2f}; "
+          f"per pair: {ratios})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
