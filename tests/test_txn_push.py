@@ -18,7 +18,7 @@ from mqlite.config import parse_dsn
 from mqlite.errors import Duplicate, InvalidName, PayloadTooLarge, SchemaMissing, Unavailable
 
 from .conftest import admin_connection, rows
-from .helpers import wait_for
+from .helpers import python, wait_for
 
 APP_TABLE = "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, ref VARCHAR(40) NOT NULL UNIQUE) ENGINE=InnoDB"
 
@@ -288,3 +288,20 @@ def test_a_driver_error_in_the_push_is_an_mqlite_error_and_no_retry(q: mqlite.Qu
         holder.rollback()
         holder.close()
     app_conn.rollback()
+
+
+def test_a_push_on_a_dbapi_connection_imports_no_framework(q: mqlite.Queue, dsn: str) -> None:
+    proc = python(
+        "import sys, MySQLdb, mqlite\n"
+        "from mqlite.config import parse_dsn\n"
+        "q = mqlite.Queue(sys.argv[1])\n"
+        "conn = MySQLdb.connect(**parse_dsn(sys.argv[1]).connect_kwargs())\n"
+        "q.push('x', b'x', connection=conn); q.push('x', b'y', unique_key='k', connection=conn)\n"
+        "conn.commit()\n"
+        "print(sorted(m for m in ('sqlalchemy', 'django', 'pymysql') if m in sys.modules))\n",
+        dsn,
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.strip() == "[]"
+    assert q.size("x") == 2
