@@ -12,6 +12,7 @@ from .config import DEFAULT_TABLE, check_count, parse_dsn, resolve_dsn
 from .consume import Consuming
 from .counters import Counters
 from .failure import Backoff
+from .joined import Joining
 from .pool import Pool
 from .produce import Producing
 from .sessions import ClaimSessions
@@ -21,7 +22,7 @@ from .sql import statements
 __all__ = ["Queue", "QueueStats", "Stats", "default_queue"]
 
 
-class Queue(Producing, Consuming, Administering):
+class Queue(Producing, Consuming, Administering, Joining):
     """A handle on one messages table. Thread-safe; one per process is the intended use.
 
     `dsn=None` reads `MQLITE_DSN`. Connections are pooled (at most `pool_size`), opened lazily,
