@@ -4,7 +4,7 @@
 
 Each thread holds its own connection (mysqlclient, autocommit off: the DB-API's implicit BEGIN)
 and repeats one application transaction: INSERT an order row, enqueue, COMMIT. The two ways to
-enqueue take turns, round after round on freshly emptied tables:
+enqueue take turns, in pairs of rounds that start from freshly emptied tables:
 - `push`: `Queue.push("receipts", body, connection=conn)`;
 - `insert`: the hand-written `INSERT INTO mqlite_messages (queue, body) VALUES (%s, %s)`.
 Each round runs `--warmup` seconds uncounted first (the first transactions on a freshly emptied
@@ -153,10 +153,11 @@ def run(dsn: str, *, threads: int = 64, seconds: float = 3.0, rounds: int = 10, 
         results: list[dict[str, Any]] = []
         try:
             for r in range(rounds):
+                # Both rounds of a pair start from empty tables; the next pair empties them again.
+                admin.cursor().execute("TRUNCATE TABLE bench_orders")
+                admin.cursor().execute(f"TRUNCATE TABLE `{q.table}`")
                 for name, enqueue in (("push", push), ("insert", insert)) if r % 2 == 0 else (
                         ("insert", insert), ("push", push)):
-                    admin.cursor().execute("TRUNCATE TABLE bench_orders")
-                    admin.cursor().execute(f"TRUNCATE TABLE `{q.table}`")
                     n, elapsed, cpu = _round(conns, enqueue, seconds, body, warmup)
                     results.append({"round": r + 1, "variant": name, "transactions": n, "seconds": elapsed,
                                     "tps": n / elapsed, "client_cpu_us": cpu / max(n, 1) * 1e6})
@@ -168,8 +169,10 @@ def run(dsn: str, *, threads: int = 64, seconds: float = 3.0, rounds: int = 10, 
             admin.close()
     by_round = {(x["round"], x["variant"]): x["tps"] for x in results}
     ratios = [by_round[(r + 1, "push")] / by_round[(r + 1, "insert")] for r in range(rounds)]
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     return {
         "threads": threads, "seconds": seconds, "warmup": warmup, "rounds": rounds, "body_size": body_size,
+        "load_average": os.getloadavg(), "ratio_quartiles": [quartiles[0], quartiles[2]],
         "results": results, "ratios": ratios, "median_ratio": statistics.median(ratios),
         "mean_ratio": statistics.geometric_mean(ratios),
         "median_cpu_us": {v: statistics.median(x["client_cpu_us"] for x in results if x["variant"] == v)
@@ -198,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  push(connection=conn)  {tps['push']:8.0f} transactions/s, {cpu['push']:4.0f} us client CPU each (median)")
     print(f"  hand-written INSERT    {tps['insert']:8.0f} transactions/s, {cpu['insert']:4.0f} us client CPU each (median)")
     ratios = ", ".join(f"{r:.2f}" for r in report["ratios"])
-    print(f"  push / INSERT          {report['mean_ratio']:.2f} (geometric mean; median {report['median_ratio']:.2f}; "
-          f"per pair: {ratios})")
+    low, high = report["ratio_quartiles"]
+    print(f"  push / INSERT          {report['mean_ratio']:.2f} (geometric mean of the pairs; median "
+          f"{report['median_ratio']:.2f}, quartiles {low:.2f}-{high:.2f})")
+    print(f"  per pair: {ratios}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
