@@ -197,6 +197,17 @@ def test_an_ack_inside_atomic_commits_with_the_handlers_writes(dj: Any) -> None:
     assert queue.stats().queues["jobs"].processed == 1  # counted at the commit, not for the rollback
 
 
+def test_call_command_runs_the_cli_on_the_projects_database(dj: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from django.core.management import CommandError, call_command
+
+    call_command("mqlite", "push", "emails", "from call_command")
+    assert rows(dj, "SELECT queue, body FROM mqlite_messages") == [("emails", b"from call_command")]
+    call_command("mqlite", "schema", "status", "--json")
+    assert '"table": "mqlite_messages"' in capsys.readouterr().out
+    with pytest.raises(CommandError, match="exited with 2"):
+        call_command("mqlite", "push", "", "no queue name")
+
+
 def test_settings_are_checked(django_dsn: str) -> None:
     from django.core.exceptions import ImproperlyConfigured
     from django.test import override_settings
@@ -235,7 +246,7 @@ def test_the_dsn_comes_from_djangos_database_settings(django_dsn: str) -> None:
 
 def manage(dsn: str, *args: str, table: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": SETTINGS, "MQLITE_TEST_DJANGO_DSN": dsn}
-    env.pop("MQLITE_DSN", None)  # the project's settings must be what decides
+    env["MQLITE_DSN"] = "mysql://nobody@127.0.0.1:1/elsewhere"  # the project's settings decide, not this
     if table:
         env["MQLITE_TEST_DJANGO_TABLE"] = table
     return subprocess.run([sys.executable, "-m", "django", *args], capture_output=True, text=True, env=env,

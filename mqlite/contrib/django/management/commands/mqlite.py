@@ -1,7 +1,8 @@
 """`manage.py mqlite ...`: the `mqlite` command line on the project's database and table.
 
-`--dsn` and `--table` default to what the `MQLITE` and `DATABASES` settings say; given on the
-command line (or `MQLITE_DSN` in the environment), they win.
+`--dsn` and `--table` default to what the `MQLITE` and `DATABASES` settings say, as for the
+project's queue (an `MQLITE_DSN` in the environment does not redirect it); given on the command
+line, they win.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from mqlite.config import DSN_ENV
 
 from ... import conf
 
@@ -55,12 +58,21 @@ def _run(args: list[str], prog_name: str) -> int:
     from mqlite.cli import app
 
     cfg = conf.config()
-    defaults = {"dsn": cfg.dsn or conf.database_dsn(cfg.database), "table": cfg.table}
+    dsn = cfg.dsn or conf.database_dsn(cfg.database)
+    defaults = {"dsn": dsn, "table": cfg.table}
     command = typer.main.get_command(app)
+    # The CLI reads MQLITE_DSN before any default: for this run it is the project's.
+    saved = os.environ.get(DSN_ENV)
+    os.environ[DSN_ENV] = dsn
     try:
         command.main(args=args, prog_name=prog_name, default_map=_default_map(command, defaults))
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    finally:
+        if saved is None:
+            os.environ.pop(DSN_ENV, None)
+        else:
+            os.environ[DSN_ENV] = saved
     return 0
 
 
