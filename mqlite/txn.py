@@ -76,23 +76,20 @@ def driver_of(conn: Any) -> Any:
 def borrow(conn: Any) -> Borrowed:
     """The DB-API connection under `conn`, inside the transaction it has open (or begins, as
     SQLAlchemy would on a first statement). TypeError for anything else."""
-    kind = type(conn)
-    family = _families.get(kind)
-    if family is None:
-        family = _families[kind] = _family(kind)
-    if family in _DRIVERS:
-        return Borrowed(conn, sys.modules[family])
+    driver = driver_of(conn)
+    if driver is not None:
+        return Borrowed(conn, driver)
+    family = _families[type(conn)]
     if family == "sqlalchemy":
         return _from_sqlalchemy(conn)
     if family == "django":
         return _from_django(conn)
+    kind = type(conn)
     raise TypeError(f"connection= must be {SUPPORTED}; got {kind.__module__}.{kind.__qualname__}")
 
 
 _DRIVERS = ("MySQLdb", "pymysql")
-_families: dict[type, str] = {}
-
-
+_families: dict[type, str] = {}  # connection class -> "MySQLdb", "pymysql", "sqlalchemy", "django" or ""
 _driver_modules: dict[str, Any] = {}  # family -> driver module, once a connection of it was seen
 
 
@@ -109,12 +106,6 @@ def _family(kind: type) -> str:
         elif top in ("sqlalchemy", "django"):
             return top
     return ""
-
-
-def _driver_of(raw: Any) -> Any:
-    """The driver module of a raw DB-API connection, if it is one mqlite speaks (else None)."""
-    family = _family(type(raw))
-    return sys.modules[family] if family in _DRIVERS else None
 
 
 def _from_sqlalchemy(conn: Any) -> Borrowed:
@@ -135,7 +126,7 @@ def _from_sqlalchemy(conn: Any) -> Borrowed:
         # What SQLAlchemy's autobegin does on a first execute(): the caller's commit() ends it.
         conn.begin()
     raw = conn.connection.dbapi_connection
-    driver = _driver_of(raw)
+    driver = driver_of(raw)
     if driver is None:
         raise TypeError(
             f"connection= is a SQLAlchemy connection over {type(raw).__module__}; "
