@@ -13,16 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import MySQLdb
 from selenium import webdriver
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import mqlite
+from mqlite.testing import dsn_or_throwaway, free_port, scratch_database
+from mqlite.testing.web import start_web, stop_web
 
-import mqlite  # noqa: E402
-from mqlite.config import parse_dsn  # noqa: E402
-from mqlite.server import dsn_or_throwaway  # noqa: E402
-from tests.webtools import free_port, start_web, stop_web  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DATABASE = "mqlite_screenshot"
 
@@ -43,11 +40,7 @@ def traffic(q: mqlite.Queue, step: int) -> None:
 
 
 def main(out: Path) -> None:
-    with dsn_or_throwaway(None) as server:
-        admin = MySQLdb.connect(autocommit=True, **parse_dsn(server).connect_kwargs())
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-        admin.cursor().execute(f"CREATE DATABASE {DATABASE}")
-        dsn = parse_dsn(server).with_database(DATABASE).url()
+    with dsn_or_throwaway(None) as server, scratch_database(server, DATABASE) as dsn:
         q = mqlite.Queue(dsn)
         q.apply_schema()
         q.push("reports", b"monthly", delay=3600)
@@ -82,8 +75,6 @@ def main(out: Path) -> None:
             driver.quit()
             stop_web(web)
             q.close()
-            admin.cursor().execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-            admin.close()
     print(out)
 
 

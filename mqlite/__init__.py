@@ -15,12 +15,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .message import Body, Message
 from .queue import Queue, QueueStats, Stats, default_queue
 from .recovery import Recovery
-from .worker import Worker, WorkerResult
+
+if TYPE_CHECKING:
+    from .worker import Worker, WorkerResult
 
 __version__ = "0.1.0"
 
@@ -46,6 +49,16 @@ def pop(queue: str) -> Message | None:
 def claim(queue: str) -> AbstractContextManager[Message | None]:
     """Claim the oldest ready message for a `with` block (at-least-once)."""
     return default_queue().claim(queue)
+
+
+def __getattr__(name: str) -> Any:
+    # The worker (threads, signals, subprocesses) loads on first use: a process that only pushes,
+    # like `mqlite push` from cron, never needs it.
+    if name in ("Worker", "WorkerResult"):
+        from . import worker
+
+        return getattr(worker, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
-
-from tenacity import Retrying
+from typing import TYPE_CHECKING, Any
 
 from . import retry
 from .coalesce import Coalescer
@@ -20,6 +18,9 @@ from .message import Receipt
 from .pool import Pool
 from .sessions import ClaimSessions
 from .sql import Statements
+
+if TYPE_CHECKING:
+    from tenacity import Retrying
 
 _PURGE_SLICE = 5000  # rows per DELETE when purging: a huge queue never becomes one huge transaction
 

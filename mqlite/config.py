@@ -15,6 +15,10 @@ DSN_ENV = "MQLITE_DSN"
 DEFAULT_TABLE = "mqlite_messages"
 DEFAULT_PORT = 3306
 QUEUE_NAME_MAX = 191  # utf8mb4 VARCHAR(191) keeps the pop index under InnoDB's 767-byte key prefix limit
+KEY_MAX = QUEUE_NAME_MAX  # unique_key and concurrency_key: indexed utf8mb4 VARCHARs like the queue name
+COUNT_MAX = 65535  # max_attempts and max_running: SMALLINT UNSIGNED columns
+CURSOR_MAX = 16_000  # characters of a checkpoint's cursor (a TEXT column; a cursor is a position, not data)
+DEFAULT_LEASE = 30.0  # seconds a claim is held before recovery may hand it out again
 
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _SCHEMES = ("mysql", "mariadb")
@@ -225,12 +229,12 @@ def delay_us(delay: float | None, run_at: datetime | None) -> int:
 def check_key(key: str | None, what: str) -> str | None:
     if key is None:
         return None
-    if not isinstance(key, str) or not 1 <= len(key) <= 191:
-        raise ValueError(f"{what} must be a string of 1 to 191 characters")
+    if not isinstance(key, str) or not 1 <= len(key) <= KEY_MAX:
+        raise ValueError(f"{what} must be a string of 1 to {KEY_MAX} characters")
     return key
 
 
 def check_count(n: int, what: str = "max_attempts") -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 65535:
-        raise ValueError(f"{what} must be an integer from 1 to 65535, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= COUNT_MAX:
+        raise ValueError(f"{what} must be an integer from 1 to {COUNT_MAX}, got {n!r}")
     return n

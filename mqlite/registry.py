@@ -8,7 +8,6 @@ their processes are gone, and their claims come back by the usual recovery rules
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +32,8 @@ class WorkerInfo:
 
 
 def register(cur: Any, st: Statements, queues: list[str]) -> int:
+    import socket  # on use: only a worker registering itself needs it, not `import mqlite`
+
     cur.execute(st.register_worker, (st.table, socket.gethostname()[:255], os.getpid(), ",".join(queues)))
     return int(cur.lastrowid)
 

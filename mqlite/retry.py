@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import MqliteError
+
+if TYPE_CHECKING:
+    from tenacity import Retrying
 
 T = TypeVar("T")
 log = logging.getLogger("mqlite")
@@ -51,6 +52,9 @@ def transient_policy(max_seconds: float = 10.0) -> Retrying:
     Bounded by time, not by tries: a burst of lock conflicts (on a Galera cluster, certification
     conflicts come in storms) can take more tries than a lost connection, in the same few seconds.
     """
+    # Imported here, not at the top: `import mqlite` does not load tenacity until a Queue needs it.
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
     return Retrying(
         retry=retry_if_exception(is_transient),
         stop=stop_after_delay(max_seconds),

@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import sql
 from .config import check_table
 from .errors import MqliteError, SchemaMissing
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _FILE_RE = re.compile(r"^(\d{3})_([A-Za-z0-9_]+)\.sql$")
 # As in the mysql client: statements end with `;` until a `DELIMITER //` line says otherwise, so a
@@ -74,6 +76,8 @@ class SchemaStatus:
 
 def schema_dir() -> Path:
     """The folder of migration files: inside the installed package, else the repository's `schema/`."""
+    from pathlib import Path  # on use: `import mqlite` need not load pathlib
+
     here = Path(__file__).resolve().parent
     for candidate in (here / "_schema", here.parent / "schema"):
         if candidate.is_dir():

@@ -6,9 +6,8 @@ the name is validated before it is ever formatted in. Every value is a bound par
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 import zlib
+from dataclasses import dataclass
 from functools import lru_cache
 
 from .config import DEFAULT_TABLE, check_table
@@ -370,106 +369,3 @@ def push_procedure(table: str) -> str:
     if len(name) > 64:
         name = f"{name[:55]}_{zlib.crc32(table.encode()):08x}"
     return name
-
-
-# =====================================================================================================
-# Reference strategies, benchmark only.
-#
-# Nothing in the library sends these. `mqlite bench --compare` runs them next to mqlite, with the
-# same bodies, so that mqlite's rates can be reported as ratios against the SQL a user would
-# otherwise write. They run on a table of their own, of the Dwango shape (mqlite's schema/001):
-# fixed here, so that a reference does not move (or start sorting, and locking, a whole queue)
-# when mqlite's schema changes. Values are bound parameters; the table name is validated.
-# =====================================================================================================
-
-
-@dataclass(frozen=True)
-class ReferenceStatements:
-    """The reference strategies' statements over one messages-shaped table."""
-
-    table: str
-    create: str
-    drop: str
-    # Push ceiling: one autocommit single-row INSERT per message (and its multi-row form).
-    insert: str
-    insert_many_head: str
-    insert_many_row: str
-    # The naive Dwango pop: every session claims `LIMIT 1` from the head, reads it back, deletes it.
-    # It walks the queue's head in index order, as mqlite's claim does (the hint keeps it off a
-    # filesort), so what differs is one row per statement and every client fighting for the head.
-    naive_claim: str
-    naive_read: str
-    naive_delete: str
-    # `SELECT … FOR UPDATE SKIP LOCKED LIMIT 1` + DELETE in one transaction (MySQL 8.0.1+, MariaDB 10.6+).
-    skip_locked_take: str
-    skip_locked_delete: str
-
-    def insert_many(self, rows: int) -> str:
-        return _multi_row(self.insert_many_head, self.insert_many_row, rows)
-
-
-def seed_delayed(table: str) -> Callable[[int], str]:
-    """An n-row INSERT of messages into an mqlite table, due in a day (benchmark seeding)."""
-    head = f"INSERT INTO `{check_table(table)}` (queue, body, available_at) VALUES "
-    return lambda rows: _multi_row(head, "(%s,%s,NOW(6) + INTERVAL 1 DAY)", rows)
-
-
-def _multi_row(head: str, row: str, rows: int) -> str:
-    return head + ",".join([row] * rows)
-
-
-@lru_cache(maxsize=32)
-def reference_statements(table: str) -> ReferenceStatements:
-    """Build (once) the reference statements over `table`."""
-    t = f"`{check_table(table)}`"
-    head = f"{t} FORCE INDEX (ref_ready)"
-    return ReferenceStatements(
-        table=table,
-        create=f"""
-CREATE TABLE {t} (
-    id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
-    queue VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
-    owner BIGINT UNSIGNED NOT NULL DEFAULT 0,
-    claimed_at DATETIME(6) NULL,
-    created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    body LONGBLOB NOT NULL,
-    PRIMARY KEY (id),
-    KEY ref_ready (queue, id),
-    KEY ref_owner (owner, claimed_at)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
-""",
-        drop=f"DROP TABLE IF EXISTS {t}",
-        insert=f"INSERT INTO {t} (queue, body) VALUES (%s, %s)",
-        insert_many_head=f"INSERT INTO {t} (queue, body) VALUES ",
-        insert_many_row="(%s,%s)",
-        naive_claim=(
-            f"UPDATE {head} SET owner = CONNECTION_ID(), claimed_at = NOW(6) "
-            "WHERE queue = %s AND owner = 0 ORDER BY id LIMIT 1"
-        ),
-        naive_read=f"SELECT id, body FROM {t} WHERE owner = CONNECTION_ID() AND queue = %s",
-        naive_delete=f"DELETE FROM {t} WHERE id = %s",
-        skip_locked_take=(
-            f"SELECT id, body FROM {head} WHERE queue = %s AND owner = 0 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
-        ),
-        skip_locked_delete=f"DELETE FROM {t} WHERE id = %s",
-    )
-
-
-@dataclass(frozen=True)
-class HueySeedStatements:
-    """Seeding the task table of huey's `SqlStorage` (columns queue, data, priority) for the pop peer."""
-
-    insert_head: str
-    insert_row: str
-
-    def insert_many(self, rows: int) -> str:
-        return _multi_row(self.insert_head, self.insert_row, rows)
-
-
-@lru_cache(maxsize=8)
-def huey_seed_statements(task_table: str) -> HueySeedStatements:
-    t = f"`{check_table(task_table)}`"
-    return HueySeedStatements(
-        insert_head=f"INSERT INTO {t} (queue, data, priority) VALUES ",
-        insert_row="(%s,%s,0)",
-    )

@@ -14,28 +14,26 @@ Stopping (first SIGTERM/SIGINT, `stop()`, `max_messages`, `max_seconds`, or an e
 `run()` returns within `stop_timeout` seconds. A second signal exits the process at once; its
 claims come back to the queue by recovery (the session that owned them is gone).
 
-`command_handler(cmd)` makes a handler that runs a shell command per message (`mqlite consume`).
+`mqlite.command.command_handler(cmd)` makes a handler that runs a shell command per message
+(`mqlite consume`); it is importable from here too.
 """
 
 from __future__ import annotations
 
-import codecs
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from .config import check_queue
 from . import registry
+from .config import DEFAULT_LEASE, check_queue
 from .errors import Interrupted, MqliteError, NotClaimed
+from .idle import IdleWait
 from .message import Message
 
 log = logging.getLogger("mqlite.worker")
@@ -94,7 +92,7 @@ class Worker:
         max_messages: int | None = None,
         max_seconds: float | None = None,
         until_empty: bool = False,
-        lease: float = 30.0,
+        lease: float = DEFAULT_LEASE,
         handle_signals: bool = True,
         stop_on_error: bool = False,
         heartbeat_every: float = 5.0,
@@ -208,8 +206,8 @@ class Worker:
         finally:
             heartbeat.stop()
             self._unregister()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         with self._lock:
             abandoned = len(self._in_hand)
             counts = dict(self._counts)
@@ -225,7 +223,7 @@ class Worker:
         return WorkerResult(counts["processed"], counts["failed"], counts["errors"], abandoned, reason)
 
     def _loop(self) -> None:
-        idle = self.idle_min
+        idle = IdleWait(self.idle_min, self.idle_max)
         try:
             while not self._stop.is_set():
                 if self._deadline is not None and time.monotonic() >= self._deadline:
@@ -245,16 +243,12 @@ class Worker:
                     continue
                 if found is not None:
                     if found:
-                        idle = self.idle_min  # after work, look again at once; after a failure, keep backing off
+                        idle.reset()  # after work, look again at once; after a failure, keep backing off
                     continue
                 if self.until_empty:
                     self._request_stop("empty")
                     break
-                wait = idle
-                if self._deadline is not None:
-                    wait = min(wait, max(0.0, self._deadline - time.monotonic()))
-                self._stop.wait(wait)
-                idle = min(idle * 2, self.idle_max)
+                idle.wait(self._stop, limit=None if self._deadline is None else self._deadline - time.monotonic())
         except BaseException:
             log.exception("worker thread crashed")
             self._request_stop("crashed")
@@ -406,82 +400,10 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= _ERROR_TEXT_MAX else text[: _ERROR_TEXT_MAX - 1] + "…"
 
 
-# -- running a command per message (`mqlite consume`) ------------------------------------------
+def __getattr__(name: str) -> Any:
+    # `command_handler` and `CommandFailed` lived here: still importable from here, loaded only when asked.
+    if name in ("command_handler", "CommandFailed"):
+        from . import command
 
-
-class CommandFailed(Exception):
-    """The command run for a message exited non-zero. The message carries the tail of its stderr."""
-
-    def __init__(self, returncode: int, stderr_tail: str) -> None:
-        how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
-        super().__init__(f"command {how}" + (f": {stderr_tail}" if stderr_tail else ""))
-        self.returncode = returncode
-        self.stderr_tail = stderr_tail
-
-
-def command_handler(command: str, *, stderr_tail: int = 2000, stderr: Any = None) -> Handler:
-    """A handler that runs `command` with `/bin/sh -c` for each message.
-
-    The body is the command's stdin; `MQLITE_MESSAGE_ID`, `MQLITE_QUEUE` and `MQLITE_ATTEMPT`
-    are added to its environment; its stdout is this process's. Its stderr is copied to
-    `stderr` (default `sys.stderr`) as it comes, and its last `stderr_tail` bytes go into the
-    `CommandFailed` raised when it exits non-zero.
-    """
-
-    def handle(message: Message) -> None:
-        env = {
-            **os.environ,
-            "MQLITE_MESSAGE_ID": str(message.id),
-            "MQLITE_QUEUE": message.queue,
-            "MQLITE_ATTEMPT": str(attempt_number(message)),
-        }
-        proc = subprocess.Popen(
-            command, shell=True, env=env, stdin=subprocess.PIPE, stderr=subprocess.PIPE, stdout=None,
-        )
-        feeder = threading.Thread(target=_feed, args=(proc.stdin, message.body), daemon=True)
-        feeder.start()
-        tail = _copy_stderr(proc.stderr, stderr if stderr is not None else sys.stderr, stderr_tail)
-        returncode = proc.wait()
-        feeder.join()
-        if returncode != 0:
-            raise CommandFailed(returncode, tail)
-
-    return handle
-
-
-def _feed(pipe: Any, body: bytes) -> None:
-    try:
-        pipe.write(body)
-    except (BrokenPipeError, OSError):
-        pass  # the command did not read all of its stdin: its business
-    finally:
-        try:
-            pipe.close()
-        except OSError:
-            pass
-
-
-def _copy_stderr(pipe: Any, sink: Any, keep: int) -> str:
-    """Copy `pipe` to `sink` until EOF; returns the last `keep` bytes as text."""
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    tail: deque[bytes] = deque()
-    kept = 0
-    fd = pipe.fileno()
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        text = decoder.decode(chunk)
-        if text:
-            try:
-                sink.write(text)
-                sink.flush()
-            except (OSError, ValueError):
-                pass
-        tail.append(chunk)
-        kept += len(chunk)
-        while kept - len(tail[0]) >= keep:
-            kept -= len(tail.popleft())
-    pipe.close()
-    data = b"".join(tail)[-keep:] if keep > 0 else b""
-    return data.decode("utf-8", "replace").strip()
+        return getattr(command, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

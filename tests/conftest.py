@@ -1,59 +1,37 @@
-"""Fixtures: one real server per test session (MQLITE_DSN, else a throwaway one), a fresh database per test;
-for tests marked `cluster`, one 3-node Galera cluster per session and a fresh database on it per test."""
+"""Fixtures. The real-server ones come from mqlite's own pytest plugin (`mqlite.testing.plugin`, found
+through its `pytest11` entry point), so the whole suite exercises it: one server per session
+(MQLITE_DSN, else a throwaway one), a fresh database per test. For tests marked `cluster`: one
+3-node Galera cluster per session and a fresh database on it per test."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import MySQLdb
 import pytest
 
 import mqlite
 from mqlite.config import parse_dsn
-from mqlite.server import GaleraCluster, ThrowawayServer, galera_missing
+from mqlite.testing import admin_connection
+from mqlite.testing.galera import GaleraCluster, galera_missing
 
 from .helpers import wait_for
 
-
-@pytest.fixture(scope="session")
-def server() -> Iterator[ThrowawayServer | None]:
-    """The throwaway server when MQLITE_DSN is unset (None otherwise)."""
-    if os.environ.get("MQLITE_DSN"):
-        yield None
-        return
-    srv = ThrowawayServer()
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+__all__ = ["admin_connection", "rows"]
 
 
 @pytest.fixture(scope="session")
-def server_dsn(server: ThrowawayServer | None) -> str:
-    return server.dsn if server is not None else os.environ["MQLITE_DSN"]
-
-
-def admin_connection(dsn: str) -> MySQLdb.Connection:
-    """A plain driver connection for setting up and checking what is in the database."""
-    kwargs = parse_dsn(dsn).connect_kwargs()
-    return MySQLdb.connect(autocommit=True, charset="utf8mb4", collation="utf8mb4_bin", **kwargs)
+def server_dsn(mqlite_server_dsn: str) -> str:
+    """The session's server (MQLITE_DSN, else the plugin's throwaway server)."""
+    return mqlite_server_dsn
 
 
 @pytest.fixture
-def dsn(server_dsn: str) -> Iterator[str]:
+def dsn(mqlite_dsn: str) -> str:
     """A DSN naming a database created for this test alone (dropped afterwards)."""
-    settings = parse_dsn(server_dsn)
-    name = f"mqlite_t_{uuid.uuid4().hex[:12]}"
-    conn = admin_connection(server_dsn)
-    conn.cursor().execute(f"CREATE DATABASE `{name}`")
-    try:
-        yield settings.with_database(name).url()
-    finally:
-        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
-        conn.close()
+    return mqlite_dsn
 
 
 @pytest.fixture
@@ -64,12 +42,15 @@ def admin(dsn: str) -> Iterator[MySQLdb.Connection]:
 
 
 @pytest.fixture
-def q(dsn: str) -> Iterator[mqlite.Queue]:
-    """A Queue on the test's database with the schema applied."""
-    queue = mqlite.Queue(dsn, pool_size=32)
-    queue.apply_schema()
-    yield queue
-    queue.close()
+def mqlite_queue_options() -> dict[str, Any]:
+    """The suite's Queues have room for the threads its concurrency tests start."""
+    return {"pool_size": 32}
+
+
+@pytest.fixture
+def q(mqlite_queue: mqlite.Queue) -> mqlite.Queue:
+    """A Queue on the test's database with the schema applied (closed after the test)."""
+    return mqlite_queue
 
 
 def rows(conn: MySQLdb.Connection, sql: str, *params: object) -> list[tuple]:

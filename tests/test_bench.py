@@ -15,7 +15,7 @@ from mqlite.bench import drivers, harness, plot, procs
 from mqlite.bench.harness import Bound, Empty, Group
 from mqlite.cli import app
 from mqlite.errors import ConfigError
-from mqlite.sql import reference_statements
+from mqlite.bench.reference_sql import reference_statements
 
 from .conftest import admin_connection, rows
 

@@ -70,3 +70,24 @@ def test_errors_are_one_red_line_without_traceback_or_password(args: list[str], 
 def test_missing_schema_is_a_clear_error(dsn: str) -> None:
     result = runner.invoke(app, ["push", "q", "x", "--dsn", dsn])
     assert result.exit_code == 2 and "schema apply" in result.output
+
+
+def test_push_from_cron_loads_no_benchmark_server_or_web(dsn: str) -> None:
+    """`mqlite push` imports only what it runs: not the bench harness, the throwaway server, Rich Live, the web."""
+    mqlite.Queue(dsn).apply_schema()
+    code = (
+        "import sys\n"
+        "from mqlite.cli import main\n"
+        f"sys.argv = ['mqlite', 'push', 'cron', 'x', '--dsn', {dsn!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = ('mqlite.bench', 'mqlite.testing', 'mqlite.command', 'rich.live', 'rich.progress',\n"
+        "         'starlette', 'uvicorn', 'matplotlib')\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith(heavy))), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == ""
+    assert mqlite.Queue(dsn).size("cron") == 1

@@ -42,7 +42,7 @@ def ready(admin, queue: str) -> list[bytes]:
 
 
 def fail_once(q: mqlite.Queue, queue: str, body: str) -> int:
-    """A message whose first failure makes it failed (issue 4)."""
+    """A message whose first failure makes it failed (max_attempts=1)."""
     new_id = q.push(queue, body, max_attempts=1)
     with pytest.raises(RuntimeError), q.claim(queue) as m:
         assert m is not None and m.id == new_id

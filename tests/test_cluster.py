@@ -1,4 +1,4 @@
-"""A 3-node MariaDB Galera cluster on loopback (mqlite.server.GaleraCluster), and why mqlite's
+"""A 3-node MariaDB Galera cluster on loopback (mqlite.testing.galera.GaleraCluster), and why mqlite's
 ownership must name the node: in raw SQL, sessions on two nodes with the same CONNECTION_ID()
 read each other's claims, and PROCESSLIST only shows the sessions of the node it is asked on.
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import MySQLdb
 import pytest
 
-from mqlite.server import _sweep_stale, galera_missing
+from mqlite.testing.galera import galera_missing
+from mqlite.testing.server import _sweep_stale
 
 from .conftest import admin_connection, rows
 from .helpers import python, read_line, wait_for
@@ -117,8 +118,8 @@ def _equal_connection_ids(dsn_a: str, dsn_b: str, timeout: float = 60.0) -> tupl
 
 
 def test_equal_connection_ids_on_two_nodes_read_each_others_claims(cluster_dsns) -> None:
-    """The double delivery of issue 9, in raw SQL: the bug exists on a cluster, so mqlite's ownership
-    must name the node as well as the session."""
+    """The double delivery that equal session ids on two nodes cause, in raw SQL: the bug exists on a
+    cluster, so mqlite's ownership must name the node as well as the session."""
     setup = admin_connection(cluster_dsns[0])
     setup.cursor().execute(MESSAGES)
     setup.cursor().execute("INSERT INTO messages (queue, body) VALUES ('jobs', 'm1'), ('jobs', 'm2'), ('jobs', 'm3')")
@@ -308,7 +309,7 @@ def test_certification_conflicts_of_the_naive_claim_3_writer_nodes_vs_1(cluster_
 
 STARTER = """
 import sys
-from mqlite.server import GaleraCluster
+from mqlite.testing.galera import GaleraCluster
 cluster = GaleraCluster(nodes=1).start()
 node = cluster.nodes[0]
 print(node.root, node.process.pid, flush=True)

@@ -12,7 +12,7 @@ import pytest
 import mqlite
 from mqlite.config import Settings, parse_dsn
 from mqlite.errors import MqliteError
-from mqlite.server import galera_missing
+from mqlite.testing.galera import galera_missing
 from mqlite.sql import statements
 
 from .conftest import admin_connection, rows

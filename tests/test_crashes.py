@@ -11,7 +11,7 @@ import pytest
 
 import mqlite
 from mqlite.errors import MqliteError
-from mqlite.server import ThrowawayServer
+from mqlite.testing import ThrowawayServer
 
 from .conftest import admin_connection, rows
 from .helpers import python, read_line, wait_for

@@ -12,7 +12,7 @@ import yaml
 
 from mqlite.config import parse_dsn
 from mqlite.message import Message
-from mqlite.server import ThrowawayServer
+from mqlite.testing import ThrowawayServer
 
 from .helpers import ROOT
 

@@ -1,4 +1,4 @@
-"""The throwaway-server module's own checks that need no server: Galera availability, ports, the sweep."""
+"""mqlite.testing's own checks that need no server: Galera availability, ports, the sweep."""
 
 from __future__ import annotations
 
@@ -11,31 +11,32 @@ from pathlib import Path
 
 import pytest
 
-from mqlite import server
-from mqlite.server import ServerError, _free_ports, _sweep_stale, galera_available, galera_missing
+from mqlite.testing import galera, server
+from mqlite.testing.galera import galera_available, galera_missing
+from mqlite.testing.server import ServerError, _free_ports, _sweep_stale
 
 from .helpers import wait_for
 
 
 def test_galera_missing_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server, "find_binary", lambda: ("mariadb", "/usr/sbin/mariadbd"))
-    monkeypatch.setattr(server, "galera_provider", lambda: None)
+    monkeypatch.setattr(galera, "find_binary", lambda: ("mariadb", "/usr/sbin/mariadbd"))
+    monkeypatch.setattr(galera, "galera_provider", lambda: None)
     assert "libgalera_smm.so" in galera_missing() and "galera-4" in galera_missing()
     assert not galera_available()
-    monkeypatch.setattr(server, "find_binary", lambda: ("mysql", "/usr/sbin/mysqld"))
+    monkeypatch.setattr(galera, "find_binary", lambda: ("mysql", "/usr/sbin/mysqld"))
     assert "is not MariaDB" in galera_missing()
 
     def none() -> tuple[str, str]:
         raise ServerError(server.INSTALL_HINT)
 
-    monkeypatch.setattr(server, "find_binary", none)
+    monkeypatch.setattr(galera, "find_binary", none)
     assert galera_missing() == server.INSTALL_HINT
 
 
 def test_galera_cluster_refuses_to_start_without_galera(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server, "galera_missing", lambda: "no Galera provider library")
+    monkeypatch.setattr(galera, "galera_missing", lambda: "no Galera provider library")
     with pytest.raises(ServerError, match="no Galera provider library"):
-        server.GaleraCluster()
+        galera.GaleraCluster()
 
 
 def test_free_ports_are_distinct() -> None:

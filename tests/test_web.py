@@ -24,13 +24,13 @@ from typer.testing import CliRunner  # noqa: E402
 
 import mqlite  # noqa: E402
 from mqlite.cli import app as cli_app  # noqa: E402
+from mqlite.testing.web import free_port, start_web, stop_web  # noqa: E402
 from mqlite.web import create_app  # noqa: E402
 from mqlite.web.runner import WebError, check_bind  # noqa: E402
 from mqlite.worker import Worker  # noqa: E402
 
 from .conftest import rows  # noqa: E402
 from .helpers import ROOT, wait_for  # noqa: E402
-from .webtools import free_port, start_web, stop_web  # noqa: E402
 
 BASE = "http://127.0.0.1"
 TOKEN = "t0ken-for-tests"

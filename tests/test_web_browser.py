@@ -24,8 +24,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 import mqlite  # noqa: E402
-
-from .webtools import free_port, start_web, stop_web  # noqa: E402
+from mqlite.testing.web import free_port, start_web, stop_web  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ Nothing here prints; the CLI renders a `Report`. Modules:
 - `harness`: client threads, bounded in time or count, latencies; `procs`: the same over processes;
 - `drivers`: mqlite's verbs and the reference SQL over plain mysqlclient, table setup and seeding;
 - `peers`: huey `SqlHuey` and RQ (optional extra `peers`);
-- `suite`: scenarios, comparisons and sweeps; `report`: rows, ratios and issue 6's goals;
+- `suite`: scenarios, comparisons and sweeps; `report`: rows, ratios and the goals;
 - `backlog`: pop rate against the size of the backlog;
 - `plot`: throughput against clients (optional extra `plot`).
 """

@@ -20,8 +20,8 @@ import MySQLdb
 from .. import schema
 from ..config import check_table, parse_dsn
 from ..queue import Queue
-from ..sql import reference_statements
 from .harness import Empty
+from .reference_sql import reference_statements
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 SEED_CHUNK = 2000  # rows per multi-row INSERT while seeding

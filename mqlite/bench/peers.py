@@ -14,9 +14,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..config import parse_dsn
-from ..sql import huey_seed_statements
 from .drivers import SEED_CHUNK, Case, _Op, body, insert_rows
 from .harness import Empty
+from .reference_sql import huey_seed_statements
 
 PEERS_HINT = "pip install -e '.[peers]'"
 

@@ -4,7 +4,7 @@ A run is a list of *rows*: one scenario (push, push-many, pop, claim, mixed) by 
 (mqlite, or with `compare` the references: raw INSERT, naive Dwango pop, SKIP LOCKED, huey, RQ)
 at one client count. Each row runs on stores of its own (a fresh table, prefixed huey tables,
 RQ keys named after the run), seeded with a backlog when it consumes, and removed afterwards.
-Ratios are taken between rows of the same run and client count; goals are issue 6's.
+Ratios are taken between rows of the same run and client count; the goals are `report.GOALS`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from ..config import parse_dsn
-from ..sql import reference_statements
+from .reference_sql import reference_statements
 from . import drivers, harness, peers
 from .drivers import DEFAULT_REDIS_URL, Case, MqliteDriver, RawDriver
 from .harness import Bound, Group

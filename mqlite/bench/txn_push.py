@@ -31,8 +31,9 @@ from typing import Any
 
 import MySQLdb
 
-from mqlite import Queue
-from mqlite.config import parse_dsn
+from ..config import parse_dsn
+from ..queue import Queue
+from ..testing import dsn_or_throwaway
 
 ORDERS = (
     "CREATE TABLE bench_orders (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, "
@@ -48,20 +49,6 @@ Enqueue = Callable[[Any, bytes], None]
 
 def _connect(dsn: str) -> Any:
     return MySQLdb.connect(charset="utf8mb4", **parse_dsn(dsn).connect_kwargs())
-
-
-@contextlib.contextmanager
-def _server(dsn: str | None) -> Iterator[str]:
-    dsn = dsn or os.environ.get("MQLITE_DSN")
-    if dsn:
-        yield dsn
-        return
-    try:
-        from mqlite.server import dsn_or_throwaway  # the throwaway-server helper, wherever it lives
-    except ImportError:
-        from mqlite.testing import dsn_or_throwaway  # type: ignore[no-redef]
-    with dsn_or_throwaway(None) as fresh:
-        yield fresh
 
 
 @contextlib.contextmanager
@@ -192,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--body-size", type=int, default=100)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    with _server(args.dsn) as server, _scratch_database(server) as dsn:
+    with dsn_or_throwaway(args.dsn) as server, _scratch_database(server) as dsn:
         report = run(dsn, threads=args.threads, seconds=args.seconds, rounds=args.rounds, body_size=args.body_size,
                      warmup=args.warmup)
     tps, cpu = report["median_tps"], report["median_cpu_us"]

@@ -40,6 +40,7 @@ from dramatiq.errors import ConnectionClosed, DecodeError, QueueJoinTimeout
 from dramatiq.message import Message
 
 from ..errors import MqliteError, NotClaimed, Unavailable
+from ..idle import IdleWait
 from ..message import Message as MqMessage
 from ..queue import Queue
 
@@ -156,7 +157,7 @@ class _MqliteConsumer(Consumer):
         self.table_queue = broker.table_queue(queue_name)
         self.prefetch = max(1, prefetch)
         self.timeout = timeout / 1000
-        self.misses = 0
+        self._idle = IdleWait(_MIN_POLL, self.timeout)
         self._cond = threading.Condition()
         self._held: dict[int, tuple[_MqliteMessageProxy, float]] = {}  # id -> (message, next renewal)
         self._next_renewal = 0.0
@@ -172,11 +173,9 @@ class _MqliteConsumer(Consumer):
         except Unavailable as exc:
             raise ConnectionClosed(exc) from None
         if claim is None:
-            pause = min(self.timeout, _MIN_POLL * (2 ** min(self.misses, 16)))
-            self.misses += 1
-            time.sleep(pause)
+            self._idle.wait()
             return None
-        self.misses = 0
+        self._idle.reset()
         try:
             message = Message.decode(claim.body)
         except DecodeError as exc:

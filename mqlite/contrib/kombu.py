@@ -73,6 +73,7 @@ from kombu.utils.json import dumps, loads
 
 from ..config import parse_dsn
 from ..errors import DatabaseError, MqliteError, NotClaimed, Unavailable
+from ..idle import IdleWait
 from ..message import Message as MqMessage
 from ..queue import Queue
 
@@ -441,7 +442,8 @@ class Transport(virtual.Transport):
         self._acks_pending: set[Any] = set()
         self._pools_lock = threading.Lock()
         self._recovered = False
-        self._idle = self.min_polling_interval
+        longest = max(self.polling_interval or 0.0, self.min_polling_interval)
+        self._idle = IdleWait(self.min_polling_interval, longest)
         self._wakeup = threading.Event()
         self._next_renewal = 0.0
 
@@ -585,15 +587,10 @@ class Transport(virtual.Transport):
                 elapsed = monotonic() - start
                 if timeout is not None and elapsed >= timeout:
                     raise socket.timeout() from None
-                pause = self._idle
-                self._idle = min(self._idle * 2, max(self.polling_interval or 0.0, self.min_polling_interval))
-                if timeout is not None:
-                    pause = min(pause, timeout - elapsed)
-                if pause > 0:
-                    self._wakeup.wait(pause)
+                self._idle.wait(self._wakeup, limit=None if timeout is None else timeout - elapsed)
                 self._wakeup.clear()
             else:
-                self._idle = self.min_polling_interval
+                self._idle.reset()
                 return
 
     def driver_version(self) -> str:

@@ -14,6 +14,7 @@ import importlib
 from typing import Any
 
 EXTRA_HINT = "pip install 'mqlite[web]'"
+DEFAULT_MAX_BODY = 1 << 20  # bytes: the largest message body the API accepts unless told otherwise
 # Import names of the packages the web extra installs.
 DEPENDENCIES = ("starlette", "uvicorn", "prometheus_client", "jinja2")
 
@@ -40,4 +41,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["EXTRA_HINT", "DEPENDENCIES", "missing", "create_app", "serve"]
+__all__ = ["DEFAULT_MAX_BODY", "EXTRA_HINT", "DEPENDENCIES", "missing", "create_app", "serve"]

@@ -14,7 +14,8 @@ import uvicorn
 from ..config import DEFAULT_TABLE
 from ..errors import MqliteError, SchemaMissing
 from ..queue import Queue
-from .app import DEFAULT_MAX_BODY, create_app
+from . import DEFAULT_MAX_BODY
+from .app import create_app
 from .security import is_loopback
 
 log = logging.getLogger("mqlite.web")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
-FIRST_PAUSE = 0.02  # seconds between the first two polls of an empty queue
-MAX_PAUSE = 0.5  # the backoff between polls stops growing here: the worst-case extra latency
+# A long-poll's `IdleWait`: the first pause between polls of an empty queue, doubling to the last.
+FIRST_PAUSE = 0.02  # seconds
+MAX_PAUSE = 0.5  # the backoff stops growing here: the worst-case extra latency
 
 
 class Arrivals:
@@ -38,8 +39,3 @@ class Arrivals:
             pass
         finally:
             self.waiting -= 1
-
-
-def next_pause(pause: float) -> float:
-    """The backoff between polls: doubling from FIRST_PAUSE, capped at MAX_PAUSE."""
-    return min(MAX_PAUSE, pause * 2)

@@ -1,8 +1,8 @@
 """mqlite on a throwaway 3-node Galera cluster: 1 writer node (routing=single) vs 3 (routing=spread).
 
-    .venv/bin/python bench/cluster_bench.py [--seconds 4] [--clients 64] [--json FILE]
+    python -m mqlite.bench.cluster_bench [--seconds 4] [--clients 64] [--json FILE]
 
-Starts the cluster (mqlite.server.GaleraCluster), runs `mqlite bench --scenario push,pop,claim`
+Starts the cluster (mqlite.testing.galera.GaleraCluster), runs `mqlite bench --scenario push,pop,claim`
 against the DSN listing all three nodes, once with each routing, in the same run, and prints
 the rates side by side. Every run is bounded in time; the cluster is removed at the end.
 """
@@ -14,11 +14,11 @@ import json
 import subprocess
 import sys
 
-from mqlite.server import GaleraCluster, galera_missing
+from ..testing.galera import GaleraCluster, galera_missing
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m mqlite.bench.cluster_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--json", help="write both runs' JSON here")

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Celery task throughput on mqlite vs Celery on kombu's SQLAlchemy transport, same server, same run.
 
-    .venv/bin/python bench/celery_bench.py [--tasks 2000] [--rounds 2] [--dsn mysql://…]
+    python -m mqlite.bench.celery_bench [--tasks 2000] [--rounds 2] [--dsn mysql://…]
 
 Without --dsn (or MQLITE_DSN) a throwaway MariaDB is started. Each transport gets a fresh
 database on that server; per round and transport:
@@ -15,7 +14,8 @@ database on that server; per round and transport:
 Both transports run the same worker command; the SQLAlchemy transport runs with its default
 `polling_interval` (1 s) and, as a second baseline, with 0.01 s (its best case: it sleeps a
 whole interval whenever the prefetch window is full). The ratio is taken against the better
-SQLAlchemy result of the round. This file is also the worker's app module (`-A celery_bench`).
+SQLAlchemy result of the round. This module is also the worker's app module
+(`-A mqlite.bench.celery_bench`). Needs the celery extra (and SQLAlchemy for the baseline).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+# The directory holding the mqlite package this process runs: the worker imports the same code.
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 # -- the app: the bench process sends with it, the worker imports this module -----------------
@@ -43,7 +43,7 @@ ROOT = HERE.parent
 def make_app(kind: str, dsn: str, polling_interval: float | None = None, extra: dict | None = None):
     from celery import Celery
 
-    from mqlite.config import parse_dsn
+    from ..config import parse_dsn
 
     if kind == "mqlite":
         app = Celery("bench", broker=dsn, broker_transport="mqlite.contrib.kombu:Transport")
@@ -74,14 +74,14 @@ def make_app(kind: str, dsn: str, polling_interval: float | None = None, extra: 
 
 
 try:
-    from kombu.transport.sqlalchemy import Transport as _Sqla
-
     from kombu.transport import TRANSPORT_ALIASES
+    from kombu.transport.sqlalchemy import Transport as _Sqla
 
     class FastPollingSqla(_Sqla):
         polling_interval = 0.01
 
-    TRANSPORT_ALIASES["sqlafast"] = "celery_bench:FastPollingSqla"
+    # This module's name as the worker imports it (`__main__` in the process that runs the bench).
+    TRANSPORT_ALIASES["sqlafast"] = f"{__name__}:FastPollingSqla"
 except ImportError:  # SQLAlchemy missing: only the mqlite side can run
     pass
 
@@ -119,12 +119,13 @@ def publish(app, tasks: int, producers: int) -> float:
 def consume(kind: str, dsn: str, polling: float | None, tasks: int, concurrency: int, timeout: float,
             pool: str = "prefork") -> float:
     out = Path(tempfile.mkstemp(prefix="celery-bench-", suffix=".txt")[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]), "BENCH_KIND": kind,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p), "BENCH_KIND": kind,
            "BENCH_DSN": dsn, "BENCH_OUT": str(out), "BENCH_POLLING": "" if polling is None else str(polling)}
     log = open(out.with_suffix(".log"), "wb")  # noqa: SIM115
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "celery_bench", "worker", "-P", pool, "-c", str(concurrency),
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING"],
+        [sys.executable, "-m", "celery", "-A", "mqlite.bench.celery_bench", "worker", "-P", pool,
+         "-c", str(concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     log.close()
@@ -152,31 +153,8 @@ def consume(kind: str, dsn: str, polling: float | None, tasks: int, concurrency:
         out.with_suffix(".log").unlink(missing_ok=True)
 
 
-def fresh_database(server_dsn: str, name: str) -> str:
-    import MySQLdb
-
-    from mqlite.config import parse_dsn
-
-    s = parse_dsn(server_dsn)
-    conn = MySQLdb.connect(autocommit=True, **s.connect_kwargs())
-    conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
-    conn.cursor().execute(f"CREATE DATABASE `{name}`")
-    conn.close()
-    return s.with_database(name).url()
-
-
-def drop_database(server_dsn: str, name: str) -> None:
-    import MySQLdb
-
-    from mqlite.config import parse_dsn
-
-    conn = MySQLdb.connect(autocommit=True, **parse_dsn(server_dsn).connect_kwargs())
-    conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
-    conn.close()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mqlite.bench.celery_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", default=None, help="server to use (default: MQLITE_DSN, else a throwaway one)")
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=2)
@@ -190,8 +168,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    import mqlite
-    from mqlite.server import dsn_or_throwaway
+    from ..queue import Queue
+    from ..testing import dsn_or_throwaway, scratch_database
 
     extra = {}
     for item in args.option:
@@ -214,18 +192,14 @@ def main() -> None:
                 order.reverse()
             for vi, (kind, polling) in order:
                 # A new name each time: kombu caches SQLAlchemy engines (and creates tables) per URL.
-                name = f"mqlite_celery_bench_{rnd}_{vi}"
-                dsn = fresh_database(server_dsn, name)
-                try:
+                with scratch_database(server_dsn, f"mqlite_celery_bench_{rnd}_{vi}") as dsn:
                     if kind == "mqlite":
-                        with mqlite.Queue(dsn) as q:
+                        with Queue(dsn) as q:
                             q.apply_schema()
                     app = make_app(kind, dsn, polling, extra)
                     push_rate = publish(app, args.tasks, args.producers)
                     app.pool.force_close_all()
                     drain_rate = consume(kind, dsn, polling, args.tasks, args.concurrency, args.timeout, args.pool)
-                finally:
-                    drop_database(server_dsn, name)
                 label = kind if polling is None else f"{kind} (polling_interval={polling})"
                 row = {"round": rnd + 1, "transport": label, "publish_per_s": round(push_rate),
                        "consume_per_s": round(drain_rate)}
@@ -256,7 +230,8 @@ def main() -> None:
     report = {
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}",
         "tasks": args.tasks, "rounds": args.rounds, "producers": args.producers,
-        "concurrency": args.concurrency, "pool": args.pool, "mqlite_options": extra, "results": results, "median": summary,
+        "concurrency": args.concurrency, "pool": args.pool, "mqlite_options": extra, "results": results,
+        "median": summary,
     }
     if args.json:
         print(json.dumps(report, indent=2))

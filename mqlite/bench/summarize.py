@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Fold several `mqlite bench --json` reports into Markdown tables: median and range per row and ratio.
 
     for i in 1 2 3; do mqlite bench --compare --json > run$i.json; done
-    .venv/bin/python bench/summarize.py run*.json
+    python -m mqlite.bench.summarize run*.json
 
 On a noisy machine one run proves little; the median of a few, with the range beside it, says
 how far to trust a ratio. A goal counts as met in the summary when it was met in every run.
@@ -10,6 +9,7 @@ how far to trust a ratio. A goal counts as met in the summary when it was met in
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -70,7 +70,7 @@ def summarize(reports: list[dict]) -> str:
     for rep in reports:
         for g in rep["goals"]:
             goals[g["id"]].append(g)
-    lines.append("\n| issue 6 goal | clients | value | verdict |")
+    lines.append("\n| goal | clients | value | verdict |")
     lines.append("|---|---|---|---|")
     for gid, gs in goals.items():
         measured = [g for g in gs if g["value"] is not None]
@@ -86,10 +86,14 @@ def summarize(reports: list[dict]) -> str:
 
 
 def main() -> int:
-    if len(sys.argv) < 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    reports = [json.load(open(path)) for path in sys.argv[1:]]
+    ap = argparse.ArgumentParser(prog="python -m mqlite.bench.summarize", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("reports", nargs="+", metavar="REPORT.json", help="`mqlite bench --json` output files")
+    args = ap.parse_args()
+    reports = []
+    for path in args.reports:
+        with open(path) as f:
+            reports.append(json.load(f))
     print(summarize(reports))
     return 0
 

@@ -1,0 +1,105 @@
+"""`mqlite bench`: run the benchmark (`mqlite.bench`) and print its report.
+
+The harness, the throwaway server and Rich's progress bar are imported inside the command: no
+other command loads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .app import Dsn, JsonOpt, command
+from .render import bench_report, err, print_json
+
+
+@command()
+def bench(
+    clients: Annotated[int, typer.Option(min=1, max=1000, help="Concurrent client threads.")] = 64,
+    seconds: Annotated[Optional[float], typer.Option(min=0.1, help="Run each row this long (default 4 s).")] = None,
+    messages: Annotated[Optional[int], typer.Option(min=1, help="Instead of --seconds: messages per row.")] = None,
+    body_size: Annotated[int, typer.Option(min=0, help="Body size in bytes.")] = 100,
+    scenario: Annotated[str, typer.Option(help="push, push-many, pop, claim, mixed, a comma list, or all.")] = "all",
+    processes: Annotated[int, typer.Option(min=1, max=64, help="Split the clients over this many processes.")] = 1,
+    compare: Annotated[bool, typer.Option(help="Also run the reference strategies and peers; print ratios.")] = False,
+    sweep: Annotated[Optional[str], typer.Option(help="Client counts to run each scenario at, e.g. 1,8,32,64.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="With --sweep: draw msg/s against clients to this PNG.")] = None,
+    redis_url: Annotated[
+        Optional[str], typer.Option(help="Redis for the RQ peer (default: the one on this machine's port 6379).",
+                                    show_default=False)
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="Messages per push-many call.")] = 100,
+    backlog: Annotated[Optional[int], typer.Option(min=0, help="Ready messages seeded before pop/claim rows.")] = None,
+    dsn: Dsn = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure push, push-many, pop, claim and mixed load; with --compare, next to the references.
+
+    Without a DSN a throwaway server is started (and removed afterwards). Every row runs on tables
+    of its own, dropped afterwards, for --seconds (default 4) or --messages (capped at 120 s).
+    Ratios are mqlite's rate divided by the reference's, measured in the same run.
+
+    --json prints one object (format 1; fields are only ever added):
+    config {run_id, started_at, dsn (redacted), server, clients (a list of counts), seconds, messages, cap_s,
+    body_size, batch, backlog, scenarios, processes, compare, redis_url, machine, duration_s};
+    results [{scenario, strategy, kind (mqlite|sql|peer), clients, processes, messages, seconds,
+    rate (msg/s), p50_ms, p99_ms (one call), backlog (ready at start; mixed: left at end), drained,
+    truncated, errors, error, skipped (why, or null), client_cpu_s, server_cpu_s, lock_waits,
+    pushed, consumed, e2e_p50_ms, e2e_p99_ms (push → handler start), kept_up (mixed only; kept_up
+    only with --seconds: backlog left ≤ 0.5 s of pushing)}];
+    ratios [{numerator, denominator ("scenario/strategy"), clients, denominator_clients, ratio,
+    goal, met}]; goals [{id, text, clients, target, value, met (null: not measured)}].
+    """
+    from .. import bench as harness
+    from ..bench import plot as bench_plot
+    from ..testing import dsn_or_throwaway
+
+    if seconds is not None and messages is not None:
+        raise typer.BadParameter("give --seconds or --messages, not both")
+    try:
+        scenarios = harness.parse_scenarios(scenario)
+        counts = harness.parse_sweep(sweep) if sweep else ()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if plot is not None:
+        if not counts:
+            raise typer.BadParameter("--plot draws a sweep: give --sweep too, e.g. --sweep 1,8,32,64")
+        bench_plot.require()
+    opts = harness.Options(
+        clients=clients, seconds=seconds, messages=messages, body_size=body_size, scenarios=scenarios,
+        processes=processes, compare=compare, sweep=counts, batch=batch, backlog=backlog,
+        redis_url=redis_url or harness.DEFAULT_REDIS_URL,
+    )
+    with dsn_or_throwaway(dsn) as target, _progress_bar() as progress:
+        report = harness.run(target, opts, progress)
+    if plot is not None:
+        bench_plot.sweep_plot(report, plot)
+    if as_json:
+        print_json(report.as_dict())
+        return
+    bench_report(report, plot)
+
+
+@contextmanager
+def _progress_bar() -> Iterator[Callable[[str, float, int], None]]:
+    """A transient bar on stderr, one task per row, fed by the harness's progress callback."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[messages]:>10,} msgs"),
+        TimeElapsedColumn(), console=err, transient=True,
+    ) as bar:
+        current: dict[str, Any] = {}
+
+        def progress(label: str, fraction: float, done: int) -> None:
+            if current.get("label") != label:
+                if "task" in current:
+                    bar.remove_task(current["task"])
+                current.update(label=label, task=bar.add_task(label, total=1.0, messages=0))
+            bar.update(current["task"], completed=fraction, messages=done)
+
+        yield progress

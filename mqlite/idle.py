@@ -1,0 +1,50 @@
+"""`IdleWait`: how long a consumer waits before polling an empty queue again.
+
+The first wait is `first` seconds, each empty poll doubles it up to `cap`, and a message found
+resets it: an idle consumer costs a few statements a second, and a busy one looks again at once.
+Used by the Worker, the Dramatiq broker, the kombu transport and the web long-poll.
+
+`sleep(seconds, wake)` is the one place a consumer sleeps: a subclass can end it early on a
+signal of its own (a notification that a message was pushed) without touching the backoff.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class IdleWait:
+    """The backoff between polls of an empty queue. Not thread-safe: one per consuming loop."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        if first < 0 or cap < 0:
+            raise ValueError("idle waits must be non-negative")
+        self.first = first
+        self.cap = cap
+        self._next = min(first, cap)
+
+    def reset(self) -> None:
+        """A message was found: the next empty poll waits `first` again."""
+        self._next = min(self.first, self.cap)
+
+    def pause(self, limit: float | None = None) -> float:
+        """The wait owed after this empty poll (at most `limit`); the one after it is twice as long."""
+        pause = self._next
+        self._next = min(self._next * 2, self.cap)
+        return pause if limit is None else max(0.0, min(pause, limit))
+
+    def wait(self, wake: threading.Event | None = None, *, limit: float | None = None) -> bool:
+        """After an empty poll: sleep the pause owed (at most `limit`), or until `wake` is set.
+
+        Returns True when woken (`wake` set), False when the pause ran out.
+        """
+        return self.sleep(self.pause(limit), wake)
+
+    def sleep(self, seconds: float, wake: threading.Event | None = None) -> bool:
+        """Sleep `seconds`, ended early when `wake` is set; True when woken."""
+        if wake is not None:
+            return wake.wait(seconds)
+        if seconds > 0:
+            time.sleep(seconds)
+        return False
