@@ -36,6 +36,9 @@ def django_dsn(server_dsn: str) -> Iterator[str]:
 
     django.setup()
     call_command("migrate", verbosity=0)
+    # Settings are loaded now; later subprocesses of other tests must not inherit a Django project
+    # (Celery, for one, sets Django up in its workers when DJANGO_SETTINGS_MODULE is set).
+    del os.environ["MQLITE_TEST_DJANGO_DSN"], os.environ["DJANGO_SETTINGS_MODULE"]
     try:
         yield dsn
     finally:
