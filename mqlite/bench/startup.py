@@ -57,7 +57,7 @@ def _push_ms(env: dict[str, str]) -> float:
 
 def measure(dsn: str, trees: dict[str, str], runs: int) -> dict[str, dict[str, list[float]]]:
     """{tree: {figure: [ms per run]}}, the trees alternating run by run."""
-    results = {label: {f: [] for f in FIGURES} for label in trees}
+    results: dict[str, dict[str, list[float]]] = {label: {f: [] for f in FIGURES} for label in trees}
     for tree in trees.values():
         _push_ms(_env(tree, dsn))  # warm-up: bytecode written, pages cached
     for _ in range(runs):
@@ -89,7 +89,7 @@ def main() -> int:
     print(f"{args.runs} runs per figure and tree, alternating; load average {os.getloadavg()[0]:.1f}")
     for label, figures in results.items():
         for figure, values in figures.items():
-            print(f"{label:10} {figure:18} min {min(values):6.1f} ms   median {statistics.median(values):6.1f} ms")
+            print(f"{label:18} {figure:18} min {min(values):6.1f} ms   median {statistics.median(values):6.1f} ms")
     return 0
 
 
