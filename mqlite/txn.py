@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import Settings
+from .connector import translate
 from .errors import MqliteError, Unavailable
 
 log = logging.getLogger("mqlite")
@@ -55,11 +56,9 @@ class Borrowed:
 
     def translate(self, exc: BaseException, settings: Settings | None) -> MqliteError:
         """The MqliteError for a driver error raised by a statement on this connection."""
-        from .pool import translate  # the pool's mapping of MySQL error codes, shared by both drivers
-
         if isinstance(exc, self.driver.InterfaceError):  # PyMySQL's "connection closed" has no code
             return Unavailable(f"the connection given is closed or unusable ({exc.args[0] if exc.args else ''})")
-        return translate(exc, settings)
+        return translate(exc, settings)  # MySQL's error codes, the same from both drivers
 
 
 def driver_of(conn: Any) -> Any:
