@@ -7,18 +7,20 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
-from . import retry
+from . import retry, sql
 from .base import QueueCore
 from .config import check_count, check_key, check_queue, delay_us
 from .errors import DatabaseError, Duplicate, PayloadTooLarge
 from .message import Body, as_bytes
-from .txn import borrow
+from .txn import Borrowed, borrow, driver_of
 
 STATEMENT_HEADROOM = 1024  # bytes kept free in a packet for the statement text around the values
 _MAX_ROWS_PER_INSERT = 1000
 _MAX_INSERT_BYTES = 4 << 20  # a multi-row INSERT larger than this gains nothing and holds locks longer
 ER_DUP_ENTRY = 1062
 _ESCAPED = b"\0\n\r\\'\"\x1a"  # the bytes MySQL's string escaping doubles up (both drivers)
+# One message's values: queue, body, delay in microseconds, unique key, max attempts, concurrency key.
+Row = tuple[str, bytes, int, str | None, int | None, str | None]
 
 
 class Producing(QueueCore):
@@ -64,7 +66,7 @@ class Producing(QueueCore):
         ckey = check_key(concurrency_key, "concurrency_key")
         if ckey is not None:
             check_count(max_running, "max_running")
-        row = (name, data, wait_us, key, limit, ckey)
+        row: Row = (name, data, wait_us, key, limit, ckey)
         if connection is not None:
             return self._push_on(borrow(connection), row, if_exists, max_running)
         tries = 0
@@ -129,7 +131,7 @@ class Producing(QueueCore):
 
         return retry.call(self._policy, attempt)
 
-    def _insert(self, cur: Any, row: tuple) -> int:
+    def _insert(self, cur: Any, row: Row) -> int:
         name, data, wait_us, key, limit, ckey = row
         if ckey is not None:
             cur.execute(self._sql.push_keyed, row)
@@ -151,6 +153,105 @@ class Producing(QueueCore):
             first = int(cur.lastrowid)
             ids.extend(first + i * increment for i in range(len(chunk)))
         return ids
+
+    # -- on the caller's connection, in its transaction (`connection=`) ------------------------
+
+    def _push_plain_on(self, conn: Any, name: str, data: bytes) -> int:
+        # The common case, which runs in the caller's transaction between the application's own
+        # statements: kept to the INSERT and what it needs (every call here costs the caller).
+        driver = driver_of(conn)
+        server = self._pool.server
+        if (driver is None or server is None
+                or 2 * len(data) + 8 * len(name) + STATEMENT_HEADROOM > server.max_allowed_packet):
+            # A framework's connection, the first push of this Queue, or a body to measure exactly.
+            return self._push_on(borrow(conn), (name, data, 0, None, None, None), "raise", 1)
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(self._sql.push, (name, data))
+                return int(cur.lastrowid)
+            finally:
+                cur.close()
+        except driver.Error as exc:
+            raise Borrowed(conn, driver).translate(exc, self.settings) from exc
+
+    def _push_on(self, held: Borrowed, row: Row, if_exists: str, max_running: int) -> int:
+        name, data, _, key, _, ckey = row
+        self._know_server(held)
+        self._check_fits(None, name, data)
+        if ckey is not None:
+            # The key's cap is written on mqlite's own connection and committed at once: in the
+            # caller's transaction, its row lock would hold up every promotion of that key (the
+            # acks of other messages) until the caller commits. A cap left by a rolled-back push
+            # is harmless: it only says how many of the key may run.
+            self._execute(self._sql.set_cap, (self.table, ckey, max_running, max_running))
+        # InnoDB takes back only the failing statement on a duplicate key, so the caller's
+        # transaction stays usable either way; the savepoint (one round trip, unique-key pushes
+        # only) keeps "a refused push leaves nothing behind" true whatever the push sends. In
+        # autocommit mode there is no transaction to protect (and a savepoint would not outlive
+        # its own statement).
+        try:
+            guarded = key is not None and not held.autocommit()
+            cur = held.raw.cursor()
+            try:
+                if guarded:
+                    cur.execute(sql.PUSH_SAVEPOINT)
+                new_id = self._insert(cur, row)
+            except held.driver.Error as exc:
+                if key is None or not exc.args or exc.args[0] != ER_DUP_ENTRY:
+                    raise
+                return self._duplicate_on(cur, guarded, name, key, if_exists)
+            finally:
+                cur.close()
+        except held.driver.Error as exc:
+            raise held.translate(exc, self.settings) from exc
+        if ckey is not None:
+            # Parked until promoted, and a promotion cannot see it before the caller commits: it
+            # runs after the commit where the framework tells us (Django, SQLAlchemy Session), at
+            # once in autocommit mode, else at the next promotion of the key (an ack of another
+            # of its messages) or consumers' housekeeping (`recover()`, every `recover_every`).
+            def promote() -> None:
+                self._promote(ckey)
+
+            if held.autocommit():
+                promote()
+            else:
+                held.after_commit(promote)
+        return new_id
+
+    def _duplicate_on(self, cur: Any, guarded: bool, name: str, key: str, if_exists: str) -> int:
+        if guarded:
+            cur.execute(sql.UNDO_PUSH)
+        cur.execute(self._sql.find_unique_locked, (name, key))
+        found = cur.fetchone()
+        existing = int(found[0]) if found else None
+        if existing is not None and if_exists == "ignore":
+            return existing
+        raise Duplicate(
+            f"queue {name!r} already holds a message with unique key {key!r} (id {existing})", existing
+        ) from None
+
+    def _push_many_on(self, held: Borrowed, name: str, datas: list[bytes]) -> list[int]:
+        self._know_server(held)
+        chunks = self._plan_chunks(None, name, datas)
+        assert self._pool.server is not None
+        try:
+            cur = held.raw.cursor()
+            try:
+                return self._insert_chunks(cur, name, chunks, self._pool.server.auto_increment_increment)
+            finally:
+                cur.close()
+        except held.driver.Error as exc:
+            raise held.translate(exc, self.settings) from exc
+
+    def _know_server(self, held: Borrowed) -> None:
+        """Learn max_allowed_packet (for the size checks) once per Queue: on the caller's connection
+        (one SELECT of server variables, no table read) only if mqlite has not connected itself."""
+        if self._pool.server is None:
+            try:
+                self._pool._probe(held.raw)
+            except held.driver.Error as exc:
+                raise held.translate(exc, self.settings) from exc
 
     def _check_fits(self, conn: Any, queue: str, data: bytes) -> None:
         limit = self._pool.server.max_allowed_packet if self._pool.server else 0

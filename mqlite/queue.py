@@ -12,7 +12,6 @@ from .config import DEFAULT_TABLE, check_count, parse_dsn, resolve_dsn
 from .consume import Consuming
 from .counters import Counters
 from .failure import Backoff
-from .joined import Joining
 from .pool import Pool
 from .produce import Producing
 from .sessions import ClaimSessions
@@ -22,7 +21,7 @@ from .sql import statements
 __all__ = ["Queue", "QueueStats", "Stats", "default_queue"]
 
 
-class Queue(Producing, Consuming, Administering, Joining):
+class Queue(Producing, Consuming, Administering):
     """A handle on one messages table. Thread-safe; one per process is the intended use.
 
     `dsn=None` reads `MQLITE_DSN`. Connections are pooled (at most `pool_size`), opened lazily,

@@ -17,7 +17,7 @@ from .config import delay_us
 from .errors import Interrupted, NotClaimed
 from .failure import describe
 from .message import Message, Receipt
-from .txn import borrow
+from .txn import Borrowed, borrow
 
 log = logging.getLogger("mqlite")
 
@@ -142,6 +142,72 @@ class Settling(QueueCore):
             raise ValueError(f"progress must be a finite number, got {progress!r}")
         args = (cursor, None if progress is None else float(progress), delay_us(lease, None))
         return self._settle(receipt_of(message), protocol.checkpoint, *args, finishing=False)
+
+    # -- in the caller's transaction (`connection=`) ------------------------------------------
+
+    def _ack_on(self, held: Borrowed, message: Claimable) -> bool:
+        r = self._settling(message)
+        handle = message._handle if isinstance(message, Message) else None
+        _, _, ckey = self._known_of(message, r)
+        try:
+            cur = held.raw.cursor()
+            try:
+                done = protocol.ack(cur, self._sql, r)
+            finally:
+                cur.close()
+        except held.driver.Error as exc:
+            if handle is not None:
+                handle.finished = False  # still ours: the claim block records the failure as usual
+            raise held.translate(exc, self.settings) from exc
+        # Either way the claim is out of this process's hands: deleted (pending the caller's
+        # commit), or lost. Should the caller roll back, the row stays owned by the claim session;
+        # it comes back when that session ends (or its lease, without the PROCESS privilege).
+        self._sessions.settled(r.owner, r.id)
+        if not done:
+            raise NotClaimed(
+                f"message {r.id}: the claim was lost (recovered after its lease or owner died); "
+                "roll back: the message will be delivered again"
+            )
+        if handle is not None:
+            handle.in_transaction = True
+
+        def committed() -> None:
+            # Counted once the caller commits where the framework says so (Django, SQLAlchemy
+            # Session); on a plain connection nobody can tell, so at once: a rolled-back
+            # acknowledgement is then counted, and counted again when the message is done.
+            self._counters.add(r.queue, processed=1)
+            if ckey is not None:
+                self._promote(ckey)  # its slot is free once the DELETE is committed
+
+        if held.autocommit() or not held.after_commit(committed):
+            committed()
+        return True
+
+    def _nack_if_rolled_back(self, message: Message, error: BaseException) -> bool:
+        """A claim block acknowledged in the caller's transaction and then raised: if that
+        transaction rolled back (the claim is still held), record the failure like any raise.
+
+        A locking read that skips locked rows tells the cases apart without waiting: the row is
+        gone (committed), locked (the caller's transaction is still open around the block: its
+        outcome decides), or present and free (rolled back).
+        """
+        r = message.receipt
+
+        def attempt() -> bool:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                try:
+                    cur.execute(self._sql.held_unlocked, r.fence())
+                    return cur.fetchone() is not None
+                finally:
+                    cur.close()
+
+        if not retry.call(self._policy, attempt):
+            return False
+        message._handle.finished = False
+        if isinstance(error, Exception):
+            return self.nack(message, error)
+        return self.release(message)
 
     # -- helpers -------------------------------------------------------------------------------
 

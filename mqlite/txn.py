@@ -139,12 +139,13 @@ _SESSION_HOOKS = "mqlite_after_commit"
 
 def _session_after_commit(session: Any, fn: Hook, event: Any) -> None:
     """Run `fn` after the session's transaction commits; forget it if it rolls back."""
-    hooks = session.info.get(_SESSION_HOOKS)
+    hooks: list[Hook] | None = session.info.get(_SESSION_HOOKS)
     if hooks is None:
         hooks = session.info[_SESSION_HOOKS] = []
 
         def committed(s: Any) -> None:
-            pending, hooks[:] = list(hooks), []
+            pending: list[Hook] = list(hooks)
+            hooks.clear()
             for hook in pending:
                 _run_hook(hook)
 

@@ -303,7 +303,7 @@ def test_the_worker_command_handles_messages_with_fresh_connections(dsn: str, ad
     assert done.returncode == 0, done.stderr
     assert "3 processed, 0 failed (empty)" in done.stdout
     written = rows(admin, "SELECT message_id, body, connection_id FROM shop_receipt ORDER BY message_id")
-    assert [(m, b) for m, b, _ in written] == list(zip(ids, ["r1", "r2", "r3"]))
+    assert [(m, b) for m, b, _ in written] == list(zip(ids, ["r1", "r2", "r3"], strict=True))
     # close_old_connections() between messages (CONN_MAX_AGE=0): each message had its own session.
     assert len({c for _, _, c in written}) == 3
     assert rows(admin, "SELECT queue FROM mqlite_messages") == [("other",)]

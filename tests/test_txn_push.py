@@ -3,11 +3,10 @@ caller's transaction: invisible until commit, gone on rollback, every option of 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
-
-import threading
 
 import MySQLdb
 import pymysql
@@ -109,7 +108,7 @@ def test_push_many_in_the_transaction_returns_the_ids_in_order(q: mqlite.Queue, 
     assert q.size("bulk") == 0
     app_conn.commit()
     got = [q.pop("bulk") for _ in range(len(bodies))]
-    assert [(m.id, m.body) for m in got if m] == list(zip(ids, bodies))
+    assert [(m.id, m.body) for m in got if m] == list(zip(ids, bodies, strict=True))
 
 
 def test_delay_run_at_and_max_attempts_are_kept(q: mqlite.Queue, app_conn: Any, admin) -> None:

@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     tps, cpu = report["median_tps"], report["median_cpu_us"]
     print(f"{args.threads} threads, BEGIN; INSERT order; enqueue; COMMIT "
           f"({args.rounds} pairs of rounds, {args.seconds:g} s each)")
-    print(f"  push(connection=conn)  {tps['push']:8.0f} transactions/s, {cpu['push']:4.0f} us client CPU each (median)")
-    print(f"  hand-written INSERT    {tps['insert']:8.0f} transactions/s, {cpu['insert']:4.0f} us client CPU each (median)")
+    for label, v in (("push(connection=conn)", "push"), ("hand-written INSERT", "insert")):
+        print(f"  {label:<22} {tps[v]:8.0f} transactions/s, {cpu[v]:4.0f} us client CPU each (median)")
     ratios = ", ".join(f"{r:.2f}" for r in report["ratios"])
     low, high = report["ratio_quartiles"]
     print(f"  push / INSERT          {report['mean_ratio']:.2f} (geometric mean of the pairs; median "
