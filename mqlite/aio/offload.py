@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -32,7 +33,8 @@ class Offload:
         if threads < 1:
             raise ValueError("threads must be at least 1")
         self.threads = threads
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mqlite-aio")
+        self._current: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
         self._give_back = give_back
         self.given_back = 0  # messages handed to `give_back` because their awaiter had left
 
@@ -61,9 +63,20 @@ class Offload:
                 job.add_done_callback(self._unreceived)
             raise
 
+    @property
+    def _executor(self) -> ThreadPoolExecutor:
+        # Made on first use, and again after `close` (as a Queue reopens its connections).
+        with self._lock:
+            if self._current is None:
+                self._current = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="mqlite-aio")
+            return self._current
+
     def close(self) -> None:
         """Wait for the calls in flight (and their give-backs), then stop the threads. Blocks."""
-        self._executor.shutdown(wait=True)
+        with self._lock:
+            executor, self._current = self._current, None
+        if executor is not None:
+            executor.shutdown(wait=True)
 
     def _unreceived(self, job: Future[Any]) -> None:
         if job.cancelled() or job.exception() is not None:
@@ -77,10 +90,13 @@ class Offload:
             return
         self.given_back += len(messages)
         log.info("giving back %d message(s) taken for a caller that was cancelled", len(messages))
+        executor = self._current
         try:
             # Never on the event loop's thread (a done job's callback runs there): it blocks.
-            self._executor.submit(self._give_back, messages)
-        except RuntimeError:  # shutting down: this is a worker thread finishing its last job
+            if executor is None:
+                raise RuntimeError("closed")
+            executor.submit(self._give_back, messages)
+        except RuntimeError:  # closing: this is a worker thread finishing its last job
             self._give_back(messages)
 
 
