@@ -31,11 +31,12 @@ def test_the_cli_loads_neither_the_bench_nor_the_test_tooling() -> None:
     assert loaded_after("import mqlite.cli", ("mqlite.bench", "mqlite.testing", "matplotlib", "pytest")) == []
 
 
-def test_a_cli_push_loads_neither_the_bench_nor_pydantic(q: mqlite.Queue, dsn: str) -> None:
+def test_a_cli_push_loads_neither_the_worker_nor_pydantic(q: mqlite.Queue, dsn: str) -> None:
     # pydantic: typer from 0.29 on imports it to coerce every option (pyproject.toml pins below that).
+    # (The bench and the test tooling: test_cli.py's cron test.)
     run = f"from mqlite.cli import main\nsys.argv = ['mqlite', 'push', 'jobs', 'x', '--dsn', {dsn!r}]\n" \
           "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code"
-    assert loaded_after(run, ("mqlite.bench", "mqlite.testing", "pydantic")) == []
+    assert loaded_after(run, ("mqlite.worker", "pydantic")) == []
     assert q.pop("jobs").body == b"x"
 
 

@@ -89,7 +89,7 @@ def main() -> int:
     print(f"{args.runs} runs per figure and tree, alternating; load average {os.getloadavg()[0]:.1f}")
     for label, figures in results.items():
         for figure, values in figures.items():
-            print(f"{label:10} {figure:18} min {min(values):6.1f} ms   median {statistics.median(values):6.1f} ms")
+            print(f"{label:18} {figure:18} min {min(values):6.1f} ms   median {statistics.median(values):6.1f} ms")
     return 0
 
 
