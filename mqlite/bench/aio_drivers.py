@@ -27,7 +27,7 @@ _GATHER_LIMIT = 64  # rows one native claim asks for at most (the Claimer's grou
 
 
 class AsyncMqliteDriver:
-    """`AsyncQueue` over one Queue sized as the sync row's (`pool_size`), `threads` = pool size."""
+    """`AsyncQueue` over one Queue sized as the sync row's (`pool_size`), its threads left at the default."""
 
     def __init__(self, case: Case) -> None:
         self.case = case
@@ -36,7 +36,7 @@ class AsyncMqliteDriver:
 
     async def prepare(self, clients: int) -> None:
         self.q = AsyncQueue(self.case.dsn, table=self.case.table, pool_size=self.case.pool_size,
-                            checkout_timeout=60, threads=self.case.pool_size)
+                            checkout_timeout=60)
         # Open the pool's connections before the clock starts, as `MqliteDriver.prepare` does.
         await asyncio.gather(*(self.q.size(self.case.queue) for _ in range(min(clients, self.case.pool_size))))
 
