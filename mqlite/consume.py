@@ -139,8 +139,9 @@ class Consuming(Settling):
     def give_back(self, messages: Iterable[Message]) -> None:
         """Put back messages taken for a caller that never received them (it was cancelled, or left).
 
-        Claimed ones (`take`) are released at once, no attempt counted; popped ones (`pop`), already
-        deleted, go back into the table with their id, place in line and attempts. For layers that
+        Claimed ones (`take`) are released at once (ready now, behind what is waiting; no attempt
+        counted); popped ones (`pop`), already deleted, go back into the table with their id, place
+        in line and attempts. For layers that
         take on a caller's behalf (asyncio, HTTP). A message that cannot be put back is logged: a
         claimed one then returns by recovery, a popped one is lost (pop is at-most-once).
         """
