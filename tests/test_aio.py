@@ -206,3 +206,26 @@ def test_aclose_closes_a_queue_it_built_and_leaves_a_shared_one_open(q: mqlite.Q
     run(main())
     with pytest.raises(ValueError):
         AsyncQueue(dsn, queue=q)
+
+
+def test_one_async_queue_serves_two_event_loops_at_once(q: mqlite.Queue) -> None:
+    ids = q.push_many("loops", [f"m{i}" for i in range(400)])
+    aq = AsyncQueue(queue=q)
+    got: list[list[int]] = [[], []]
+
+    async def drain(mine: list[int]) -> None:
+        async def one() -> None:
+            while (m := await aq.take("loops")) is not None:
+                mine.append(m.id)
+                assert await aq.ack(m)
+
+        await asyncio.gather(*(one() for _ in range(8)))
+
+    threads = [threading.Thread(target=lambda mine=mine: run(drain(mine))) for mine in got]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a loop waited forever on a batch of the other loop"
+    assert sorted(got[0] + got[1]) == ids
+    run(aq.aclose())

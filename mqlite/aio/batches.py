@@ -1,13 +1,14 @@
 """The gathered calls of an `AsyncQueue`: pushes, pops, takes and acks, one thread call per batch.
 
-Each kind of call has one `Gather` per key (queue name; for takes also the lease), made on first
-use. Whatever would be one caller's own error (a bad name or count, a body that cannot be stored,
+Each kind of call has one `Gather` per event loop and key (queue name; for takes also the lease),
+made on first use. Whatever would be one caller's own error (a bad name or count, a body that cannot be stored,
 a message settled twice) is checked in the event loop before the caller joins a batch, so that a
 batch fails only for reasons that all its callers share (the server is gone).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import replace
@@ -91,6 +92,8 @@ class Batches:
         return await self._offload.finish(self._queue.ack_each, messages)
 
     def _gather(self, key: Hashable, make: Callable[[], Gather[Any, Any]]) -> Gather[Any, Any]:
+        # One set of gathers per event loop: a batch's futures belong to the loop that awaits them.
+        key = (asyncio.get_running_loop(), key)
         gather = self._gathers.get(key)
         if gather is None:
             if len(self._gathers) >= _RETIRE_ABOVE:
