@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
 from ..aio import AsyncQueue
 from ..config import DEFAULT_LEASE, parse_dsn
 from ..message import Message
+from ..queue import Queue
 from ..sql import statements
 from .drivers import Case, body
 from .harness import Empty
@@ -37,8 +39,9 @@ class AsyncMqliteDriver:
     async def prepare(self, clients: int) -> None:
         self.q = AsyncQueue(self.case.dsn, table=self.case.table, pool_size=self.case.pool_size,
                             checkout_timeout=60)
-        # Open the pool's connections before the clock starts, as `MqliteDriver.prepare` does.
-        await asyncio.gather(*(self.q.size(self.case.queue) for _ in range(min(clients, self.case.pool_size))))
+        # Open the pool's connections before the clock starts, as `MqliteDriver.prepare` does (not by
+        # running a statement: `size` would count a seeded backlog on each of them).
+        await asyncio.to_thread(_warm, self.q.queue, min(clients, self.case.pool_size))
 
     async def worker(self, role: str, index: int) -> Work:
         q, queue, data = self.q, self.case.queue, self._body
@@ -69,6 +72,12 @@ class AsyncMqliteDriver:
     async def close(self) -> None:
         if self.q is not None:
             await self.q.aclose()
+
+
+def _warm(q: Queue, n: int) -> None:
+    with ExitStack() as stack:
+        for _ in range(n):
+            stack.enter_context(q._pool.connection())
 
 
 class _Gather:
