@@ -1,7 +1,7 @@
 """A FastAPI app on `mqlite.aio`: push from a route, a long-poll consumer route, and an AsyncWorker
 running in the same process, started and stopped with the app.
 
-    pip install 'mqlite[web]' fastapi
+    pip install mqlite fastapi uvicorn
     MQLITE_DSN=mysql://app:secret@db.internal/app uvicorn fastapi_app:app
 
     curl -X POST localhost:8000/signups -H 'content-type: application/json' -d '{"email": "ada@example.com"}'

@@ -15,8 +15,8 @@ batch hands out is ever dropped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,7 +41,7 @@ class Gather(Generic[T, R]):
 
     def __init__(
         self,
-        run: Callable[[list[T]], Awaitable[list[R | Failed]]],
+        run: Callable[[list[T]], Awaitable[Sequence[R | Failed]]],
         *,
         limit: int,
         size: Callable[[T], int] = lambda item: 1,

@@ -132,7 +132,7 @@ class NativeDriver:
         except ImportError:
             raise Skip("asyncmy is not installed (pip install 'mqlite[peers]')") from None
         kwargs = parse_dsn(self.case.dsn).connect_kwargs()
-        args = {"host": kwargs.get("host", "127.0.0.1"), "port": kwargs.get("port", 3306), "user": kwargs["user"],
+        args: dict[str, Any] = {"host": kwargs.get("host", "127.0.0.1"), "port": kwargs.get("port", 3306), "user": kwargs["user"],
                 "password": kwargs.get("password", ""), "db": kwargs["database"], "autocommit": True,
                 "charset": "utf8mb4",
                 # utf8mb4_bin, as the pool's connections: under a case-insensitive collation the claim's

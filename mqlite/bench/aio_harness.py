@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .harness import Bound, Empty, Group, GroupStats, Tick, TICK, _calls, _describe
+from .harness import TICK, Bound, Empty, Group, GroupStats, Tick, _calls, _describe
 
 PROBE_SLEEP = 0.001  # seconds the lag probe asks to sleep
 AsyncDriverFactory = Callable[[], Any]
