@@ -66,7 +66,6 @@ async def _storm(aq: AsyncQueue, queue: str, *, consume: bool, seed: int) -> tup
     return handled, dict(counts)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("consume", [False, True], ids=["claim", "pop"])
 def test_a_cancellation_storm_leaves_every_message_in_the_queue_or_in_one_callers_hands(
     q: mqlite.Queue, admin, consume: bool
