@@ -134,6 +134,7 @@ def test_api_async_runs_the_asyncio_rows_beside_the_sync_ones_with_the_loop_lag(
         assert sync["loop_lag_p99_ms"] is None  # threads: no loop to measure
         assert tasks["messages"] == 300 and tasks["errors"] == 0 and tasks["processes"] == 1, tasks
         assert tasks["loop_lag_p99_ms"] is not None and tasks["loop_lag_max_ms"] >= tasks["loop_lag_p99_ms"]
+        assert tasks["idle_lag_p99_ms"] is not None and tasks["idle_lag_max_ms"] >= tasks["idle_lag_p99_ms"]
         native = rows_[(scenario, "asyncmy-native", 4)]
         assert native["skipped"] or (native["messages"] == 300 and native["errors"] == 0), native
     ratios = {(r["numerator"], r["denominator"]): r for r in report["ratios"]}

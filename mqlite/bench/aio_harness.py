@@ -3,7 +3,9 @@
 An async driver is `harness.Driver`'s shape with coroutines: `await prepare(clients)`, `await
 worker(role, index)` returning an async callable that handles messages (raising `Empty` when
 there are none), `samples()`, `await close()`. Beside the clients, a probe task sleeps 1 ms over
-and over and records how late it wakes: the event-loop lag a web app on that loop would see.
+and over and records how late it wakes: the event-loop lag a web app on that loop would see. The
+same probe runs alone for `IDLE_PROBE` seconds first: on a shared machine, the lag of a loop with
+nothing to do is the floor the clients' lag is to be read against.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from .harness import TICK, Bound, Empty, Group, GroupStats, Tick, _calls, _describe
 
 PROBE_SLEEP = 0.001  # seconds the lag probe asks to sleep
+IDLE_PROBE = 1.0  # seconds the probe runs alone before the clients start
 AsyncDriverFactory = Callable[[], Any]
 
 
@@ -78,15 +81,19 @@ async def _drive(driver: Any, group: Group, bound: Bound, tick: Tick | None) -> 
         finally:
             ended[slot] = clock()
 
-    async def probe() -> None:
-        while not stop.is_set():
+    async def probe(into: list[float], until: asyncio.Event) -> None:
+        while not until.is_set():
             t0 = clock()
             await asyncio.sleep(PROBE_SLEEP)
-            lag.append(max(0.0, clock() - t0 - PROBE_SLEEP))
+            into.append(max(0.0, clock() - t0 - PROBE_SLEEP))
 
+    idle_lag: list[float] = []
+    alone = asyncio.Event()
+    asyncio.get_running_loop().call_later(IDLE_PROBE, alone.set)
+    await probe(idle_lag, alone)
     cpu0 = time.process_time()
     began = clock()
-    prober = asyncio.create_task(probe())
+    prober = asyncio.create_task(probe(lag, stop))
     tasks = [asyncio.create_task(client(i, w)) for i, w in enumerate(works)]
     truncated = False
     pending = set(tasks)
@@ -114,4 +121,5 @@ async def _drive(driver: Any, group: Group, bound: Bound, tick: Tick | None) -> 
     stats.truncated = truncated
     stats.samples = {k: sorted(v) for k, v in driver.samples().items()}
     stats.samples["loop_lag"] = sorted(lag)
+    stats.samples["loop_lag_idle"] = sorted(idle_lag)
     return stats

@@ -39,6 +39,8 @@ class Result:
     kept_up: bool | None = None  # time mode: the backlog left is at most KEPT_UP_SECONDS of pushing
     loop_lag_p99_ms: float | None = None  # asyncio rows: how late a 1 ms sleep on the clients' loop woke
     loop_lag_max_ms: float | None = None
+    idle_lag_p99_ms: float | None = None  # the same probe on the same loop alone, just before: the floor
+    idle_lag_max_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

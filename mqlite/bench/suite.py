@@ -352,10 +352,13 @@ def _fill(result: Result, stats: Sequence[harness.GroupStats]) -> None:
     result.errors = sum(s.errors for s in stats)
     result.error = next((s.error for s in stats if s.error), None)
     result.client_cpu_s = round(main.cpu_seconds, 3)
-    lag = main.samples.get("loop_lag")
+    lag, idle = main.samples.get("loop_lag"), main.samples.get("loop_lag_idle")
     if lag:
         result.loop_lag_p99_ms = _ms(harness.percentile(lag, 0.99))
         result.loop_lag_max_ms = _ms(lag[-1])
+    if idle:
+        result.idle_lag_p99_ms = _ms(harness.percentile(idle, 0.99))
+        result.idle_lag_max_ms = _ms(idle[-1])
     if result.scenario == "mixed":
         result.pushed, result.consumed = stats[0].messages, main.messages
         e2e = main.samples.get("e2e", [])

@@ -55,7 +55,8 @@ def bench(
     truncated, errors, error, skipped (why, or null), client_cpu_s, server_cpu_s, lock_waits,
     pushed, consumed, e2e_p50_ms, e2e_p99_ms (push → handler start), kept_up (mixed only; kept_up
     only with --seconds: backlog left ≤ 0.5 s of pushing), loop_lag_p99_ms, loop_lag_max_ms (asyncio rows:
-    how late a 1 ms sleep on the clients' event loop woke)}];
+    how late a 1 ms sleep on the clients' event loop woke), idle_lag_p99_ms, idle_lag_max_ms (the same
+    probe alone on that loop for 1 s just before)}];
     ratios [{numerator, denominator ("scenario/strategy"), clients, denominator_clients, ratio,
     goal, met}]; goals [{id, text, clients, target, value, met (null: not measured)}].
     """

@@ -266,7 +266,8 @@ def _notes(r: Any) -> str:
     elif r.backlog is not None:
         notes.append(f"backlog {r.backlog:,}" + (" [yellow](drained)[/]" if r.drained else ""))
     if r.loop_lag_p99_ms is not None:
-        notes.append(f"loop lag p99 {_num(r.loop_lag_p99_ms)} max {_num(r.loop_lag_max_ms)} ms")
+        notes.append(f"loop lag p99 {_num(r.loop_lag_p99_ms)} max {_num(r.loop_lag_max_ms)} ms "
+                     f"(idle loop {_num(r.idle_lag_p99_ms)} / {_num(r.idle_lag_max_ms)})")
     if r.truncated:
         notes.append("[yellow]hit the time cap[/]")
     if r.errors:
