@@ -7,7 +7,7 @@ SWEEP ?= 1,8,32,64
 # The peers of `bench --compare` (huey, RQ) and matplotlib: optional; missing ones are reported as skipped.
 BENCH_EXTRAS := $(VENV)/.mqlite-bench-extras
 
-.PHONY: bench bench-sweep test test-fast test-cluster bootstrap clean
+.PHONY: bench bench-sweep test test-fast test-cluster lint bootstrap clean
 
 bench: bootstrap $(BENCH_EXTRAS)
 	$(VENV)/bin/mqlite bench --clients $(CLIENTS) --compare
@@ -19,8 +19,13 @@ $(BENCH_EXTRAS): pyproject.toml
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test,peers,plot]' && touch $@ || \
 		echo "mqlite: could not install the bench extras (peers, plot); their rows will say skipped" >&2
 
-test: bootstrap
+test: bootstrap lint
 	$(PY) -m pytest
+
+# ruff (style, imports, likely bugs) and mypy (strict on the library; bench and contrib checked loosely).
+lint: bootstrap
+	$(VENV)/bin/ruff check mqlite tests
+	$(VENV)/bin/mypy
 
 test-fast: bootstrap
 	$(PY) -m pytest -m "not slow"

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from . import recovery, registry, retry
 from .base import QueueCore
 from .config import check_queue, delay_us
+from .connector import session_cipher
 from .message import Message
 
 
@@ -31,10 +32,12 @@ class QueueStats:
 
 @dataclass(frozen=True)
 class Stats:
-    """Every queue in the table, and whether recovery can see every session (PROCESS privilege)."""
+    """Every queue in the table, whether recovery can see every session (PROCESS privilege), and
+    the TLS cipher of the session that asked (None: not encrypted)."""
 
     queues: dict[str, QueueStats]
     sees_all_connections: bool
+    tls_cipher: str | None = None
 
 
 class Administering(QueueCore):
@@ -80,6 +83,7 @@ class Administering(QueueCore):
                 cur.execute(self._sql.counters, (self.table,))
                 totals = {r[0]: r[1:] for r in cur.fetchall()}
                 sees_all = recovery.sees_all_connections(cur)
+                cipher = session_cipher(cur)
                 cur.close()
             queues = {}
             for q in sorted(set(depth) | set(totals)):
@@ -90,7 +94,7 @@ class Administering(QueueCore):
                     int(processed), int(failed_total), oldest, None if age is None else float(age), since,
                     bool(paused),
                 )
-            return Stats(queues, sees_all)
+            return Stats(queues, sees_all, cipher)
 
         return retry.call(self._policy, attempt)
 
@@ -114,7 +118,8 @@ class Administering(QueueCore):
 
     def workers(self) -> list[registry.WorkerInfo]:
         """The Worker / `mqlite consume` processes registered on this table."""
-        return self._registry(registry.list_workers)
+        workers: list[registry.WorkerInfo] = self._registry(registry.list_workers)
+        return workers
 
     def reset_counters(self, queue: str | None = None) -> None:
         """Zero the processed/failed totals of `queue` (or of every queue)."""

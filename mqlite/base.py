@@ -1,4 +1,5 @@
-"""What every part of a Queue shares: pool, statements, retry policy, and one-statement helpers.
+"""What every part of a Queue shares: pool, statements, retry policy, one-statement helpers, and the
+promotion of messages parked behind a concurrency cap (pushes and settling both free slots).
 
 `Queue` (queue.py) is put together from `Producing` (produce.py), `Consuming` (consume.py, over
 `Settling` in settle.py) and `Administering` (admin.py); each reads the attributes declared here.
@@ -54,7 +55,7 @@ class QueueCore:
 
         retry.call(self._policy, attempt)
 
-    def _sliced(self, statement: str, params: tuple) -> int:
+    def _sliced(self, statement: str, params: tuple[Any, ...]) -> int:
         total = 0
         while True:
             n = self._execute(statement, (*params, _PURGE_SLICE))
@@ -62,8 +63,8 @@ class QueueCore:
             if n < _PURGE_SLICE:
                 return total
 
-    def _fetch(self, statement: str, params: tuple) -> list[tuple]:
-        def attempt() -> list[tuple]:
+    def _fetch(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        def attempt() -> list[tuple[Any, ...]]:
             with self._pool.connection() as conn:
                 cur = conn.cursor()
                 cur.execute(statement, params)
@@ -73,7 +74,7 @@ class QueueCore:
 
         return retry.call(self._policy, attempt)
 
-    def _execute(self, statement: str, params: tuple) -> int:
+    def _execute(self, statement: str, params: tuple[Any, ...]) -> int:
         def attempt() -> int:
             with self._pool.connection() as conn:
                 cur = conn.cursor()
@@ -83,6 +84,31 @@ class QueueCore:
 
         return retry.call(self._policy, attempt)
 
+
+    def _promote(self, key: str) -> int:
+        """Let parked messages of `key` into the ready range while it has free slots; returns how many."""
+
+        def attempt() -> int:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                cur.execute("START TRANSACTION")
+                cur.execute(self._sql.lock_key, (self.table, key))
+                row = cur.fetchone()
+                promoted = 0
+                if row is not None:
+                    cur.execute(self._sql.count_running, (key,))
+                    free = int(row[0]) - int(cur.fetchone()[0])
+                    if free > 0:
+                        promoted = cur.execute(self._sql.promote, (key, free))
+                conn.commit()
+                cur.close()
+                return int(promoted)
+
+        return retry.call(self._policy, attempt)
+
+    def _promote_due(self) -> int:
+        """Promote for every key with parked messages now due (after delays, backoffs, recoveries)."""
+        return sum(self._promote(key) for (key,) in self._fetch(self._sql.keys_due, ()))
 
     def _registry(self, step: Any, *args: Any) -> Any:
         """Run one registry step (register, heartbeat, unregister, list) with the usual retries."""

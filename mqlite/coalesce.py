@@ -157,7 +157,7 @@ class Coalescer(Generic[T, R]):
                 self._cond.notify_all()
             raise
         else:
-            for m, result in zip(batch, results):
+            for m, result in zip(batch, results, strict=True):
                 m.result = result
             served = self._measure(results) if self._measure is not None else sum(m.size for m in batch)
         with self._cond:

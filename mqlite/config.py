@@ -1,7 +1,9 @@
-"""DSN parsing, name validation and password redaction. No I/O here."""
+"""DSN parsing, name validation and password redaction. No I/O here, beyond checking that the
+TLS files a DSN names can be read."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -29,7 +31,15 @@ _OPTIONS: dict[str, type] = {
     "read_timeout": float,
     "write_timeout": float,
     "routing": str,  # several hosts: "single" (one primary at a time, the default) or "spread"
+    "ssl_mode": str,
+    "ssl_ca": str,
+    "ssl_cert": str,
+    "ssl_key": str,
 }
+# MySQL's names for how much TLS a connection insists on, weakest first.
+SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+TLS_ENFORCED = ("REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+_TLS_FILES = ("ssl_ca", "ssl_cert", "ssl_key")
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,10 @@ class Settings:
     read_timeout: float | None = None
     write_timeout: float | None = None
     routing: str = "single"
+    ssl_mode: str | None = None  # None: the driver's default (see README, "TLS")
+    ssl_ca: str | None = None
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
 
     @property
     def where(self) -> str:
@@ -57,8 +71,18 @@ class Settings:
         """The DSN with the password replaced by `***`."""
         auth = self.user + (":***" if self.password else "")
         hosts = "" if self.unix_socket and self.hosts == (("localhost", DEFAULT_PORT),) else self.where
-        query = f"?unix_socket={self.unix_socket}" if self.unix_socket else ""
+        options = [f"unix_socket={self.unix_socket}"] if self.unix_socket else []
+        options += [f"{name}={value}" for name, value in self._tls_options()]
+        query = "?" + "&".join(options) if options else ""
         return f"mysql://{auth}@{hosts}/{self.database}{query}"
+
+    def _tls_options(self) -> list[tuple[str, str]]:
+        return [(name, getattr(self, name)) for name in ("ssl_mode", *_TLS_FILES) if getattr(self, name)]
+
+    @property
+    def tls_enforced(self) -> bool:
+        """Whether the DSN refuses a connection without TLS."""
+        return self.ssl_mode in TLS_ENFORCED
 
     def connect_kwargs(self, host_index: int = 0) -> dict[str, object]:
         """Keyword arguments for `MySQLdb.connect` (one host of the list)."""
@@ -75,6 +99,11 @@ class Settings:
             if value is not None:
                 # The driver takes whole seconds; round up so a small timeout never becomes "none".
                 kwargs[name] = max(1, int(-(-value // 1)))
+        if self.ssl_mode:
+            kwargs["ssl_mode"] = _driver_ssl_mode(self.ssl_mode)
+        files = {name[4:]: getattr(self, name) for name in _TLS_FILES if getattr(self, name)}
+        if files:
+            kwargs["ssl"] = files  # mysqlclient's names: ca, cert, key
         return kwargs
 
     def url(self) -> str:
@@ -86,15 +115,16 @@ class Settings:
         options = [f"unix_socket={quote(self.unix_socket)}"] if self.unix_socket else []
         if self.routing != "single":
             options.append(f"routing={self.routing}")
+        for name in ("connect_timeout", "read_timeout", "write_timeout"):
+            if getattr(self, name) is not None:
+                options.append(f"{name}={getattr(self, name):g}")
+        options += [f"{name}={quote(value)}" for name, value in self._tls_options()]
         query = "?" + "&".join(options) if options else ""
         return f"mysql://{auth}@{hosts}/{quote(self.database, safe='')}{query}"
 
     def with_database(self, database: str) -> Settings:
         """The same server and credentials, another database."""
-        return Settings(
-            self.user, self.password, self.hosts, database, self.unix_socket,
-            self.connect_timeout, self.read_timeout, self.write_timeout, self.routing,
-        )
+        return dataclasses.replace(self, database=database)
 
 
 def resolve_dsn(dsn: str | None) -> str:
@@ -137,18 +167,66 @@ def parse_dsn(dsn: str) -> Settings:
         kind = _OPTIONS.get(key)
         if kind is None:
             raise ConfigError(f"unknown DSN option {key!r} (known: {', '.join(_OPTIONS)})")
+        if key in options and key.startswith("ssl_"):
+            # Which of two would win is not obvious to a reader of the DSN; for TLS it matters.
+            raise ConfigError(f"DSN option {key} is given twice")
         try:
             options[key] = kind(value)
         except ValueError:
             raise ConfigError(f"DSN option {key} must be a number, got {value!r}") from None
     if options.get("routing", "single") not in ("single", "spread"):
         raise ConfigError("DSN option routing must be single or spread")
+    _check_tls(options)
     hosts = tuple(_parse_host(h) for h in hostpart.split(",")) if hostpart else ()
     if not hosts:
         if not options.get("unix_socket"):
             raise ConfigError("DSN names no host (mysql://user@HOST:PORT/db) and no ?unix_socket=")
         hosts = (("localhost", DEFAULT_PORT),)
     return Settings(user=user or "root", password=password, hosts=hosts, database=database, **options)  # type: ignore[arg-type]
+
+
+def _driver_ssl_mode(mode: str) -> str:
+    """`mode` as mysqlclient needs it said. Built on MariaDB Connector/C (which numbers its releases
+    3.x), mysqlclient turns VERIFY_CA into the check VERIFY_IDENTITY makes (chain and host name),
+    and Connector/C checks the chain alone whenever a CA is given: so VERIFY_CA, as MySQL defines
+    it, is REQUIRED with the CA there (the VERIFY modes always carry one, see _check_tls)."""
+    if mode != "VERIFY_CA":
+        return mode
+    import MySQLdb
+
+    return "REQUIRED" if MySQLdb.get_client_info().startswith("3.") else mode
+
+
+def _check_tls(options: dict[str, object]) -> None:
+    """Validate (and normalise, in place) the TLS options of a DSN. Raises ConfigError."""
+    for name in _TLS_FILES:
+        if name in options:
+            path = os.path.expanduser(str(options[name]))
+            if not path:
+                raise ConfigError(f"DSN option {name} is empty (expected the path of a PEM file)")
+            if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                raise ConfigError(f"DSN option {name}: no readable file at {path}")
+            options[name] = path
+    mode = options.get("ssl_mode")
+    if mode is not None:
+        mode = str(mode).upper()
+        if mode not in SSL_MODES:
+            raise ConfigError(
+                f"DSN option ssl_mode must be one of {', '.join(SSL_MODES)}, got {options['ssl_mode']!r:.40}"
+            )
+    elif "ssl_ca" in options:
+        mode = "VERIFY_CA"  # a CA given is a CA checked: never a silently unverified connection
+    if mode is not None:
+        options["ssl_mode"] = mode
+    if ("ssl_cert" in options) != ("ssl_key" in options):
+        raise ConfigError("DSN options ssl_cert and ssl_key go together (the client certificate and its key)")
+    if mode == "DISABLED" and any(name in options for name in _TLS_FILES):
+        raise ConfigError("DSN has ssl_mode=DISABLED and TLS files (ssl_ca, ssl_cert, ssl_key): drop one or the other")
+    if mode in ("VERIFY_CA", "VERIFY_IDENTITY") and "ssl_ca" not in options:
+        raise ConfigError(
+            f"DSN option ssl_mode={mode} needs ssl_ca=/path/to/ca.pem (the provider's CA bundle; for a "
+            "certificate from a public CA, the system bundle, e.g. /etc/ssl/certs/ca-certificates.crt)"
+        )
 
 
 def _parse_host(text: str) -> tuple[str, int]:

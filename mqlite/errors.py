@@ -35,6 +35,23 @@ class Unavailable(MqliteError):
     transient = True
 
 
+class TlsError(Unavailable):
+    """A connection could not be set up as the DSN's TLS options ask. Not transient: retrying
+    cannot change a certificate or an account's requirements."""
+
+    transient = False
+
+
+class TlsRequired(TlsError):
+    """TLS was required and not used: the account requires it (`REQUIRE SSL`) and the DSN does not
+    ask for it, or the DSN asks for it (`ssl_mode=REQUIRED` or stronger) and the server offers none."""
+
+
+class CertificateRejected(TlsError):
+    """The server's certificate failed the check `ssl_mode` asks for: its chain against `ssl_ca`
+    (VERIFY_CA), and also the host name (VERIFY_IDENTITY)."""
+
+
 class SchemaMissing(MqliteError):
     """The messages table is absent or older than this version of mqlite."""
 
@@ -76,6 +93,9 @@ __all__ = [
     "PayloadTooLarge",
     "InvalidBody",
     "Unavailable",
+    "TlsError",
+    "TlsRequired",
+    "CertificateRejected",
     "SchemaMissing",
     "DatabaseError",
     "Duplicate",

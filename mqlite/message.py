@@ -121,7 +121,7 @@ class Message:
         return self._handle
 
     @classmethod
-    def from_row(cls, row: tuple) -> Message:
+    def from_row(cls, row: tuple[Any, ...]) -> Message:
         """Build from a row of `sql.MESSAGE_COLUMNS`."""
         (id_, queue, body, created_at, owner, node, claimed_at, available_at, lease_until,
          attempts, max_attempts, unique_key, failed_at, last_error, cursor, progress, key) = row

@@ -8,11 +8,11 @@ round trip; together they cut single-row INSERT throughput by 4x). Instead:
 - a checkout waits at most `checkout_timeout` for a free connection, then raises Unavailable.
 DBUtils' own transparent failover is switched off: it would silently re-run a statement on a new
 connection, which breaks the claim (CONNECTION_ID() changes) and hides a maybe-committed push.
+DBUtils is used through its public API only (see `dbutils_problem`, checked when a pool is made).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import threading
@@ -23,17 +23,40 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import dbutils
 import MySQLdb
 from dbutils.pooled_db import PooledDB
+from dbutils.steady_db import SteadyDBConnection
 
 from . import sql
-from .config import Settings, redact
-from .errors import ConfigError, DatabaseError, MqliteError, PayloadTooLarge, SchemaMissing, Unavailable
-from .retry import CANNOT_CONNECT, CONNECTION_LOST, LOCK_CONFLICT, TRANSIENT
+from .config import Settings
+from .connector import Connector, translate
+from .errors import ConfigError, DatabaseError, MqliteError, Unavailable
+from .retry import CONNECTION_LOST
 
 
 class _NeverRaised(Exception):
     """Given to DBUtils as its 'failures' so that its failover never triggers."""
+
+
+DBUTILS_NEEDED = "DBUtils>=3.2,<4"
+
+
+def dbutils_problem() -> str | None:
+    """Why the installed DBUtils cannot serve this pool, or None.
+
+    The pool reads the raw connection through `dbapi_connection` (public from DBUtils 3.2 on) and
+    relies on PooledDB's documented `ping` callable and `creator` (see `_Creator`); a DBUtils
+    without them would fail mid-checkout with an AttributeError from its proxy, so say it up front.
+    """
+    version = getattr(dbutils, "__version__", "?")
+    if not isinstance(getattr(SteadyDBConnection, "dbapi_connection", None), property):
+        return (f"DBUtils {version} has no SteadyDBConnection.dbapi_connection; "
+                f"mqlite needs {DBUTILS_NEEDED} (pip install '{DBUTILS_NEEDED}')")
+    major = version.split(".", 1)[0]
+    if not major.isdigit() or int(major) != 3:
+        return f"DBUtils {version} is not a version mqlite was tested with; it needs {DBUTILS_NEEDED}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -47,7 +70,6 @@ class ServerInfo:
         return "mariadb" in self.version.lower()
 
 
-log = logging.getLogger("mqlite")
 _pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
 
@@ -74,11 +96,18 @@ class Pool:
         checkout_timeout: float = 10.0,
         read_timeout: float | None = 60.0,
         routing: str = "single",
+        first_connect_retry_for: float | None = None,
     ) -> None:
+        """`first_connect_retry_for`: until a first connection succeeds, a refused one stops being
+        transient (worth retrying) after this many seconds; None: no such limit. For commands a
+        person waits on; long-lived processes keep retrying through a server restart."""
         if size < 1:
             raise ValueError("pool size must be at least 1")
         if routing not in ("single", "spread"):
             raise ValueError("routing must be 'single' (one primary, next host on failure) or 'spread'")
+        problem = dbutils_problem()
+        if problem:
+            raise ConfigError(problem)
         self.settings = settings
         self.size = size
         self.checkout_timeout = checkout_timeout
@@ -92,13 +121,17 @@ class Pool:
         # insensitive) collation, `queue = %s` no longer yields rows in index order, and every
         # claim would sort the whole queue.
         kwargs.update(autocommit=True, charset="utf8mb4", collation="utf8mb4_bin")
-        self._connect_kwargs = kwargs
-        self._connector = _Connector(self, routing)
+        self._connector = Connector(settings, kwargs, routing)
+        self._creator = _Creator(self._connector)
         self._lock = threading.Lock()
         self._db: PooledDB | None = None
-        self._warm: list[Any] = []  # DBUtils pooled connections of self._db, idle, newest last
+        # (DBUtils pooled connection of self._db, the raw connection inside it), idle, newest last.
+        # A new list whenever self._db changes: a connection goes back only to the list it came from.
+        self._warm: list[tuple[Any, Any]] = []
         self._slots = _Slots(size)
         self._suspect_since = 0.0  # monotonic time of the last connection-level error
+        self.first_connect_retry_for = first_connect_retry_for
+        self._first_failure: float | None = None  # monotonic time the first connection first failed
         self._abandoned: list[Any] = []
         self.server: ServerInfo | None = None
         _pools.add(self)
@@ -111,8 +144,8 @@ class Pool:
             with self._lock:
                 if self._db is None:
                     self._db = PooledDB(
-                        creator=self._connector, mincached=0, maxcached=self.size, maxconnections=self.size,
-                        blocking=True, ping=0, reset=False, failures=_NeverRaised,
+                        creator=self._creator, mincached=0, maxcached=self.size, maxconnections=self.size,
+                        blocking=True, ping=self._creator.check, reset=False, failures=_NeverRaised,
                     )
                 db = self._db
         return db
@@ -131,7 +164,7 @@ class Pool:
         with self._lock:
             db, self._db = self._db, None
             warm, self._warm = self._warm, []
-        for pooled in warm:
+        for pooled, _ in warm:
             pooled.close()  # back to DBUtils' idle cache, which db.close() empties
         if db is not None:
             db.close()
@@ -145,8 +178,9 @@ class Pool:
         """
         return _Checkout(self)
 
-    def _checkout(self) -> tuple[Any, Any]:
-        """(DBUtils' pooled connection, the raw connection inside it), checked out and alive.
+    def _checkout(self) -> tuple[Any, Any, list[tuple[Any, Any]]]:
+        """(DBUtils' pooled connection, the raw connection inside it, the list it goes back to),
+        checked out and alive.
 
         Connections that went back cleanly wait in `_warm`, still checked out of DBUtils: taking
         one is a list pop, where DBUtils' checkout and return take a Condition twice and cost
@@ -155,26 +189,48 @@ class Pool:
         connection is held by another thread holding a slot (a connection goes back to `_warm`
         before its slot is freed).
         """
+        warm = self._warm
         try:
-            pooled = self._warm.pop()
+            pooled, raw = warm.pop()
         except IndexError:
             try:
                 pooled = self._pool().dedicated_connection()
             except MySQLdb.Error as exc:
-                raise self.translate(exc) from exc
-        steady = pooled._con  # DBUtils' SteadyDBConnection holding the raw connection
-        raw = steady._con
+                raise self._connect_error(exc) from exc
+            raw = pooled.dbapi_connection
         if not (raw.open and (not self._suspect_since or self._alive(raw))):
-            try:
-                fresh = self._connector()
-            except MySQLdb.Error as exc:
-                pooled.close()
-                raise self.translate(exc) from exc
-            steady._close()
-            steady._store(fresh)
-            raw = fresh
+            pooled, raw = self._renew(pooled)
         if self.server is None:
             self._probe(raw)
+        return pooled, raw, warm
+
+    def _renew(self, pooled: Any) -> tuple[Any, Any]:
+        """Trade a pooled connection whose raw connection is closed for one that is open.
+
+        The new connection is opened here, outside DBUtils' lock (a server that does not answer
+        must not stall every other checkout behind one connect_timeout), and its errors come
+        out as they are. DBUtils then puts it in place of the closed one: see `_Creator`.
+        """
+        try:
+            fresh = self._connector()
+        except BaseException as exc:
+            pooled.close()
+            if isinstance(exc, MySQLdb.Error):
+                raise self._connect_error(exc) from exc
+            raise
+        pooled.close()  # into DBUtils' idle cache, where its check finds it closed
+        self._creator.hand_over(fresh)
+        try:
+            pooled = self._pool().dedicated_connection()
+        finally:
+            unused = self._creator.take_back()
+        if unused is not None:
+            unused.close()  # DBUtils had an open idle connection to give instead
+        raw = pooled.dbapi_connection
+        if not raw.open:  # cannot happen with the DBUtils this was written for; never hand out a closed one
+            pooled.close()
+            raise Unavailable(f"the connection pool for {self.settings.where} gave out a closed connection "
+                              f"(DBUtils {getattr(dbutils, '__version__', '?')}; mqlite needs {DBUTILS_NEEDED})")
         return pooled, raw
 
     def open_session(self, *, read_committed: bool = True) -> Any:
@@ -182,7 +238,7 @@ class Pool:
         try:
             raw = self._connector(init_command=sql.READ_COMMITTED) if read_committed else self._connector()
         except MySQLdb.Error as exc:
-            raise self.translate(exc) from exc
+            raise self._connect_error(exc) from exc
         if self.server is None:
             self._probe(raw)
         return raw
@@ -238,94 +294,53 @@ class Pool:
         """Turn a driver exception into an MqliteError; never includes the password."""
         return translate(exc, self.settings)
 
+    def _connect_error(self, exc: MySQLdb.Error) -> MqliteError:
+        """The MqliteError for a connection that could not be opened."""
+        err: MqliteError = self._connector.refused_for_want_of_tls(exc) or self.translate(exc)
+        if err.transient and self.server is None and self.first_connect_retry_for is not None:
+            now = time.monotonic()
+            if self._first_failure is None:
+                self._first_failure = now
+            waited = now - self._first_failure
+            if waited >= self.first_connect_retry_for:
+                err = Unavailable(f"{err} (gave up after {waited:.1f}s: no connection to it has succeeded yet)")
+                err.transient = False
+        return err
 
-class _Connector:
-    """Opens connections, failing over along the DSN's host list.
 
-    routing="single": every connection goes to the current primary (the first host that answers,
-    in DSN order); when it stops answering, the next one becomes primary. This is what a
-    Galera or Group Replication cluster wants by default: one writer, no certification conflicts.
-    routing="spread": new connections go round the hosts (multi-primary).
+class _Creator:
+    """What DBUtils calls to open a connection: the one this thread opened for it, else a new one.
+
+    DBUtils checks an idle connection with `check` (its `ping` option) when it hands it out, and
+    reopens one found closed through this creator. `check` calls a closed connection dead only
+    when this thread has a replacement ready (`Pool._renew`), so DBUtils never connects under
+    its lock to replace one; otherwise it hands the closed one out and `Pool._checkout` renews it.
     """
 
     dbapi = MySQLdb  # what DBUtils asks of a connection creator
     threadsafety = MySQLdb.threadsafety
 
-    def __init__(self, pool: Pool, routing: str) -> None:
-        self.pool = pool
-        self.routing = routing
-        self.primary = 0
-        self._turn = 0
-        self._lock = threading.Lock()
-        self._checked = False
+    def __init__(self, connector: Connector) -> None:
+        self.connector = connector
+        self._ready = threading.local()
 
-    def __call__(self, **extra: Any) -> Any:
-        settings = self.pool.settings
-        hosts = settings.hosts
-        if len(hosts) <= 1 or settings.unix_socket:
-            return MySQLdb.connect(**self.pool._connect_kwargs, **extra)
-        if not self._checked:
-            self.check_nodes()
-        with self._lock:
-            if self.routing == "spread":
-                self._turn += 1
-                start = self._turn % len(hosts)
-            else:
-                start = self.primary
-        error: MySQLdb.Error | None = None
-        for step in range(len(hosts)):
-            index = (start + step) % len(hosts)
-            try:
-                conn = MySQLdb.connect(**{**self.pool._connect_kwargs, **extra, **_host_kwargs(hosts[index])})
-            except MySQLdb.Error as exc:
-                error = exc
-                continue
-            if self.routing == "single" and index != self.primary:
-                with self._lock:
-                    self.primary = index
-                log.warning("%s:%s is now the primary (after %s:%s stopped answering)", *hosts[index],
-                            *hosts[start])
-            conn._mqlite_host = index  # which host, should it fail later (see lost())
-            return conn
-        assert error is not None
-        raise error
+    def __call__(self) -> Any:
+        conn = getattr(self._ready, "conn", None)
+        if conn is None:
+            return self.connector()
+        self._ready.conn = None
+        return conn
 
-    def lost(self, index: int | None) -> None:
-        """A connection to host `index` failed: if it was the primary, the next host takes over
-        (a node that still accepts connections but refuses statements must not stay primary)."""
-        hosts = self.pool.settings.hosts
-        if index is None or len(hosts) <= 1 or self.routing != "single":
-            return
-        with self._lock:
-            if self.primary == index:
-                self.primary = (index + 1) % len(hosts)
+    def check(self, raw: Any) -> bool:
+        return bool(raw.open) or getattr(self._ready, "conn", None) is None
 
-    def check_nodes(self) -> None:
-        """Refuse a host list in which two servers report the same node identity (sql.NODE)."""
-        seen: dict[int, str] = {}
-        for host in self.pool.settings.hosts:
-            try:
-                conn = MySQLdb.connect(**{**self.pool._connect_kwargs, **_host_kwargs(host)})
-            except MySQLdb.Error:
-                continue  # unreachable now: checked when it is first used
-            try:
-                cur = conn.cursor()
-                cur.execute(sql.NODE_IDENTITY)
-                node, identity = cur.fetchone()
-            finally:
-                conn.close()
-            where = f"{host[0]}:{host[1]}"
-            if int(node) in seen:
-                raise ConfigError(
-                    f"{seen[int(node)]} and {where} report the same node identity ({identity}): claims made "
-                    "on one could be read on the other; give each node its own host name or port"
-                )
-            seen[int(node)] = where
-        self._checked = True
+    def hand_over(self, conn: Any) -> None:
+        self._ready.conn = conn
 
-
-def _host_kwargs(host: tuple[str, int]) -> dict[str, Any]:
-    return {"host": host[0], "port": host[1]}
+    def take_back(self) -> Any:
+        conn = getattr(self._ready, "conn", None)
+        self._ready.conn = None
+        return conn
 
 
 class _Slots:
@@ -357,7 +372,7 @@ class _Checkout:
     """The `with pool.connection() as raw:` block: a class, not a generator, because every push
     pays for it (a generator-based context manager costs several microseconds more)."""
 
-    __slots__ = ("pool", "pooled", "raw")
+    __slots__ = ("pool", "pooled", "raw", "warm")
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -372,7 +387,7 @@ class _Checkout:
             err.transient = False  # checkout_timeout is the caller's bound on this wait: not retried past it
             raise err
         try:
-            self.pooled, self.raw = pool._checkout()
+            self.pooled, self.raw, self.warm = pool._checkout()
         except BaseException:
             pool._slots.release()
             raise
@@ -381,11 +396,10 @@ class _Checkout:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         pool = self.pool
         if kind is None:
-            pooled = self.pooled
-            if pooled._pool is pool._db:
-                pool._warm.append(pooled)  # before the slot is freed: see Pool._checkout
+            if self.warm is pool._warm:
+                self.warm.append((self.pooled, self.raw))  # before the slot is freed: see Pool._checkout
             else:
-                pooled.close()  # the pool was closed (or this process forked) meanwhile
+                self.pooled.close()  # the pool was closed (or this process forked) meanwhile
             pool._slots.release()
             return
         try:
@@ -397,26 +411,3 @@ class _Checkout:
         finally:
             self.pooled.close()
             pool._slots.release()
-
-
-def translate(exc: BaseException, settings: Settings | None) -> MqliteError:
-    """Map a MySQLdb exception onto the mqlite error hierarchy."""
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-    text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-    text = redact(text, settings)
-    where = settings.where if settings else "server"
-    if isinstance(exc, MySQLdb.InterfaceError) or code in CONNECTION_LOST:
-        return Unavailable(f"lost connection to {where} ({code}: {text or 'connection closed'})")
-    if code in CANNOT_CONNECT:
-        return Unavailable(f"cannot connect to {where} ({code}: {text})")
-    if code in (1045, 1044, 1049, 2005, 1698):
-        err = Unavailable(f"cannot use {where} ({code}: {text})")
-        err.transient = False
-        return err
-    if code == 1146:
-        return SchemaMissing(f"{text}: run `mqlite schema apply`")
-    if code == 1054:
-        return SchemaMissing(f"the table is older than this mqlite ({text}): run `mqlite schema apply`")
-    if code in (1153, 1301):
-        return PayloadTooLarge(f"statement larger than the server's max_allowed_packet ({code}: {text})")
-    return DatabaseError(f"server error {code}: {text}", code=code, transient=code in TRANSIENT or code in LOCK_CONFLICT)

@@ -35,7 +35,8 @@ class Queue(Producing, Consuming, Administering):
     answers and moves to the next when it dies; `"spread"` spreads connections over all of them
     (default: the DSN's `?routing=`, else single). Claims run on at most `claim_sessions`
     dedicated connections besides the pool, shared by every queue name; one idle for a few
-    seconds and owning nothing is closed.
+    seconds and owning nothing is closed. `first_connect_retry_for` bounds the retries of a
+    refused *first* connection (None: `retry_for`), for commands a person waits on.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class Queue(Producing, Consuming, Administering):
         recover_every: float = 5.0,
         routing: Literal["single", "spread"] | None = None,
         claim_sessions: int = 8,
+        first_connect_retry_for: float | None = None,
     ) -> None:
         self.settings = parse_dsn(resolve_dsn(dsn))
         self._sql = statements(table)
@@ -61,7 +63,7 @@ class Queue(Producing, Consuming, Administering):
         self.recover_every = recover_every
         self._pool = Pool(
             self.settings, size=pool_size, connect_timeout=connect_timeout, checkout_timeout=checkout_timeout,
-            routing=routing or self.settings.routing,
+            routing=routing or self.settings.routing, first_connect_retry_for=first_connect_retry_for,
         )
         self._policy = retry.transient_policy(retry_for) if retry_for > 0 else None
         self._sessions = ClaimSessions(

@@ -1,5 +1,7 @@
-"""Settling a claim: ack (alone, grouped, or many at once), nack, fail, release, extend, checkpoint;
-and promotion of messages waiting for a concurrency slot, which settling frees."""
+"""Settling a claim: ack (alone, grouped, or many at once), nack, fail, release, extend, checkpoint.
+
+Settling a message with a concurrency key frees its slot: the next parked one is promoted
+(`QueueCore._promote`)."""
 
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ class Settling(QueueCore):
         for start in range(0, len(todo), ACK_GROUP):
             chunk = todo[start:start + ACK_GROUP]
             deleted = self._delete_acked([r for r, _ in chunk])
-            for (r, ckey), ok in zip(chunk, deleted):
+            for (r, ckey), ok in zip(chunk, deleted, strict=True):
                 done.append(self._settled(r, ok, key=ckey))
                 if done[-1]:
                     self._counters.add(r.queue, processed=1)
@@ -204,32 +206,6 @@ class Settling(QueueCore):
                 self._settle(m.receipt, protocol.release, 0, key=m.concurrency_key)
             except Exception as exc:  # the claim stays; it comes back by recovery once its lease ends
                 log.warning("message %s: could not give back an unwanted claim: %s", m.id, exc)
-
-    def _promote(self, key: str) -> int:
-        """Let parked messages of `key` into the ready range while it has free slots; returns how many."""
-
-        def attempt() -> int:
-            with self._pool.connection() as conn:
-                cur = conn.cursor()
-                cur.execute("START TRANSACTION")
-                cur.execute(self._sql.lock_key, (self.table, key))
-                row = cur.fetchone()
-                promoted = 0
-                if row is not None:
-                    cur.execute(self._sql.count_running, (key,))
-                    free = int(row[0]) - int(cur.fetchone()[0])
-                    if free > 0:
-                        promoted = cur.execute(self._sql.promote, (key, free))
-                conn.commit()
-                cur.close()
-                return int(promoted)
-
-        return retry.call(self._policy, attempt)
-
-    def _promote_due(self) -> int:
-        """Promote for every key with parked messages now due (after delays, backoffs, recoveries)."""
-        return sum(self._promote(key) for (key,) in self._fetch(self._sql.keys_due, ()))
-
 
 def receipt_of(message: Claimable) -> Receipt:
     """The claim receipt of a Message, a Receipt, or a receipt's text form."""

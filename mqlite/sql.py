@@ -31,6 +31,7 @@ SERVER_INFO = "SELECT @@max_allowed_packet, @@auto_increment_increment, VERSION(
 # locks), so a push never waits behind a claim. Needs binlog_format=ROW/MIXED where binlogs are on.
 READ_COMMITTED = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 SERVER_CLOCK = "SELECT NOW(6)"
+SESSION_CIPHER = "SHOW SESSION STATUS LIKE 'Ssl_cipher'"  # value '' when the session is not encrypted
 SERVER_UPTIME = "SHOW GLOBAL STATUS LIKE 'Uptime'"
 LIVE_CONNECTIONS = "SELECT ID FROM information_schema.PROCESSLIST"
 # USER_PRIVILEGES names the grantee as 'user'@'host'; CURRENT_USER() gives user@host.
@@ -290,7 +291,8 @@ def statements(table: str) -> Statements:
             "SUM(owner = 0 AND available_at <= NOW(6)), SUM(owner = 0 AND available_at > NOW(6)), "
             "SUM(owner <> 0), SUM(available_at IS NULL), "
             "MIN(IF(owner = 0 AND available_at <= NOW(6), available_at, NULL)), "
-            "TIMESTAMPDIFF(MICROSECOND, MIN(IF(owner = 0 AND available_at <= NOW(6), available_at, NULL)), NOW(6)) / 1e6 "
+            "TIMESTAMPDIFF(MICROSECOND, MIN(IF(owner = 0 AND available_at <= NOW(6), available_at, NULL)), NOW(6))"
+            " / 1e6 "
             f"FROM {t} GROUP BY queue ORDER BY queue"
         ),
         counters=(

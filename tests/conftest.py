@@ -94,7 +94,7 @@ def cluster_dsns(galera: GaleraCluster) -> Iterator[list[str]]:
     for dsn in galera.dsns[1:]:
         conn = admin_connection(dsn)
         try:
-            wait_for(lambda: rows(conn, "SHOW DATABASES LIKE %s", name), timeout=30, what=f"{name} on {dsn}")
+            wait_for(lambda c=conn: rows(c, "SHOW DATABASES LIKE %s", name), timeout=30, what=f"{name} on {dsn}")
         finally:
             conn.close()
     try:

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from mqlite import bench
 from mqlite.bench import drivers, harness, plot, procs
 from mqlite.bench.harness import Bound, Empty, Group
+from mqlite.bench.reference_sql import reference_statements
 from mqlite.cli import app
 from mqlite.errors import ConfigError
-from mqlite.bench.reference_sql import reference_statements
 
 from .conftest import admin_connection, rows
 
@@ -157,6 +157,8 @@ def test_compare_table_shows_rates_and_ratios(dsn: str) -> None:
         app, ["bench", "--dsn", dsn, "--messages", "200", "--clients", "2", "--scenario", "push", "--compare",
               "--redis-url", "redis://127.0.0.1:1"],
         catch_exceptions=False,
+        # Wide enough that Rich never wraps a note: its column width depends on the measured figures.
+        env={"COLUMNS": "250"},
     )
     assert result.exit_code == 0, result.output
     assert "raw-insert" in result.stdout and "mqlite ÷ this" in result.stdout and "(≥0.8)" in result.stdout

@@ -317,7 +317,7 @@ def test_idle_consumer_polls_with_bounded_backoff(q: mqlite.Queue, dsn: str) -> 
             assert time.monotonic() - began >= 3.0
             # 0.01 s doubling to 0.5 s: about 11 polls in 3 s, not a storm, not one per second either.
             assert 4 <= len(takes) <= 20, takes
-            gaps = [b - a for a, b in zip(takes, takes[1:])]
+            gaps = [b - a for a, b in zip(takes, takes[1:], strict=False)]
             assert max(gaps) <= 0.5 + 0.25
             # An idle consumer still picks up new work within the longest interval.
             sq.put("wake")

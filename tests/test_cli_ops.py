@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import shlex
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -356,6 +357,33 @@ def test_bad_dsn_is_one_red_line(args: list[str], fragment: str) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mqlite: ") and fragment in lines[0], done.stderr
     assert "Traceback" not in done.stderr and "hunter2secret" not in done.stderr
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_command_whose_first_connection_is_refused_says_so_at_once() -> None:
+    port = _closed_port()
+    started = time.monotonic()
+    done = mqlite_process("stats", "--dsn", f"mysql://app:hunter2secret@127.0.0.1:{port}/x")
+    took = time.monotonic() - started
+    assert done.returncode == 2 and f"Unavailable: cannot connect to 127.0.0.1:{port}" in done.stderr, done.stderr
+    assert "no connection to it has succeeded yet" in done.stderr
+    assert took < 4, took  # about a second of retries and the interpreter's start, not retry_for's 10 s
+
+
+def test_wait_keeps_retrying_a_refused_first_connection_that_long() -> None:
+    port = _closed_port()
+    started = time.monotonic()
+    done = mqlite_process("recover", "--wait", "2.5", "--dsn", f"mysql://app@127.0.0.1:{port}/x")
+    took = time.monotonic() - started
+    assert done.returncode == 2 and f"cannot connect to 127.0.0.1:{port}" in done.stderr, done.stderr
+    assert 2.5 <= took < 10, took
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ import pytest
 import mqlite
 from mqlite.config import Settings, parse_dsn
 from mqlite.errors import MqliteError
-from mqlite.testing.galera import galera_missing
 from mqlite.sql import statements
+from mqlite.testing.galera import galera_missing
 
 from .conftest import admin_connection, rows
 from .helpers import wait_for

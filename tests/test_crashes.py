@@ -53,7 +53,7 @@ def test_sigkill_storm_loses_nothing(q: mqlite.Queue, dsn: str, admin) -> None:
     started = time.monotonic()
     for _ in range(25):
         mark = handled()
-        wait_for(lambda: handled() >= mark + 20, timeout=60, what=f"progress between kills (at {mark}, kill {_})")
+        wait_for(lambda m=mark: handled() >= m + 20, timeout=60, what=f"progress between kills (at {mark}, kill {_})")
         victim = consumers.pop(rng.randrange(len(consumers)))
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)

@@ -59,6 +59,49 @@ def test_dsn_forms_parse() -> None:
     assert parse_dsn(s.url()) == s
 
 
+@pytest.mark.parametrize(
+    "query, fragment",
+    [
+        ("ssl_mode=ON", "ssl_mode must be one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY"),
+        ("ssl_mode=VERIFY_CA", "needs ssl_ca="),
+        ("ssl_mode=VERIFY_IDENTITY", "needs ssl_ca="),
+        ("ssl_ca=/nonexistent/ca.pem", "no readable file at /nonexistent/ca.pem"),
+        ("ssl_ca=", "ssl_ca is empty"),
+        ("ssl_cert={pem}", "ssl_cert and ssl_key go together"),
+        ("ssl_key={pem}", "ssl_cert and ssl_key go together"),
+        ("ssl_mode=DISABLED&ssl_ca={pem}", "DISABLED and TLS files"),
+        ("ssl_mode=REQUIRED&ssl_mode=DISABLED", "ssl_mode is given twice"),
+    ],
+)
+def test_bad_tls_options_are_config_errors(tmp_path, query: str, fragment: str) -> None:
+    pem = tmp_path / "x.pem"
+    pem.write_text("not checked here beyond being a readable file")
+    with pytest.raises(ConfigError, match=fragment):
+        mqlite.Queue(f"mysql://u:{SECRET}@h/db?" + query.format(pem=pem))
+
+
+def test_tls_options_parse_and_travel_with_the_settings(tmp_path) -> None:
+    ca, cert, key = (tmp_path / n for n in ("ca.pem", "client cert.pem", "client-key.pem"))
+    for f in (ca, cert, key):
+        f.write_text("pem")
+    s = parse_dsn(f"mysql://u:{SECRET}@h/db?ssl_mode=verify_identity&ssl_ca={ca}"
+                  f"&ssl_cert={str(cert).replace(' ', '%20')}&ssl_key={key}&read_timeout=7")
+    assert (s.ssl_mode, s.ssl_ca, s.ssl_cert, s.ssl_key) == ("VERIFY_IDENTITY", str(ca), str(cert), str(key))
+    assert s.tls_enforced
+    assert parse_dsn(s.url()) == s  # every option survives the round trip, timeouts too
+    assert s.with_database("other") == parse_dsn(s.url().replace("/db?", "/other?"))
+    kwargs = s.connect_kwargs()
+    assert kwargs["ssl_mode"] == "VERIFY_IDENTITY"  # VERIFY_CA may be said otherwise: see config._driver_ssl_mode
+    assert kwargs["ssl"] == {"ca": str(ca), "cert": str(cert), "key": str(key)}
+    assert SECRET not in s.redacted() and f"ssl_ca={ca}" in s.redacted()
+    # A CA given without a mode means the CA is checked, never a silently unverified connection.
+    assert parse_dsn(f"mysql://u@h/db?ssl_ca={ca}").ssl_mode == "VERIFY_CA"
+    plain = parse_dsn("mysql://u@h/db")
+    assert plain.ssl_mode is None and not plain.tls_enforced
+    assert "ssl_mode" not in plain.connect_kwargs() and "ssl" not in plain.connect_kwargs()
+    assert not parse_dsn("mysql://u@h/db?ssl_mode=PREFERRED").tls_enforced
+
+
 def test_missing_dsn_is_a_config_error(monkeypatch) -> None:
     monkeypatch.delenv("MQLITE_DSN", raising=False)
     with pytest.raises(ConfigError, match="MQLITE_DSN"):
@@ -72,6 +115,33 @@ def test_unreachable_server_names_host_and_port_but_not_password() -> None:
         q.push("x", b"y")
     assert f"127.0.0.1:{port}" in str(info.value)
     assert SECRET not in str(info.value) and "s3cr3t" not in repr(info.value)
+
+
+def test_a_refused_first_connection_gives_up_after_first_connect_retry_for() -> None:
+    port = _closed_port()
+    started = time.monotonic()
+    q = mqlite.Queue(f"mysql://app@127.0.0.1:{port}/db", retry_for=30, first_connect_retry_for=0.5)
+    with pytest.raises(Unavailable, match="no connection to it has succeeded yet") as info:
+        q.stats()
+    took = time.monotonic() - started
+    assert 0.5 <= took < 2.5, took  # retried for half a second (not 30), then given up
+    assert not info.value.transient and f"127.0.0.1:{port}" in str(info.value)
+
+
+def test_once_connected_a_refused_connection_stays_transient(dsn: str) -> None:
+    """The first-connection bound does not shorten the retries through a later server restart."""
+    q = mqlite.Queue(dsn, first_connect_retry_for=0)
+    q.apply_schema()
+    q.push("x", b"connected once")
+    pool = q._pool
+    pool.close()  # every connection closed: the next checkout connects anew
+    pool._connector.kwargs = {**pool._connector.kwargs, "host": "127.0.0.1", "port": _closed_port()}
+    pool._connector.kwargs.pop("unix_socket", None)
+    with pytest.raises(Unavailable, match="cannot connect") as info:
+        with pool.connection():
+            pass
+    assert info.value.transient  # retried for retry_for by the callers, as before
+    assert "succeeded yet" not in str(info.value)
 
 
 def test_wrong_password_is_unavailable_without_the_password(dsn: str) -> None:

@@ -46,7 +46,7 @@ def test_claim_is_an_index_range_scan_past_delayed_and_failed_rows(q: mqlite.Que
     cur = admin.cursor()
     cur.execute("EXPLAIN " + q._sql.claim, (30_000_000, "a", q.table, "a", 16))
     columns = [d[0] for d in cur.description]
-    plan = dict(zip(columns, cur.fetchone()))
+    plan = dict(zip(columns, cur.fetchone(), strict=False))
     assert plan["key"] == "mqlite_ready" and plan["type"] == "range", plan
     assert "filesort" not in (plan.get("Extra") or ""), plan
     # The range is bounded by available_at <= NOW(): the claim reads as many rows as it takes.

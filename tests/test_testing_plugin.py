@@ -129,3 +129,22 @@ def test_without_mqlite_dsn_the_plugin_starts_a_throwaway_server_and_removes_it(
         except OSError:
             continue
         assert owner != str(seen["pid"]), f"{d} left behind by the user's test run"
+
+
+TLS_TESTS = '''
+def test_the_server_speaks_tls(mqlite_queue, mqlite_dsn, mqlite_server_dsn):
+    assert "ssl_mode=VERIFY_IDENTITY" in mqlite_server_dsn and "ssl_ca=" in mqlite_dsn
+    assert mqlite_queue.stats().tls_cipher
+'''
+
+
+@pytest.mark.slow
+def test_with_mqlite_tls_the_throwaway_server_offers_tls_and_the_fixtures_verify_it(tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    project = tmp_path / "app"
+    (project / "tests").mkdir(parents=True)
+    (project / "tests" / "test_tls.py").write_text(TLS_TESTS)
+    env = {k: v for k, v in os.environ.items() if k not in ("MQLITE_DSN", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")}
+    done = run_pytest(project, "--mqlite-tls", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout

@@ -114,7 +114,7 @@ def click(driver: Any, css: str) -> bool:
 
 def no_alert(driver: Any) -> bool:
     try:
-        driver.switch_to.alert
+        driver.switch_to.alert  # noqa: B018 (the property raises when no alert is open)
     except NoAlertPresentException:
         return True
     return False

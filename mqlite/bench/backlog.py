@@ -16,6 +16,7 @@ rows takes ~15 s here. Tables are created for the run and dropped after it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -64,6 +65,25 @@ def _rss_mb() -> float | None:
     return None
 
 
+Tick = Callable[[str, float, int], None]
+
+
+def _seeding(progress: Tick | None, label: str, total: int) -> Callable[[int], None]:
+    def tick(done: int) -> None:
+        if progress is not None:
+            progress(f"seeding {label}", done / max(1, total), done)
+
+    return tick
+
+
+def _popping(progress: Tick | None, label: str) -> Callable[[float, int], None]:
+    def tick(fraction: float, done: int) -> None:
+        if progress is not None:
+            progress(label, fraction, done)
+
+    return tick
+
+
 def probe(
     dsn: str,
     *,
@@ -92,12 +112,10 @@ def probe(
         drivers.create_table(dsn, case.table)
         try:
             began = time.monotonic()
-            drivers.seed(dsn, case.table, case.queue, size, body_size,
-                         tick=lambda done, s=size, lb=label: progress and progress(f"seeding {lb}", done / s, done))
+            drivers.seed(dsn, case.table, case.queue, size, body_size, tick=_seeding(progress, label, size))
             if delayed:
                 drivers.insert_rows(dsn, seed_delayed(case.table), (case.queue, drivers.body(body_size)), delayed,
-                                    tick=lambda done, lb=label: progress and progress(
-                                        f"seeding {lb}: delayed", done / delayed, done))
+                                    tick=_seeding(progress, f"{label}: delayed", delayed))
             seeded = time.monotonic() - began
             messages, seconds, latencies = 0, 0.0, []
             for r in range(rounds):
@@ -105,9 +123,8 @@ def probe(
                     drivers.seed(dsn, case.table, case.queue, size - drivers.ready(dsn, case.table, case.queue),
                                  body_size)
                 [stats] = harness.run(
-                    lambda: MqliteDriver(case), [Group("pop", clients)], Bound(messages=take, cap=cap),
-                    tick=lambda f, m, r=r, lb=label: progress and progress(
-                        f"pop from {lb} (round {r + 1}/{rounds})", f, m),
+                    functools.partial(MqliteDriver, case), [Group("pop", clients)], Bound(messages=take, cap=cap),
+                    tick=_popping(progress, f"pop from {label} (round {r + 1}/{rounds})"),
                 )
                 if stats.error:
                     raise RuntimeError(f"pop failed at backlog {size}: {stats.error}")
@@ -154,7 +171,7 @@ def main() -> int:
     with dsn_or_throwaway(args.dsn) as dsn:
         with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
                       transient=True) as bar:
-            tasks: dict[str, object] = {}
+            tasks: dict[str, Any] = {}
 
             def progress(label: str, fraction: float, done: int) -> None:
                 if label not in tasks:

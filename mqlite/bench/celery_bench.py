@@ -60,7 +60,7 @@ def make_app(kind: str, dsn: str, polling_interval: float | None = None, extra: 
         options.update(extra or {})
     app.conf.update(broker_transport_options=options, worker_hijack_root_logger=False,
                     broker_connection_retry_on_startup=True)
-    out = os.environ.get("BENCH_OUT")
+    out = os.environ.get("BENCH_OUT", os.devnull)
     fds: dict[int, int] = {}
 
     @app.task(name="bench.tick", shared=False)

@@ -13,6 +13,7 @@ import argparse
 import json
 import subprocess
 import sys
+from typing import Any
 
 from ..testing.galera import GaleraCluster, galera_missing
 
@@ -40,7 +41,7 @@ def main() -> int:
                 print(done.stderr, file=sys.stderr)
                 return done.returncode
             runs[routing] = json.loads(done.stdout)
-    rows = {}
+    rows: dict[str, Any] = {}
     for routing, run in runs.items():
         for r in run["results"]:
             rows.setdefault(r["scenario"], {})[routing] = r

@@ -177,7 +177,7 @@ def sorting_plan(dsn: str, statement: str, params: tuple) -> str | None:
         cur.execute("EXPLAIN " + statement, params)
         names = [d[0].lower() for d in cur.description]
         for row in cur.fetchall():
-            extra = str(dict(zip(names, row)).get("extra") or "")
+            extra = str(dict(zip(names, row, strict=False)).get("extra") or "")
             if "filesort" in extra.lower() or "temporary" in extra.lower():
                 return extra
         return None

@@ -260,7 +260,7 @@ def _drive(
             tick(_fraction(bound, now, done), done)
         next(iter(t for t in threads if t.is_alive()), threads[0]).join(TICK)
     cpu = time.process_time() - cpu0
-    for gi, g in enumerate(groups):
+    for gi in range(len(groups)):
         s = stats[gi]
         mine = slots_of[gi]
         s.messages = sum(counts[i] for i in mine)

@@ -115,7 +115,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"{'side':8} {'scenario':8} {'clients':>7} {'messages':>8} {'seconds':>8} {'msg/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    print(f"{'side':8} {'scenario':8} {'clients':>7} {'messages':>8} {'seconds':>8} {'msg/s':>8} "
+          f"{'p50 ms':>7} {'p99 ms':>7}")
     for r in results:
         print(f"{r['side']:8} {r['scenario']:8} {r['clients']:>7} {r['messages']:>8} {r['seconds']:>8} "
               f"{r['rate']:>8} {r['p50_ms']:>7} {r['p99_ms']:>7}")

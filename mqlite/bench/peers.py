@@ -57,7 +57,7 @@ def _huey(case: Case, *, create_tables: bool) -> tuple[Any, Any]:
 
     kwargs = parse_dsn(case.dsn).connect_kwargs()
     database = kwargs.pop("database")
-    db = MySQLDatabase(database, charset="utf8mb4", **kwargs)
+    db = MySQLDatabase(str(database), charset="utf8mb4", **kwargs)  # type: ignore[arg-type]
     huey = Huey(case.queue, results=False, storage_class=PrefixedStorage, database=db, create_tables=create_tables)
     return huey, huey.task(name="mqlite_bench_noop")(noop)
 

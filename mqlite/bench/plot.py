@@ -31,11 +31,11 @@ def sweep_plot(report: Report, path: str | Path) -> Path:
     if not scenarios:
         raise ConfigError("nothing to plot: every row was skipped")
     fig, axes = plt.subplots(1, len(scenarios), figsize=(5.2 * len(scenarios), 4.4), squeeze=False)
-    for ax, scenario in zip(axes[0], scenarios):
+    for ax, scenario in zip(axes[0], scenarios, strict=False):
         rows = [r for r in report.results if r.scenario == scenario and not r.skipped and r.rate > 0]
         for strategy in dict.fromkeys(r.strategy for r in rows):
             points = sorted((r.clients, r.rate) for r in rows if r.strategy == strategy)
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=False)
             ax.plot(xs, ys, marker="o", label=strategy, **_STYLE.get(strategy, {"linewidth": 1.4}))
         ax.set_title(scenario)
         ax.set_xscale("log", base=2)

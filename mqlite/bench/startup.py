@@ -57,7 +57,7 @@ def _push_ms(env: dict[str, str]) -> float:
 
 def measure(dsn: str, trees: dict[str, str], runs: int) -> dict[str, dict[str, list[float]]]:
     """{tree: {figure: [ms per run]}}, the trees alternating run by run."""
-    results = {label: {f: [] for f in FIGURES} for label in trees}
+    results: dict[str, dict[str, list[float]]] = {label: {f: [] for f in FIGURES} for label in trees}
     for tree in trees.values():
         _push_ms(_env(tree, dsn))  # warm-up: bytecode written, pages cached
     for _ in range(runs):

@@ -21,12 +21,12 @@ from functools import partial
 from typing import Any
 
 from ..config import parse_dsn
-from .reference_sql import reference_statements
 from . import aio_harness, drivers, harness, peers
 from .aio_drivers import AsyncMqliteDriver, NativeDriver
 from .drivers import DEFAULT_REDIS_URL, Case, MqliteDriver, RawDriver
 from .harness import Bound, Group
 from .peers import HueyDriver, RqDriver, Skip
+from .reference_sql import reference_statements
 from .report import Report, Result, add_goals, add_ratios
 
 SCENARIOS = ("push", "push-many", "pop", "claim", "mixed")
@@ -34,8 +34,8 @@ SEED_RATE = 40_000  # time-bound runs seed this many rows per second of run (abo
 SEED_MIN, SEED_MAX = 10_000, 2_000_000
 RQ_SEED_RATE = 8_000  # RQ dequeues far slower; seeding it over a pipeline is slower than SQL copies
 SETTLE_SECONDS = 5.0  # at most this long between rows for the server to end the last row's sessions
-KEPT_UP_SECONDS = 0.5
-SCANS = {"naive-pop": "naive_claim", "skip-locked": "skip_locked_take"}  # reference statements checked by EXPLAIN  # mixed: consumers kept up if the backlog left is at most this much pushing
+KEPT_UP_SECONDS = 0.5  # mixed: consumers kept up if the backlog left is at most this much pushing
+SCANS = {"naive-pop": "naive_claim", "skip-locked": "skip_locked_take"}  # reference statements checked by EXPLAIN
 
 Progress = Callable[[str, float, int], None]  # (what is running, fraction done, messages so far)
 

@@ -78,8 +78,8 @@ def summarize(reports: list[dict]) -> str:
             lines.append(f"| {gs[0]['text']} | {gs[0]['clients']} | not measured | |")
             continue
         unit = " ms" if gid.endswith("_ms") else "×"
-        met = sum(bool(g["met"]) for g in measured)
-        verdict = "met" if met == len(measured) else ("short" if met == 0 else f"met in {met}/{len(measured)}")
+        n_met = sum(bool(g["met"]) for g in measured)
+        verdict = "met" if n_met == len(measured) else ("short" if n_met == 0 else f"met in {n_met}/{len(measured)}")
         lines.append(f"| {gs[0]['text']} | {gs[0]['clients']} | {_range([g['value'] for g in measured], ',.2f')}{unit}"
                      f" | {verdict} |")
     return "\n".join(lines)

@@ -34,6 +34,15 @@ Dsn = Annotated[
 TableOpt = Annotated[str, typer.Option("--table", help="Messages table name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 QueueArg = Annotated[str, typer.Argument(help="Queue name.", show_default=False)]
+WaitOpt = Annotated[
+    Optional[float],
+    typer.Option("--wait", min=0, metavar="SECONDS", show_default=False,
+                 help="Retry a refused first connection for this long (default: about a second, then say so)."),
+]
+
+# A command that a person or cron waits on says within about this long that its first connection
+# is refused, unless --wait asks for longer. Long-lived ones (worker, web) retry as the library does.
+FIRST_CONNECT_WAIT = 1.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,7 +80,15 @@ def command(group: typer.Typer = app, name: str | None = None) -> Callable[[F], 
     return register
 
 
-def open_queue(dsn: str | None, table: str = DEFAULT_TABLE, **kwargs: Any) -> Queue:
+def open_queue(
+    dsn: str | None, table: str = DEFAULT_TABLE, *, wait: float | None = None, long_lived: bool = False, **kwargs: Any
+) -> Queue:
+    """The command's Queue. Unless `long_lived`, a refused first connection is retried for `wait`
+    seconds (None: FIRST_CONNECT_WAIT), and every retry for at least as long."""
+    if not long_lived:
+        kwargs["first_connect_retry_for"] = FIRST_CONNECT_WAIT if wait is None else wait
+        if wait is not None:
+            kwargs["retry_for"] = max(10.0, wait)
     return Queue(dsn, table=table, **kwargs)
 
 

@@ -10,7 +10,7 @@ import typer
 
 from ..config import DEFAULT_TABLE
 from ..queue import Queue
-from .app import Dsn, JsonOpt, QueueArg, TableOpt, UnknownQueue, UsageError, command, duration, open_queue
+from .app import Dsn, JsonOpt, QueueArg, TableOpt, UnknownQueue, UsageError, WaitOpt, command, duration, open_queue
 from .render import message_json, messages_table, out, plural, print_json
 
 
@@ -34,11 +34,12 @@ def push(
                      show_default=False),
     ] = None,
     dsn: Dsn = None,
+    wait: WaitOpt = None,
     table: TableOpt = DEFAULT_TABLE,
     as_json: JsonOpt = False,
 ) -> None:
     """Push one message (BODY, or stdin) or many (--file); prints the id(s)."""
-    wait = duration(delay, "--delay") if delay is not None else None
+    due = duration(delay, "--delay") if delay is not None else None
     if file is not None:
         if body is not None:
             raise UsageError("give BODY or --file, not both")
@@ -46,7 +47,7 @@ def push(
             raise UsageError("--delay and --unique-key apply to one message, not to --file")
         raw = sys.stdin.buffer.read() if str(file) == "-" else _read_file(file)
         bodies = [line for line in raw.splitlines() if line.strip()]
-        with open_queue(dsn, table, pool_size=1) as q:
+        with open_queue(dsn, table, wait=wait, pool_size=1) as q:
             ids = q.push_many(queue, bodies)
         if as_json:
             print_json({"queue": queue, "ids": ids})
@@ -61,8 +62,8 @@ def push(
         data: bytes | str = sys.stdin.buffer.read()
     else:
         data = body
-    with open_queue(dsn, table, pool_size=1) as q:
-        new_id = q.push(queue, data, delay=wait.total_seconds() if wait is not None else None, unique_key=unique_key)
+    with open_queue(dsn, table, wait=wait, pool_size=1) as q:
+        new_id = q.push(queue, data, delay=due.total_seconds() if due is not None else None, unique_key=unique_key)
     if as_json:
         print_json({"queue": queue, "id": new_id})
     else:
@@ -81,11 +82,12 @@ def pop(
     queue: QueueArg,
     raw: Annotated[bool, typer.Option("--raw", help="Write the body's bytes as they are, without a newline.")] = False,
     dsn: Dsn = None,
+    wait: WaitOpt = None,
     table: TableOpt = DEFAULT_TABLE,
     as_json: JsonOpt = False,
 ) -> None:
     """Take one message (at-most-once) and print its body; exit status 1 when the queue is empty."""
-    with open_queue(dsn, table, pool_size=1) as q:
+    with open_queue(dsn, table, wait=wait, pool_size=1) as q:
         message = q.pop(queue)
     if message is None:
         raise typer.Exit(1)
@@ -104,11 +106,12 @@ def peek(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="How many messages.")] = 10,
     failed: Annotated[bool, typer.Option("--failed", help="Show failed messages instead of ready ones.")] = False,
     dsn: Dsn = None,
+    wait: WaitOpt = None,
     table: TableOpt = DEFAULT_TABLE,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the next messages of QUEUE (ready, delayed or claimed), or its failed ones, without taking them."""
-    with open_queue(dsn, table, pool_size=1) as q:
+    with open_queue(dsn, table, wait=wait, pool_size=1) as q:
         messages = q.peek(queue, limit, failed=failed)
     if as_json:
         print_json([message_json(m) for m in messages])
@@ -130,6 +133,7 @@ def purge(
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     dsn: Dsn = None,
+    wait: WaitOpt = None,
     table: TableOpt = DEFAULT_TABLE,
     as_json: JsonOpt = False,
 ) -> None:
@@ -138,7 +142,7 @@ def purge(
     if age is not None and not failed:
         raise UsageError("--older-than applies to failed messages: add --failed")
     what = "failed" if failed else "ready"
-    with open_queue(dsn, table, pool_size=1) as q:
+    with open_queue(dsn, table, wait=wait, pool_size=1) as q:
         if not yes:
             since = f" that failed more than {older_than} ago" if older_than else ""
             typer.confirm(f"Delete the {what} messages of queue {queue!r}{since} from {table}?", abort=True, err=True)
@@ -158,13 +162,14 @@ def retry(
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Retry every failed message of QUEUE.")] = False,
     dsn: Dsn = None,
+    wait: WaitOpt = None,
     table: TableOpt = DEFAULT_TABLE,
     as_json: JsonOpt = False,
 ) -> None:
     """Put failed messages of QUEUE back to ready (attempts start again)."""
     if bool(ids) == all_:
         raise UsageError("say which messages: --id N (repeatable) or --all")
-    with open_queue(dsn, table, pool_size=1) as q:
+    with open_queue(dsn, table, wait=wait, pool_size=1) as q:
         _known_queue(q, queue)
         n = q.retry_failed(queue, ids=None if all_ else ids)
     if as_json:

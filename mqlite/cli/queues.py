@@ -13,7 +13,7 @@ import typer
 
 from ..config import DEFAULT_TABLE
 from ..queue import Queue
-from .app import Dsn, JsonOpt, QueueArg, TableOpt, command, open_queue
+from .app import Dsn, JsonOpt, QueueArg, TableOpt, WaitOpt, command, open_queue
 from .render import Snapshot, out, plural, print_json, stats_json, stats_view, workers_json, workers_table
 
 
@@ -28,6 +28,7 @@ def stats(
         Optional[int], typer.Option(min=1, help="With --watch: stop after COUNT refreshes.", show_default=False)
     ] = None,
     dsn: Dsn = None,
+    wait: WaitOpt = None,
     table: TableOpt = DEFAULT_TABLE,
     as_json: JsonOpt = False,
 ) -> None:
@@ -35,7 +36,7 @@ def stats(
 
     With --watch and --json, prints one JSON object per line per refresh.
     """
-    with open_queue(dsn, table, pool_size=1) as q:
+    with open_queue(dsn, table, wait=wait, pool_size=1) as q:
         if watch is None:
             if as_json:
                 print_json(stats_json(_snapshot(q, queue)))
@@ -78,9 +79,14 @@ def _every(seconds: float, count: int | None, read: Callable[[], Any]) -> Iterat
 
 
 @command()
-def workers(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+def workers(
+    dsn: Dsn = None,
+    wait: WaitOpt = None,
+    table: TableOpt = DEFAULT_TABLE,
+    as_json: JsonOpt = False,
+) -> None:
     """List the live Worker / consume processes: host, pid, queues, messages in hand, counts."""
-    with open_queue(dsn, table, pool_size=1) as q:
+    with open_queue(dsn, table, wait=wait, pool_size=1) as q:
         found = q.workers()
     if as_json:
         print_json([workers_json(w) for w in found])
@@ -89,17 +95,29 @@ def workers(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt =
 
 
 @command()
-def pause(queue: QueueArg, dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+def pause(
+    queue: QueueArg,
+    dsn: Dsn = None,
+    wait: WaitOpt = None,
+    table: TableOpt = DEFAULT_TABLE,
+    as_json: JsonOpt = False,
+) -> None:
     """Stop handing out messages of QUEUE to every consumer (pushes are still accepted)."""
-    with open_queue(dsn, table, pool_size=1) as q:
+    with open_queue(dsn, table, wait=wait, pool_size=1) as q:
         q.pause(queue)
     _paused_state(queue, True, as_json)
 
 
 @command()
-def resume(queue: QueueArg, dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+def resume(
+    queue: QueueArg,
+    dsn: Dsn = None,
+    wait: WaitOpt = None,
+    table: TableOpt = DEFAULT_TABLE,
+    as_json: JsonOpt = False,
+) -> None:
     """Hand out messages of a paused QUEUE again."""
-    with open_queue(dsn, table, pool_size=1) as q:
+    with open_queue(dsn, table, wait=wait, pool_size=1) as q:
         q.resume(queue)
     _paused_state(queue, False, as_json)
 
@@ -112,9 +130,14 @@ def _paused_state(queue: str, paused: bool, as_json: bool) -> None:
 
 
 @command()
-def recover(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+def recover(
+    dsn: Dsn = None,
+    wait: WaitOpt = None,
+    table: TableOpt = DEFAULT_TABLE,
+    as_json: JsonOpt = False,
+) -> None:
     """Put back claims whose consumer is gone; prints how many and why. Safe to run from cron."""
-    with open_queue(dsn, table, pool_size=1) as q:
+    with open_queue(dsn, table, wait=wait, pool_size=1) as q:
         r = q.recover()
     reasons = {
         "dead_owner": r.dead_owner,

@@ -141,6 +141,7 @@ def stats_json(snap: Snapshot) -> dict[str, Any]:
     return {
         "queues": stats_rows(snap.stats, snap.queue),
         "sees_all_connections": snap.stats.sees_all_connections,
+        "tls_cipher": snap.stats.tls_cipher,
         "in_progress": [message_json(m) for m in snap.in_progress],
         "workers": [workers_json(w) for w in snap.workers],
     }
@@ -149,6 +150,8 @@ def stats_json(snap: Snapshot) -> dict[str, Any]:
 def stats_view(snap: Snapshot, title: str | None = None) -> Group:
     """The queues table, then (when there are any) messages in progress and live workers."""
     parts: list[Any] = [stats_table(stats_rows(snap.stats, snap.queue), snap.stats.sees_all_connections, title)]
+    cipher = snap.stats.tls_cipher
+    parts.append(Text(f"connection: TLS, {cipher}" if cipher else "connection: not encrypted (no TLS)", style="dim"))
     busy = [m for m in snap.in_progress if m.progress is not None or m.cursor is not None]
     if busy:
         parts.append(progress_table(busy))

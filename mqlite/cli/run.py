@@ -19,7 +19,7 @@ import typer
 from ..config import DEFAULT_TABLE
 from ..message import Message
 from ..web import DEFAULT_MAX_BODY
-from .app import Dsn, JsonOpt, QueueArg, TableOpt, UsageError, command, open_queue
+from .app import Dsn, JsonOpt, QueueArg, TableOpt, UsageError, WaitOpt, command, open_queue
 from .render import err, worker_summary
 
 
@@ -36,6 +36,7 @@ def consume(
         Optional[float], typer.Option(min=0, help="Take no new message after this many seconds.", show_default=False)
     ] = None,
     dsn: Dsn = None,
+    wait: WaitOpt = None,
     table: TableOpt = DEFAULT_TABLE,
     as_json: JsonOpt = False,
 ) -> None:
@@ -52,7 +53,7 @@ def consume(
     from ..command import command_handler
     from ..worker import Worker
 
-    with open_queue(dsn, table, pool_size=3) as q:
+    with open_queue(dsn, table, wait=wait, pool_size=3) as q:
         q.size(queue)  # a bad DSN, name or schema: one red line, before any logging starts
         with _logging_to_stderr(logging.WARNING):
             result = Worker(q, [queue], command_handler(command_), until_empty=True, max_messages=max_messages,
@@ -98,7 +99,7 @@ def worker(
     function = _load_handler(handler)
     options: dict[str, Any] = dict(concurrency=concurrency, idle_min=min(0.05, idle_max), idle_max=idle_max,
                                    stop_timeout=stop_timeout, until_empty=until_empty)
-    with open_queue(dsn, table, pool_size=concurrency + 2) as q:
+    with open_queue(dsn, table, pool_size=concurrency + 2, long_lived=True) as q:
         for name in queues:
             q.size(name)  # a bad DSN, name or schema: one red line, before any logging starts
         with _logging_to_stderr(level):

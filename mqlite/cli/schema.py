@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from ..config import DEFAULT_TABLE
-from .app import Dsn, JsonOpt, TableOpt, command, open_queue, schema_app
+from .app import Dsn, JsonOpt, TableOpt, WaitOpt, command, open_queue, schema_app
 from .render import out, print_json
 
 
 @command(schema_app, "apply")
-def schema_apply(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+def schema_apply(
+    dsn: Dsn = None,
+    wait: WaitOpt = None,
+    table: TableOpt = DEFAULT_TABLE,
+    as_json: JsonOpt = False,
+) -> None:
     """Create or upgrade the messages table (idempotent)."""
-    with open_queue(dsn, table) as q:
+    with open_queue(dsn, table, wait=wait) as q:
         applied = q.apply_schema()
         version = q.schema_status().version
     if as_json:
@@ -24,9 +29,14 @@ def schema_apply(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: Json
 
 
 @command(schema_app, "status")
-def schema_status(dsn: Dsn = None, table: TableOpt = DEFAULT_TABLE, as_json: JsonOpt = False) -> None:
+def schema_status(
+    dsn: Dsn = None,
+    wait: WaitOpt = None,
+    table: TableOpt = DEFAULT_TABLE,
+    as_json: JsonOpt = False,
+) -> None:
     """Show the schema version of the messages table and the migration files not applied yet."""
-    with open_queue(dsn, table, pool_size=1) as q:
+    with open_queue(dsn, table, wait=wait, pool_size=1) as q:
         status = q.schema_status()
     if as_json:
         print_json({

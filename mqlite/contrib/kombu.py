@@ -403,15 +403,15 @@ class Transport(virtual.Transport):
 
     # The URL is mqlite's own DSN (mysql://user:pass@host:port/db?…); kombu must not split it.
     can_parse_url = True
-    default_port = 3306
+    default_port = 3306  # type: ignore[assignment]  # kombu declares None
     driver_type = "mysql"
     driver_name = "mqlite"
 
     polling_interval = 1.0  # the longest idle sleep between polling rounds
     min_polling_interval = 0.01  # the first one, doubled after each empty round
 
-    connection_errors = virtual.Transport.connection_errors + (Unavailable,)
-    channel_errors = virtual.Transport.channel_errors + (DatabaseError,)
+    connection_errors = virtual.Transport.connection_errors + (Unavailable,)  # type: ignore[assignment]
+    channel_errors = virtual.Transport.channel_errors + (DatabaseError,)  # type: ignore[assignment]
 
     implements = virtual.Transport.implements.extend(
         asynchronous=False, exchange_type=frozenset(["direct", "topic"]), heartbeats=False,
@@ -572,7 +572,7 @@ class Transport(virtual.Transport):
     def wake(self) -> None:
         self._wakeup.set()
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:  # type: ignore[override]
         """Deliver one message; poll with a bounded exponential backoff while there is none."""
         start = monotonic()
         while True:
@@ -581,6 +581,7 @@ class Transport(virtual.Transport):
                 self._next_renewal = now + min(5.0, self.lease / 6)
                 for channel in list(self.channels):
                     channel.renew_leases(now)
+            assert self.cycle is not None  # set by kombu when the connection is established
             try:
                 self.cycle.get(self._deliver, timeout=timeout)
             except Empty:

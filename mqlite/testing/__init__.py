@@ -6,8 +6,9 @@
 
 The pytest plugin (`mqlite.testing.plugin`, loaded through the `pytest11` entry point) provides the
 fixtures `mqlite_server_dsn`, `mqlite_dsn`, `mqlite_queue` and `mqlite_queue_options`. Also here:
-`mqlite.testing.galera` (a MariaDB Galera cluster on loopback) and `mqlite.testing.web` (`mqlite web`
-as a process). Nothing in the core imports this package, and it imports pytest only in the plugin.
+`mqlite.testing.galera` (a MariaDB Galera cluster on loopback), `mqlite.testing.web` (`mqlite web`
+as a process) and `mqlite.testing.certs` (a CA and certificates for TLS; `ThrowawayServer(tls=True)`).
+Nothing in the core imports this package, and it imports pytest only in the plugin.
 """
 
 from __future__ import annotations

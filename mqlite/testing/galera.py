@@ -216,7 +216,7 @@ class GaleraNode(ThrowawayServer):
             found = []
         if done.returncode != 0 or not found or found[-1].endswith(":-1"):
             return None
-        return found[-1]
+        return str(found[-1])
 
     def stop(self, timeout: float = 30.0) -> None:
         """Kill the node and remove its directory (a cluster's data is not worth a clean shutdown)."""

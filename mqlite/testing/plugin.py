@@ -6,6 +6,9 @@
 - `mqlite_queue`: a `mqlite.Queue` on that database, schema applied, closed after the test;
 - `mqlite_queue_options`: keyword arguments for that Queue (`{}`); override it to change them.
 
+`pytest --mqlite-tls`: the throwaway server offers TLS, with certificates made for the session,
+and every DSN the fixtures give asks for it (`ssl_mode=VERIFY_IDENTITY&ssl_ca=…`).
+
 Disable with `pytest -p no:mqlite`.
 """
 
@@ -24,14 +27,22 @@ if TYPE_CHECKING:
     from ..queue import Queue
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--mqlite-tls", action="store_true", default=False,
+        help="mqlite: start the throwaway server with TLS (certificates made for the session); "
+             "the fixtures' DSNs verify it",
+    )
+
+
 @pytest.fixture(scope="session")
-def mqlite_server_dsn() -> Iterator[str]:
+def mqlite_server_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
     """DSN of the session's server: `MQLITE_DSN` when set, else a throwaway server's (root, no password)."""
     dsn = os.environ.get("MQLITE_DSN")
     if dsn:
         yield dsn
         return
-    server = ThrowawayServer()
+    server = ThrowawayServer(tls=bool(request.config.getoption("--mqlite-tls")))
     server.start()
     try:
         yield server.dsn

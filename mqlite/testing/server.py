@@ -24,9 +24,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from ..errors import MqliteError
+
+if TYPE_CHECKING:
+    from .certs import TlsFiles
 
 _SEARCH = [os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/usr/local/mysql/bin"]
 _PREFIX = "mqlite-server-"
@@ -113,9 +117,16 @@ def _kill_processes_using(directory: Path) -> None:
 
 
 class ThrowawayServer:
-    """A private MariaDB/MySQL server. `start()`, `kill()` (SIGKILL, datadir kept), `stop()` (and remove)."""
+    """A private MariaDB/MySQL server. `start()`, `kill()` (SIGKILL, datadir kept), `stop()` (and remove).
 
-    def __init__(self, *, extra_args: tuple[str, ...] = (), database: str = "test") -> None:
+    `tls=True`: certificates made in its directory (a CA of its own, `tls.ca`, and a server
+    certificate for `tls_hosts`); the server offers TLS and `dsn` asks for it (VERIFY_IDENTITY).
+    """
+
+    def __init__(
+        self, *, extra_args: tuple[str, ...] = (), database: str = "test", tls: bool = False,
+        tls_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
+    ) -> None:
         self.kind, self.binary = find_binary()
         self.extra_args = extra_args
         self.database = database
@@ -128,10 +139,26 @@ class ThrowawayServer:
         self.process: subprocess.Popen[bytes] | None = None
         self._initialised = False
         atexit.register(self.stop)
+        self.tls: TlsFiles | None = None  # the server's certificate and key, and the CA that signed them
+        if tls:
+            from .certs import CertificateAuthority
+
+            (self.root / "tls").mkdir()
+            ca = CertificateAuthority.create(self.root / "tls", f"mqlite throwaway server {self.port}")
+            self.tls = ca.issue(self.root / "tls", "server", hosts=tls_hosts)
 
     @property
     def dsn(self) -> str:
-        return f"mysql://root@127.0.0.1:{self.port}/{self.database}"
+        """root over TCP, with `ssl_mode=VERIFY_IDENTITY&ssl_ca=…` when the server has TLS."""
+        base = f"mysql://root@127.0.0.1:{self.port}/{self.database}"
+        if self.tls is None:
+            return base
+        return f"{base}?ssl_mode=VERIFY_IDENTITY&ssl_ca={quote(str(self.tls.ca))}"
+
+    @property
+    def ca_path(self) -> Path | None:
+        """The CA certificate to verify this server with (None without TLS)."""
+        return self.tls.ca if self.tls else None
 
     def _user_args(self) -> list[str]:
         return ["--user=root"] if os.geteuid() == 0 else []
@@ -156,7 +183,9 @@ class ThrowawayServer:
                 "--skip-test-db", "--skip-name-resolve", *self._user_args(),
             ]
         else:
-            cmd = [self.binary, "--no-defaults", "--initialize-insecure", f"--datadir={self.datadir}", *self._user_args()]
+            cmd = [
+                self.binary, "--no-defaults", "--initialize-insecure", f"--datadir={self.datadir}", *self._user_args()
+            ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **self._popen_kwargs())
         if done.returncode != 0:
             raise ServerError(f"initialising the datadir failed: {(done.stderr or done.stdout).strip()[-500:]}")
@@ -186,6 +215,8 @@ class ThrowawayServer:
         ]
         if self.kind == "mysql":
             cmd.append("--mysqlx=OFF")
+        if self.tls is not None:
+            cmd += [f"--ssl-ca={self.tls.ca}", f"--ssl-cert={self.tls.cert}", f"--ssl-key={self.tls.key}"]
         cmd.extend(self.extra_args)
         cmd.extend(more_args)
         return cmd
