@@ -38,14 +38,16 @@ class Batches:
 
     async def push(self, name: str, data: bytes) -> int:
         """Push one checked body of `name` (at most GROUP_BODY_MAX bytes) with the others waiting."""
-        gather = self._gather(("push", name), lambda: Gather(partial(self._push, name), limit=PUSH_GROUP))
+        gather: Gather[bytes, int] = self._gather(
+            ("push", name), lambda: Gather(partial(self._push, name), limit=PUSH_GROUP)
+        )
         return await gather.submit(data)
 
     async def take(
         self, name: str, n: int, *, consume: bool, lease: float, interrupt: threading.Event | None
     ) -> list[Message]:
         """Pop (`consume`) or claim up to `n` messages of `name` with the others waiting."""
-        gather = self._gather(
+        gather: Gather[int, list[Message]] = self._gather(
             ("take", name, consume, lease, interrupt),
             lambda: Gather(partial(self._take, name, consume, lease, interrupt), limit=MAX_BATCH,
                            size=lambda want: want, unreceived=self._offload.give_back_soon),
@@ -54,7 +56,9 @@ class Batches:
 
     async def ack(self, message: Claimable) -> bool:
         """Acknowledge one claimed message with the others waiting; runs even if the caller is cancelled."""
-        gather = self._gather(("ack",), lambda: Gather(self._ack, limit=ACK_GROUP, keep=True))
+        gather: Gather[Claimable, bool] = self._gather(
+            ("ack",), lambda: Gather(self._ack, limit=ACK_GROUP, keep=True)
+        )
         return await gather.submit(ackable(message))
 
     # -- one thread call per batch -----------------------------------------------------------------
@@ -114,7 +118,7 @@ def ackable(message: Claimable) -> Claimable:
     handle = message._handle
     if handle is not None and handle.finished:
         raise NotClaimed(f"message {message.id} was already settled")
-    message.receipt  # NotClaimed when it was never claimed
+    _ = message.receipt  # NotClaimed when it was never claimed
     if handle is not None:
         handle.finished = True
     return replace(message, _handle=None)

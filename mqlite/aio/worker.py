@@ -41,7 +41,9 @@ _PRUNE_AFTER = 6  # heartbeat intervals of silence after which a registered work
 
 def is_async_handler(handler: object) -> bool:
     """Whether `handler` is an `async def` function (or an object whose `__call__` is one)."""
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(handler, "__call__", None))
+    return inspect.iscoroutinefunction(handler) or (
+        callable(handler) and inspect.iscoroutinefunction(type(handler).__call__)
+    )
 
 
 class AsyncWorker:

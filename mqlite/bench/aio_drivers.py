@@ -107,7 +107,7 @@ class _Gather:
                     for _, f in batch:
                         f.set_exception(exc)
                     continue
-                for (_, f), result in zip(batch, results):
+                for (_, f), result in zip(batch, results, strict=True):
                     f.set_result(result)
         finally:
             self._busy = False
@@ -132,12 +132,14 @@ class NativeDriver:
         except ImportError:
             raise Skip("asyncmy is not installed (pip install 'mqlite[peers]')") from None
         kwargs = parse_dsn(self.case.dsn).connect_kwargs()
-        args: dict[str, Any] = {"host": kwargs.get("host", "127.0.0.1"), "port": kwargs.get("port", 3306), "user": kwargs["user"],
-                "password": kwargs.get("password", ""), "db": kwargs["database"], "autocommit": True,
-                "charset": "utf8mb4",
-                # utf8mb4_bin, as the pool's connections: under a case-insensitive collation the claim's
-                # `queue = %s` no longer walks the index in order and every claim sorts the queue.
-                "init_command": "SET NAMES utf8mb4 COLLATE utf8mb4_bin"}
+        args: dict[str, Any] = {
+            "host": kwargs.get("host", "127.0.0.1"), "port": kwargs.get("port", 3306), "user": kwargs["user"],
+            "password": kwargs.get("password", ""), "db": kwargs["database"], "autocommit": True,
+            "charset": "utf8mb4",
+            # utf8mb4_bin, as the pool's connections: under a case-insensitive collation the claim's
+            # `queue = %s` no longer walks the index in order and every claim sorts the queue.
+            "init_command": "SET NAMES utf8mb4 COLLATE utf8mb4_bin",
+        }
         if "unix_socket" in kwargs:
             args["unix_socket"] = kwargs["unix_socket"]
         size = self.case.pool_size
