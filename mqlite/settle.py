@@ -82,15 +82,19 @@ class Settling(QueueCore):
         A message whose claim was lost meanwhile (recovered, maybe re-taken) is left alone and
         not counted; it will be delivered again.
         """
+        return sum(self.ack_each(messages))
+
+    def ack_each(self, messages: Iterable[Claimable]) -> list[bool]:
+        """`ack_many`, saying for each message (in order) whether its claim was still held."""
         todo = [(r, self._known_of(m, r)[2]) for m in messages for r in [self._settling(m)]]
-        done = 0
+        done: list[bool] = []
         for start in range(0, len(todo), ACK_GROUP):
             chunk = todo[start:start + ACK_GROUP]
             deleted = self._delete_acked([r for r, _ in chunk])
             for (r, ckey), ok in zip(chunk, deleted, strict=True):
-                if self._settled(r, ok, key=ckey):
+                done.append(self._settled(r, ok, key=ckey))
+                if done[-1]:
                     self._counters.add(r.queue, processed=1)
-                    done += 1
         return done
 
     def nack(self, message: Claimable, error: str | BaseException | None = None, *, delay: float | None = None) -> bool:

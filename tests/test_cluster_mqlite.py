@@ -90,12 +90,15 @@ def test_five_thousand_messages_over_three_writer_nodes_each_delivered_once(clus
     consumers = _consume_everywhere(queues, "spread", done, lock, stop, recoveries)
     for t in producers + consumers:
         t.start()
-    for t in producers:
-        t.join(timeout=300)
-    wait_for(lambda: len(done) >= 5000, timeout=300, what="every message delivered")
-    stop.set()
-    for t in consumers:
-        t.join(timeout=60)
+    try:
+        for t in producers:
+            t.join(timeout=300)
+        wait_for(lambda: len(done) >= 5000, timeout=300, what="every message delivered")
+    finally:
+        # Also when the wait fails: consumers left running would keep pytest from ever exiting.
+        stop.set()
+        for t in consumers:
+            t.join(timeout=60)
     assert len(pushed) == 5000
     counts = Counter(done)
     assert sorted(counts) == sorted(pushed) and max(counts.values()) == 1  # each exactly once
