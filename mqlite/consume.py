@@ -7,19 +7,21 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
 from . import recovery, retry
 from .claimer import MAX_BATCH, Claimer
 from .config import MAX_DELAY, check_queue
+from .errors import DatabaseError, MqliteError
 from .message import Message
 from .settle import Held, Settling
 
 log = logging.getLogger("mqlite")
 
 _RETIRE_ABOVE = 64  # claimers kept per Queue before idle ones are dropped
+_ER_DUP_ENTRY = 1062
 
 
 class Consuming(Settling):
@@ -33,7 +35,7 @@ class Consuming(Settling):
 
     def pop_many(self, queue: str, n: int) -> list[Message]:
         """Take and delete up to `n` of the oldest ready messages (at-most-once); empty if none."""
-        return self._take(check_queue(queue), _count(n), consume=True, lease=30.0)
+        return self._take(check_queue(queue), check_batch(n), consume=True, lease=30.0)
 
     @contextmanager
     def claim(
@@ -61,6 +63,8 @@ class Consuming(Settling):
                     self.nack(message, exc)
                 else:  # interrupted (KeyboardInterrupt, SystemExit): not the message's fault
                     self.release(message)
+            elif handle.in_transaction:  # acknowledged in the caller's transaction, maybe rolled back
+                self._nack_if_rolled_back(message, exc)
             raise
         else:
             if not handle.finished:
@@ -87,7 +91,7 @@ class Consuming(Settling):
         """
         if not (isinstance(lease, (int, float)) and 0 < lease <= MAX_DELAY):
             raise ValueError("lease must be a positive number of seconds")
-        got = self._take(check_queue(queue), _count(n), consume=False, lease=float(lease))
+        got = self._take(check_queue(queue), check_batch(n), consume=False, lease=float(lease))
         return [replace(m, _handle=Held(self, float(lease), interrupt)) for m in got]
 
     def _take(self, queue: str, n: int, *, consume: bool, lease: float) -> list[Message]:
@@ -136,13 +140,51 @@ class Consuming(Settling):
             self._restore(unreturned)
         self._sessions.close()
 
+    def give_back(self, messages: Iterable[Message]) -> None:
+        """Put back messages taken for a caller that never received them (it was cancelled, or left).
+
+        Claimed ones (`take`) are released at once (ready now, behind what is waiting; no attempt
+        counted); popped ones (`pop`), already deleted, go back into the table with their id, place
+        in line and attempts. For layers that
+        take on a caller's behalf (asyncio, HTTP). A message that cannot be put back is logged: a
+        claimed one then returns by recovery, a popped one is lost (pop is at-most-once).
+        """
+        popped = []
+        for m in messages:
+            if m._handle is None:
+                popped.append(m)
+                continue
+            try:
+                self.release(m)
+            except MqliteError as exc:
+                log.warning("message %s: could not give back an unwanted claim: %s", m.id, exc)
+        if popped:
+            try:
+                self._restore(popped)
+            except MqliteError as exc:
+                log.error("could not put back popped messages %s: %s", [m.id for m in popped], exc)
+
     def _restore(self, messages: list[Message]) -> None:
-        with self._pool.connection() as conn:
-            cur = conn.cursor()
-            for m in messages:
-                cur.execute(self._sql.restore, (m.id, m.queue, m.body, m.created_at, m.available_at,
-                                                m.attempts, m.max_attempts, m.unique_key, m.concurrency_key))
-            cur.close()
+        """Insert popped messages again, same id; a retry skips the rows its first try committed."""
+        for m in messages:
+            tries = 0
+
+            def attempt(m: Message = m) -> None:
+                nonlocal tries
+                tries += 1
+                with self._pool.connection() as conn:
+                    cur = conn.cursor()
+                    try:
+                        cur.execute(self._sql.restore, (m.id, m.queue, m.body, m.created_at, m.available_at,
+                                                        m.attempts, m.max_attempts, m.unique_key, m.concurrency_key))
+                    finally:
+                        cur.close()
+
+            try:
+                retry.call(self._policy, attempt)
+            except DatabaseError as exc:
+                if exc.code != _ER_DUP_ENTRY or tries == 1:
+                    raise
 
     # -- recovery ---------------------------------------------------------------------------------
 
@@ -183,7 +225,8 @@ class Consuming(Settling):
             self._recover_lock.release()
 
 
-def _count(n: int) -> int:
+def check_batch(n: int) -> int:
+    """`n` if it is a number of messages one call may take, else ValueError."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
         raise ValueError(f"n must be a whole number from 1 to {MAX_BATCH}")
     return n

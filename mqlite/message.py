@@ -85,9 +85,12 @@ class Message:
             raise NotClaimed(f"message {self.id} is not claimed")
         return Receipt(self.queue, self.available_at, self.id, self.owner, self.owner_node, self.claimed_at)
 
-    def ack(self) -> bool:
-        """Acknowledge a message taken with `take`/`claim`: deleted, done. False if the claim was lost."""
-        return bool(self._held().ack(self))
+    def ack(self, *, connection: Any = None) -> bool:
+        """Acknowledge a message taken with `take`/`claim`: deleted, done. False if the claim was lost.
+
+        With `connection`, in the caller's transaction (`Queue.ack`); a lost claim raises NotClaimed.
+        """
+        return bool(self._held().ack(self, connection))
 
     def touch(self) -> None:
         """Renew the lease for as long as the claim first asked for."""

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 _FILE_RE = re.compile(r"^(\d{3})_([A-Za-z0-9_]+)\.sql$")
+# As in the mysql client: statements end with `;` until a `DELIMITER //` line says otherwise, so a
+# routine body (which holds `;`) can be one statement.
+_DELIMITER_RE = re.compile(r"^\s*DELIMITER\s+(\S+)\s*$", re.IGNORECASE)
 _LOCK_TIMEOUT = 30
 
 
@@ -29,10 +32,33 @@ class Migration:
     path: Path
 
     def statements(self, table: str) -> list[str]:
-        """The file's statements with `{table}` filled in (comments dropped, split on `;`)."""
-        lines = [ln for ln in self.path.read_text(encoding="utf-8").splitlines() if not ln.lstrip().startswith("--")]
-        text = "\n".join(lines).replace("{table}", f"`{check_table(table)}`")
-        return [s.strip() for s in text.split(";") if s.strip()]
+        """The file's statements with `{table}` and `{push_procedure}` filled in (comments dropped,
+        split on `;` or on the delimiter a `DELIMITER` line sets)."""
+        text = self.path.read_text(encoding="utf-8")
+        text = text.replace("{table}", f"`{check_table(table)}`")
+        text = text.replace("{push_procedure}", f"`{sql.push_procedure(table)}`")
+        return split_statements(text)
+
+
+def split_statements(text: str) -> list[str]:
+    """The statements of a migration file's text, comment lines (`--`) dropped."""
+    found: list[str] = []
+    section: list[str] = []
+    delimiter = ";"
+    for line in text.splitlines():
+        if line.lstrip().startswith("--"):
+            continue
+        m = _DELIMITER_RE.match(line)
+        if m:
+            found += _cut("\n".join(section), delimiter)
+            section, delimiter = [], m.group(1)
+        else:
+            section.append(line)
+    return found + _cut("\n".join(section), delimiter)
+
+
+def _cut(text: str, delimiter: str) -> list[str]:
+    return [s.strip() for s in text.split(delimiter) if s.strip()]
 
 
 @dataclass(frozen=True)
@@ -125,6 +151,7 @@ def drop(conn: Any, table: str) -> None:
     cur = conn.cursor()
     try:
         cur.execute(sql.statements(table).drop_table)
+        cur.execute(sql.statements(table).drop_push_procedure)
         cur.execute(sql.CREATE_VERSION_TABLE)
         cur.execute(sql.FORGET_VERSIONS, (table,))
     finally:

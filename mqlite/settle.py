@@ -17,6 +17,7 @@ from .config import delay_us
 from .errors import Interrupted, NotClaimed
 from .failure import describe
 from .message import Message, Receipt
+from .txn import Borrowed, borrow
 
 log = logging.getLogger("mqlite")
 
@@ -32,6 +33,7 @@ class Held:
         self.lease = lease
         self.interrupt = interrupt
         self.finished = False
+        self.in_transaction = False  # acknowledged inside a caller's transaction (ack(connection=…))
 
     def touch(self, m: Message) -> None:
         self.extend(m, self.lease)
@@ -46,8 +48,8 @@ class Held:
     def release(self, m: Message, delay: float) -> None:
         self.owner.release(m, delay)
 
-    def ack(self, m: Message) -> bool:
-        return self.owner.ack(m)
+    def ack(self, m: Message, connection: Any = None) -> bool:
+        return self.owner.ack(m, connection=connection)
 
     def checkpoint(self, m: Message, cursor: str, progress: float | None) -> None:
         if not self.owner.checkpoint(m, cursor, progress, lease=self.lease):
@@ -57,12 +59,16 @@ class Held:
 
 
 class Settling(QueueCore):
-    def ack(self, message: Claimable) -> bool:
+    def ack(self, message: Claimable, *, connection: Any = None) -> bool:
         """Delete a claimed message (done). False if its claim was lost meanwhile (it will be redelivered).
 
         Acknowledgements from many threads go out together, one DELETE for all that arrive while
-        the previous one runs.
+        the previous one runs. With `connection` (see `mqlite.txn`), the fenced DELETE runs in the
+        caller's transaction instead, so the handler's writes and the acknowledgement commit
+        together; a lost claim raises NotClaimed there (roll back: the message is delivered again).
         """
+        if connection is not None:
+            return self._ack_on(borrow(connection), message)
         r = self._settling(message)
         _, _, ckey = self._known_of(message, r)
         try:
@@ -83,15 +89,19 @@ class Settling(QueueCore):
         A message whose claim was lost meanwhile (recovered, maybe re-taken) is left alone and
         not counted; it will be delivered again.
         """
+        return sum(self.ack_each(messages))
+
+    def ack_each(self, messages: Iterable[Claimable]) -> list[bool]:
+        """`ack_many`, saying for each message (in order) whether its claim was still held."""
         todo = [(r, self._known_of(m, r)[2]) for m in messages for r in [self._settling(m)]]
-        done = 0
+        done: list[bool] = []
         for start in range(0, len(todo), ACK_GROUP):
             chunk = todo[start:start + ACK_GROUP]
             deleted = self._delete_acked([r for r, _ in chunk])
             for (r, ckey), ok in zip(chunk, deleted, strict=True):
-                if self._settled(r, ok, key=ckey):
+                done.append(self._settled(r, ok, key=ckey))
+                if done[-1]:
                     self._counters.add(r.queue, processed=1)
-                    done += 1
         return done
 
     def nack(self, message: Claimable, error: str | BaseException | None = None, *, delay: float | None = None) -> bool:
@@ -143,6 +153,72 @@ class Settling(QueueCore):
             raise ValueError(f"progress must be a finite number, got {progress!r}")
         args = (cursor, None if progress is None else float(progress), delay_us(lease, None))
         return self._settle(receipt_of(message), protocol.checkpoint, *args, finishing=False)
+
+    # -- in the caller's transaction (`connection=`) ------------------------------------------
+
+    def _ack_on(self, held: Borrowed, message: Claimable) -> bool:
+        r = self._settling(message)
+        handle = message._handle if isinstance(message, Message) else None
+        _, _, ckey = self._known_of(message, r)
+        try:
+            cur = held.raw.cursor()
+            try:
+                done = protocol.ack(cur, self._sql, r)
+            finally:
+                cur.close()
+        except held.driver.Error as exc:
+            if handle is not None:
+                handle.finished = False  # still ours: the claim block records the failure as usual
+            raise held.translate(exc, self.settings) from exc
+        # Either way the claim is out of this process's hands: deleted (pending the caller's
+        # commit), or lost. Should the caller roll back, the row stays owned by the claim session;
+        # it comes back when that session ends (or its lease, without the PROCESS privilege).
+        self._sessions.settled(r.owner, r.id)
+        if not done:
+            raise NotClaimed(
+                f"message {r.id}: the claim was lost (recovered after its lease or owner died); "
+                "roll back: the message will be delivered again"
+            )
+        if handle is not None:
+            handle.in_transaction = True
+
+        def committed() -> None:
+            # Counted once the caller commits where the framework says so (Django, SQLAlchemy
+            # Session); on a plain connection nobody can tell, so at once: a rolled-back
+            # acknowledgement is then counted, and counted again when the message is done.
+            self._counters.add(r.queue, processed=1)
+            if ckey is not None:
+                self._promote(ckey)  # its slot is free once the DELETE is committed
+
+        if held.autocommit() or not held.after_commit(committed):
+            committed()
+        return True
+
+    def _nack_if_rolled_back(self, message: Message, error: BaseException) -> bool:
+        """A claim block acknowledged in the caller's transaction and then raised: if that
+        transaction rolled back (the claim is still held), record the failure like any raise.
+
+        A locking read that skips locked rows tells the cases apart without waiting: the row is
+        gone (committed), locked (the caller's transaction is still open around the block: its
+        outcome decides), or present and free (rolled back).
+        """
+        r = message.receipt
+
+        def attempt() -> bool:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                try:
+                    cur.execute(self._sql.held_unlocked, r.fence())
+                    return cur.fetchone() is not None
+                finally:
+                    cur.close()
+
+        if not retry.call(self._policy, attempt):
+            return False
+        message._handle.finished = False
+        if isinstance(error, Exception):
+            return self.nack(message, error)
+        return self.release(message)
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -6,10 +6,11 @@ the name is validated before it is ever formatted in. Every value is a bound par
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .config import check_table
+from .config import DEFAULT_TABLE, check_table
 
 # Columns a Message is built from, in this order (see Message.from_row).
 MESSAGE_COLUMNS = (
@@ -56,6 +57,9 @@ CREATE TABLE IF NOT EXISTS mqlite_schema_version (
 APPLIED_VERSIONS = "SELECT version, name, applied_at FROM mqlite_schema_version WHERE table_name = %s ORDER BY version"
 RECORD_VERSION = "INSERT INTO mqlite_schema_version (table_name, version, name) VALUES (%s, %s, %s)"
 FORGET_VERSIONS = "DELETE FROM mqlite_schema_version WHERE table_name = %s"
+# A push on the caller's connection: a savepoint, so a duplicate unique key takes back only the push.
+PUSH_SAVEPOINT = "SAVEPOINT mqlite_push"
+UNDO_PUSH = "ROLLBACK TO SAVEPOINT mqlite_push"
 VERSION_TABLE_EXISTS = (
     "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
 )
@@ -77,6 +81,7 @@ class Statements:
     promote: str
     keys_due: str
     find_unique: str
+    find_unique_locked: str
     find_attempts: str
     claim: str
     read_claimed: str
@@ -87,6 +92,7 @@ class Statements:
     present: str
     restore: str
     ack: str
+    held_unlocked: str
     ack_many: str
     release: str
     retry_later: str
@@ -120,6 +126,7 @@ class Statements:
     retry_failed: str
     retry_failed_ids: str
     drop_table: str
+    drop_push_procedure: str
 
     def push_many(self, rows: int) -> str:
         """A multi-row INSERT of `rows` messages."""
@@ -191,6 +198,10 @@ def statements(table: str) -> Statements:
             f"WHERE concurrency_key IS NOT NULL AND available_at = {PARKED} AND due_at <= NOW(6)"
         ),
         find_unique=f"SELECT id FROM {t} WHERE queue = %s AND unique_key = %s",
+        # Inside a caller's transaction: a locking read sees the latest committed row (a plain one
+        # reads the transaction's snapshot, which may predate it). The failed INSERT already holds
+        # a shared lock on that index entry, so this never waits. LOCK IN SHARE MODE: MariaDB and MySQL 8.
+        find_unique_locked=f"SELECT id FROM {t} WHERE queue = %s AND unique_key = %s LOCK IN SHARE MODE",
         find_attempts=f"SELECT attempts, max_attempts, concurrency_key FROM {t} WHERE id = %s",
         # The optimistic pop: one atomic UPDATE tags rows with this session's id, walking the
         # queue's ready range from its head.
@@ -232,6 +243,12 @@ def statements(table: str) -> Statements:
         ack=(
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.available_at = %s "
             "AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s"
+        ),
+        # Whether a claim is still held and free, without waiting for a transaction that locks it
+        # (SKIP LOCKED: MySQL 8.0, MariaDB 10.6).
+        held_unlocked=(
+            f"SELECT m.id FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.available_at = %s "
+            "AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s FOR UPDATE SKIP LOCKED"
         ),
         ack_many=(
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE "
@@ -340,4 +357,18 @@ def statements(table: str) -> Statements:
             "WHERE queue = %s AND available_at IS NULL AND id IN ({ids})"
         ),
         drop_table=f"DROP TABLE IF EXISTS {t}",
+        drop_push_procedure=f"DROP PROCEDURE IF EXISTS `{push_procedure(table)}`",
     )
+
+
+def push_procedure(table: str) -> str:
+    """The name of the stored procedure that enqueues into `table` (schema/008): procedures live
+    beside tables in a database, one per messages table. `mqlite_push` for the default table,
+    `mqlite_push_<table>` for another (a long name is cut and given a checksum: 64 characters at most)."""
+    check_table(table)
+    if table == DEFAULT_TABLE:
+        return "mqlite_push"
+    name = f"mqlite_push_{table}"
+    if len(name) > 64:
+        name = f"{name[:55]}_{zlib.crc32(table.encode()):08x}"
+    return name

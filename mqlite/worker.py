@@ -73,6 +73,9 @@ class Worker:
 
     `handler(message)` returning acknowledges the message; raising records a failure (the
     claim's rules: released, or retried with backoff and kept as failed after max attempts).
+    A handler may acknowledge in its own transaction instead, so that its writes and the
+    acknowledgement commit together (`message.ack(connection=conn)`, last before its commit):
+    the worker then does not acknowledge again.
     Thread-safe `stop()`; `run()` blocks until the worker has stopped.
     """
 

@@ -98,3 +98,25 @@ def test_sixteen_threads_mixing_take_many_and_take_get_each_message_once(q: mqli
     assert sorted(counts) == ids and max(counts.values()) == 1
     assert rows(admin, "SELECT COUNT(*) FROM mqlite_messages") == [(0,)]
     many.close()
+
+
+def test_ack_each_says_which_claims_were_still_held(q: mqlite.Queue, admin) -> None:
+    q.push_many("each", ["a", "b", "c"])
+    got = q.take_many("each", 3)
+    admin.cursor().execute("UPDATE mqlite_messages SET owner = 0, claimed_at = NULL WHERE id = %s", (got[1].id,))
+    assert q.ack_each(got) == [True, False, True]
+    assert rows(admin, "SELECT id FROM mqlite_messages") == [(got[1].id,)]
+
+
+def test_give_back_releases_claims_and_restores_popped_messages_in_place(q: mqlite.Queue, admin) -> None:
+    ids = q.push_many("back", ["p1", "p2", "c1", "c2", "later"])
+    popped = q.pop_many("back", 2)
+    claimed = q.take_many("back", 2)
+    assert rows(admin, "SELECT id FROM mqlite_messages ORDER BY id") == [(i,) for i in ids[2:]]
+    q.give_back(popped + claimed)
+    # Every one back, ready, same id, no attempt counted: the popped ones in their old place, the
+    # released claims ready now (behind what was waiting, as any release).
+    assert rows(admin, "SELECT id, owner, attempts FROM mqlite_messages ORDER BY id") == [(i, 0, 0) for i in ids]
+    assert [m.text() for m in q.take_many("back", 5)] == ["p1", "p2", "later", "c1", "c2"]
+    with pytest.raises(mqlite.errors.NotClaimed):
+        q.ack(claimed[0])  # given back: no longer this caller's to settle

@@ -26,7 +26,7 @@ RATIO_FIELDS = {f.name for f in dataclasses.fields(bench.Ratio)}
 GOAL_FIELDS = {f.name for f in dataclasses.fields(bench.Goal)}
 CONFIG_FIELDS = {
     "run_id", "started_at", "dsn", "server", "clients", "seconds", "messages", "cap_s", "body_size", "batch",
-    "backlog", "scenarios", "processes", "compare", "redis_url", "machine", "duration_s",
+    "backlog", "scenarios", "processes", "compare", "api", "redis_url", "machine", "duration_s",
 }
 
 
@@ -124,6 +124,34 @@ def test_compare_runs_references_and_prints_ratios(dsn: str) -> None:
         assert list(client.scan_iter(match=f"*mqb-{report['config']['run_id']}*")) == []
 
 
+def test_api_async_runs_the_asyncio_rows_beside_the_sync_ones_with_the_loop_lag(dsn: str) -> None:
+    report = run_bench("--dsn", dsn, "--messages", "300", "--clients", "4", "--scenario", "push,claim",
+                       "--api", "async", "--compare", "--redis-url", "redis://127.0.0.1:1")
+    rows_ = by_key(report)
+    assert report["config"]["api"] == "async"
+    for scenario in ("push", "claim"):
+        sync, tasks = rows_[(scenario, "mqlite", 4)], rows_[(scenario, "mqlite-async", 4)]
+        assert sync["loop_lag_p99_ms"] is None  # threads: no loop to measure
+        assert tasks["messages"] == 300 and tasks["errors"] == 0 and tasks["processes"] == 1, tasks
+        assert tasks["loop_lag_p99_ms"] is not None and tasks["loop_lag_max_ms"] >= tasks["loop_lag_p99_ms"]
+        assert tasks["idle_lag_p99_ms"] is not None and tasks["idle_lag_max_ms"] >= tasks["idle_lag_p99_ms"]
+        native = rows_[(scenario, "asyncmy-native", 4)]
+        assert native["skipped"] or (native["messages"] == 300 and native["errors"] == 0), native
+    ratios = {(r["numerator"], r["denominator"]): r for r in report["ratios"]}
+    vs_sync = ratios[("claim/mqlite-async", "claim/mqlite")]
+    assert vs_sync["goal"] == 0.8
+    tasks_rate, threads_rate = rows_[("claim", "mqlite-async", 4)]["rate"], rows_[("claim", "mqlite", 4)]["rate"]
+    assert vs_sync["ratio"] == round(tasks_rate / threads_rate, 3)
+    goals = {g["id"]: g for g in report["goals"]}
+    assert goals["loop_lag_max_ms"]["value"] == max(rows_[(s, "mqlite-async", 4)]["loop_lag_max_ms"]
+                                                    for s in ("push", "claim"))
+    assert goals["async_push_vs_sync"]["value"] == ratios[("push/mqlite-async", "push/mqlite")]["ratio"]
+    assert leftover_tables(dsn) == []
+    plain = run_bench("--dsn", dsn, "--messages", "50", "--clients", "2", "--scenario", "push")
+    assert {r["strategy"] for r in plain["results"]} == {"mqlite"}
+    assert not any(g["id"].startswith(("loop_lag", "async_")) for g in plain["goals"])
+
+
 def test_compare_table_shows_rates_and_ratios(dsn: str) -> None:
     result = runner.invoke(
         app, ["bench", "--dsn", dsn, "--messages", "200", "--clients", "2", "--scenario", "push", "--compare",
@@ -180,6 +208,7 @@ def test_reference_plans_walk_the_head_and_a_sorting_plan_is_caught(dsn: str) ->
         (["--scenario", "pop,nope"], "unknown scenario 'nope'"),
         (["--sweep", "1,x"], "--sweep wants"),
         (["--plot", "out.png"], "give --sweep too"),
+        (["--api", "trio"], "must be one of sync, async"),
     ],
 )
 def test_bad_options_fail_before_running(args: list[str], fragment: str) -> None:

@@ -8,6 +8,7 @@ All of mqlite's benchmark code lives in this package, which the core never impor
 and write-ups live in the repository's `bench/` (RESULTS.md). Nothing here prints; the CLI
 renders a `Report`. Modules:
 - `harness`: client threads, bounded in time or count, latencies; `procs`: the same over processes;
+- `aio_harness`, `aio_drivers`: the asyncio rows (`--api async`): client tasks on one event loop, its lag;
 - `drivers`: mqlite's verbs and the reference SQL over plain mysqlclient, table setup and seeding;
 - `reference_sql`: the SQL of the reference strategies and the seeding statements;
 - `peers`: huey `SqlHuey` and RQ (optional extra `peers`);
@@ -24,9 +25,10 @@ from __future__ import annotations
 
 from .drivers import DEFAULT_REDIS_URL
 from .report import FORMAT, Goal, Ratio, Report, Result
-from .suite import SCENARIOS, Options, parse_scenarios, parse_sweep, run
+from .suite import APIS, SCENARIOS, Options, parse_scenarios, parse_sweep, run
 
 __all__ = [
+    "APIS",
     "DEFAULT_REDIS_URL",
     "FORMAT",
     "SCENARIOS",

@@ -21,7 +21,8 @@ from functools import partial
 from typing import Any
 
 from ..config import parse_dsn
-from . import drivers, harness, peers
+from . import aio_harness, drivers, harness, peers
+from .aio_drivers import AsyncMqliteDriver, NativeDriver
 from .drivers import DEFAULT_REDIS_URL, Case, MqliteDriver, RawDriver
 from .harness import Bound, Group
 from .peers import HueyDriver, RqDriver, Skip
@@ -53,6 +54,7 @@ class Options:
     backlog: int | None = None
     redis_url: str = DEFAULT_REDIS_URL
     cap: float = 120.0  # no row runs longer than this, whatever the bound
+    api: str = "sync"  # "async": also the asyncio rows (tasks on one event loop) of push, pop and claim
 
     def bound(self) -> Bound:
         if self.messages is not None:
@@ -77,6 +79,7 @@ class Plan:
     role: str
     seeded: bool = False
     per_call: int = 1
+    tasks: bool = False  # clients are asyncio tasks on one event loop (aio_harness), not threads
 
 
 PLANS: dict[str, list[Plan]] = {
@@ -103,6 +106,22 @@ PLANS: dict[str, list[Plan]] = {
     "claim": [Plan("claim", "mqlite", "mqlite", "table", MqliteDriver, "claim", seeded=True)],
     "mixed": [Plan("mixed", "mqlite", "mqlite", "table", MqliteDriver, "mixed")],
 }
+
+# `--api async`: the same scenarios through `mqlite.aio`, one task per client on one event loop,
+# next to the sync rows of the same run; with `compare`, the native async driver shape too.
+ASYNC_PLANS: dict[str, list[Plan]] = {
+    "push": [
+        Plan("push", "mqlite-async", "mqlite", "table", AsyncMqliteDriver, "push", tasks=True),
+        Plan("push", "asyncmy-native", "sql", "table", NativeDriver, "push", tasks=True),
+    ],
+    "pop": [Plan("pop", "mqlite-async", "mqlite", "table", AsyncMqliteDriver, "pop", seeded=True, tasks=True)],
+    "claim": [
+        Plan("claim", "mqlite-async", "mqlite", "table", AsyncMqliteDriver, "claim", seeded=True, tasks=True),
+        Plan("claim", "asyncmy-native", "sql", "table", NativeDriver, "claim", seeded=True, tasks=True),
+    ],
+}
+APIS = ("sync", "async")
+
 
 def parse_scenarios(text: str) -> tuple[str, ...]:
     """`all`, one scenario, or a comma-separated list; raises ValueError naming the bad one."""
@@ -284,10 +303,15 @@ def run_row(run: _Run, plan: Plan, clients: int) -> Result:
         if plan.strategy == "skip-locked" and not _has_skip_locked(run.probe.version):
             raise Skip(f"{run.probe.version} has no SKIP LOCKED (MySQL 8.0.1+, MariaDB 10.6+)")
         cpu0, waits0 = run.probe.snapshot()
-        stats = harness.run(
-            partial(plan.driver, case), _groups(plan, clients, opts), opts.bound(),
-            processes=result.processes, tick=lambda f, m: run.tell(label, f, m),
-        )
+        if plan.tasks:
+            result.processes = 1
+            stats = aio_harness.run(partial(plan.driver, case), _groups(plan, clients, opts)[0], opts.bound(),
+                                    tick=lambda f, m: run.tell(label, f, m))
+        else:
+            stats = harness.run(
+                partial(plan.driver, case), _groups(plan, clients, opts), opts.bound(),
+                processes=result.processes, tick=lambda f, m: run.tell(label, f, m),
+            )
         cpu1, waits1 = run.probe.snapshot()
         if cpu0 is not None and cpu1 is not None:
             result.server_cpu_s = round(cpu1 - cpu0, 3)
@@ -328,6 +352,13 @@ def _fill(result: Result, stats: Sequence[harness.GroupStats]) -> None:
     result.errors = sum(s.errors for s in stats)
     result.error = next((s.error for s in stats if s.error), None)
     result.client_cpu_s = round(main.cpu_seconds, 3)
+    lag, idle = main.samples.get("loop_lag"), main.samples.get("loop_lag_idle")
+    if lag:
+        result.loop_lag_p99_ms = _ms(harness.percentile(lag, 0.99))
+        result.loop_lag_max_ms = _ms(lag[-1])
+    if idle:
+        result.idle_lag_p99_ms = _ms(harness.percentile(idle, 0.99))
+        result.idle_lag_max_ms = _ms(idle[-1])
     if result.scenario == "mixed":
         result.pushed, result.consumed = stats[0].messages, main.messages
         e2e = main.samples.get("e2e", [])
@@ -349,11 +380,14 @@ def run(dsn: str, opts: Options, progress: Progress | None = None) -> Report:
         for clients in opts.client_counts:
             for scenario in opts.scenarios:
                 plans = PLANS[scenario] if opts.compare else PLANS[scenario][:1]
+                if opts.api == "async":
+                    more = ASYNC_PLANS.get(scenario, [])
+                    plans = plans + (more if opts.compare else more[:1])
                 for plan in plans:
                     report.results.append(run_row(bench, plan, clients))
                     bench.probe.settle(bench.baseline + 2)
         add_ratios(report, opts.client_counts)
-        add_goals(report, opts.client_counts)
+        add_goals(report, opts.client_counts, api=opts.api)
         report.config["duration_s"] = round(time.monotonic() - began, 1)
         return report
     finally:
@@ -377,6 +411,7 @@ def _config(bench: _Run, opts: Options) -> dict[str, Any]:
         "scenarios": list(opts.scenarios),
         "processes": opts.processes,
         "compare": opts.compare,
+        "api": opts.api,
         "redis_url": peers.redact_url(opts.redis_url) if opts.compare else None,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": sys.platform},
         "duration_s": None,

@@ -34,6 +34,10 @@ def bench(
     ] = None,
     batch: Annotated[int, typer.Option(min=1, max=1000, help="Messages per push-many call.")] = 100,
     backlog: Annotated[Optional[int], typer.Option(min=0, help="Ready messages seeded before pop/claim rows.")] = None,
+    api: Annotated[
+        str, typer.Option(help="sync, or async: also push, pop and claim through mqlite.aio (one asyncio task per "
+                          "client), with the event-loop lag; with --compare, a native async driver too.")
+    ] = "sync",
     dsn: Dsn = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -45,12 +49,14 @@ def bench(
 
     --json prints one object (format 1; fields are only ever added):
     config {run_id, started_at, dsn (redacted), server, clients (a list of counts), seconds, messages, cap_s,
-    body_size, batch, backlog, scenarios, processes, compare, redis_url, machine, duration_s};
+    body_size, batch, backlog, scenarios, processes, compare, api, redis_url, machine, duration_s};
     results [{scenario, strategy, kind (mqlite|sql|peer), clients, processes, messages, seconds,
     rate (msg/s), p50_ms, p99_ms (one call), backlog (ready at start; mixed: left at end), drained,
     truncated, errors, error, skipped (why, or null), client_cpu_s, server_cpu_s, lock_waits,
     pushed, consumed, e2e_p50_ms, e2e_p99_ms (push → handler start), kept_up (mixed only; kept_up
-    only with --seconds: backlog left ≤ 0.5 s of pushing)}];
+    only with --seconds: backlog left ≤ 0.5 s of pushing), loop_lag_p99_ms, loop_lag_max_ms (asyncio rows:
+    how late a 1 ms sleep on the clients' event loop woke), idle_lag_p99_ms, idle_lag_max_ms (the same
+    probe alone on that loop for 1 s just before)}];
     ratios [{numerator, denominator ("scenario/strategy"), clients, denominator_clients, ratio,
     goal, met}]; goals [{id, text, clients, target, value, met (null: not measured)}].
     """
@@ -60,6 +66,8 @@ def bench(
 
     if seconds is not None and messages is not None:
         raise typer.BadParameter("give --seconds or --messages, not both")
+    if api not in harness.APIS:
+        raise typer.BadParameter(f"must be one of {', '.join(harness.APIS)}", param_hint="--api")
     try:
         scenarios = harness.parse_scenarios(scenario)
         counts = harness.parse_sweep(sweep) if sweep else ()
@@ -72,7 +80,7 @@ def bench(
     opts = harness.Options(
         clients=clients, seconds=seconds, messages=messages, body_size=body_size, scenarios=scenarios,
         processes=processes, compare=compare, sweep=counts, batch=batch, backlog=backlog,
-        redis_url=redis_url or harness.DEFAULT_REDIS_URL,
+        redis_url=redis_url or harness.DEFAULT_REDIS_URL, api=api,
     )
     with dsn_or_throwaway(dsn) as target, _progress_bar() as progress:
         report = harness.run(target, opts, progress)

@@ -210,6 +210,8 @@ def bench_report(report: Any, plot: Path | None) -> None:
                   f"{cfg['processes']} process(es) · run {cfg['run_id']} in {cfg['duration_s']:g} s")
     vs = {(r.denominator, r.denominator_clients): r for r in report.ratios
           if r.clients == r.denominator_clients and r.numerator.split("/")[0] == r.denominator.split("/")[0]}
+    own = {(r.numerator, r.clients): r for r in report.ratios if r.numerator.endswith("/mqlite-async")
+           and r.denominator == r.numerator.split("/")[0] + "/mqlite"}
     t = Table("scenario", "strategy", "clients", "msg/s", "mqlite ÷ this", "p50 / p99 ms",
               "CPU µs/msg\nclient · server", "notes")
     for r in report.results:
@@ -222,9 +224,15 @@ def bench_report(report: Any, plot: Path | None) -> None:
             goal = "" if ratio.goal is None else f" (≥{ratio.goal:g})"
             colour = "default" if ratio.goal is None else ("green" if ratio.met else "red")
             shown = f"[{colour}]{ratio.ratio:,.2f}×{goal}[/]"
+        notes = _notes(r)
+        mine = own.get((f"{r.scenario}/{r.strategy}", r.clients))
+        if mine is not None:  # an asyncio row: its rate against the sync API's
+            colour = "default" if mine.goal is None else ("green" if mine.met else "red")
+            goal = "" if mine.goal is None else f" (≥{mine.goal:g})"
+            notes = "; ".join(n for n in (f"[{colour}]{mine.ratio:,.2f}× sync{goal}[/]", notes) if n)
         t.add_row(
             r.scenario, f"[bold]{r.strategy}[/]" if r.kind == "mqlite" else r.strategy, str(r.clients),
-            f"{r.rate:,.0f}", shown, f"{_num(r.p50_ms)} / {_num(r.p99_ms)}", _cpu(r), _notes(r),
+            f"{r.rate:,.0f}", shown, f"{_num(r.p50_ms)} / {_num(r.p99_ms)}", _cpu(r), notes,
         )
     console.print(t)
     g = Table("goal", "clients", "value", "met")
@@ -260,6 +268,9 @@ def _notes(r: Any) -> str:
                                                ", kept up" if r.kept_up else ", [red]fell behind[/]"))
     elif r.backlog is not None:
         notes.append(f"backlog {r.backlog:,}" + (" [yellow](drained)[/]" if r.drained else ""))
+    if r.loop_lag_p99_ms is not None:
+        notes.append(f"loop lag p99 {_num(r.loop_lag_p99_ms)} max {_num(r.loop_lag_max_ms)} ms "
+                     f"(idle loop {_num(r.idle_lag_p99_ms)} / {_num(r.idle_lag_max_ms)})")
     if r.truncated:
         notes.append("[yellow]hit the time cap[/]")
     if r.errors:

@@ -70,7 +70,10 @@ def worker(
         str, typer.Option("--handler", "-H", help="module:function called with each Message (the current "
                           "directory is importable).", show_default=False)
     ],
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=256, help="Handler threads.")] = 1,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, max=256,
+                          help="Handler threads (asyncio tasks for an async def handler).")
+    ] = 1,
     idle_max: Annotated[float, typer.Option(min=0.01, help="Longest wait between polls of empty queues (s).")] = 1.0,
     stop_timeout: Annotated[
         float, typer.Option(min=0, help="After SIGTERM, how long messages in hand may take to finish (s).")
@@ -83,24 +86,41 @@ def worker(
     """Run a long-lived worker (systemd, supervisord, docker): call a Python function for each message.
 
     The function returning acknowledges the message; raising records a failure (logged on one
-    line). When the queues are empty it polls every 50 ms, backing off to --idle-max.
+    line). An `async def` function runs on an event loop (mqlite.aio.AsyncWorker), --concurrency
+    handlers at once. When the queues are empty it polls every 50 ms, backing off to --idle-max.
     SIGTERM/SIGINT: finish the messages in hand, acknowledge them, exit 0 (1 if --stop-timeout ran
     out); a second signal exits at once and its claims come back by recovery.
     """
-    from ..worker import Worker
+    from ..aio.worker import is_async_handler
 
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         raise UsageError(f"--log-level {log_level!r} is not one of debug, info, warning, error")
     function = _load_handler(handler)
+    options: dict[str, Any] = dict(concurrency=concurrency, idle_min=min(0.05, idle_max), idle_max=idle_max,
+                                   stop_timeout=stop_timeout, until_empty=until_empty)
     with open_queue(dsn, table, pool_size=concurrency + 2, long_lived=True) as q:
         for name in queues:
             q.size(name)  # a bad DSN, name or schema: one red line, before any logging starts
         with _logging_to_stderr(level):
-            result = Worker(q, queues, function, concurrency=concurrency, idle_min=min(0.05, idle_max),
-                            idle_max=idle_max, stop_timeout=stop_timeout, until_empty=until_empty).run()
+            if is_async_handler(function):
+                import asyncio
+
+                result = asyncio.run(_run_async(q, queues, function, options))
+            else:
+                from ..worker import Worker
+
+                result = Worker(q, queues, function, **options).run()
     if not result.clean:
         raise typer.Exit(1)
+
+
+async def _run_async(q: Any, queues: list[str], function: Any, options: dict[str, Any]) -> Any:
+    from ..aio import AsyncQueue
+    from ..aio.worker import AsyncWorker
+
+    async with AsyncQueue(queue=q) as aq:
+        return await AsyncWorker(aq, queues, function, **options).run()
 
 
 def _load_handler(spec: str) -> Callable[[Message], Any]:

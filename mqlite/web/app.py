@@ -1,5 +1,6 @@
 """The HTTP API, status page and metrics over one `Queue`: parse and check the request, call the
-library in a threadpool, answer JSON. No SQL here; every database call is a public `Queue` method.
+library through `mqlite.aio` (never blocking the event loop), answer JSON. No SQL here; every
+database call is a public `Queue` method.
 
 Routes (JSON unless said otherwise; every error is `{"error": code, "message": text}` with a 4xx/5xx):
 
@@ -102,7 +103,7 @@ def create_app(
 
 @asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    """While the app serves: the keeper of HTTP claims' leases runs."""
+    """While the app serves: the keeper of HTTP claims' leases runs. After: the library's threads stop."""
     keeper = asyncio.create_task(app.state.api.leases.run())
     try:
         yield
@@ -112,3 +113,4 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             await keeper
         except asyncio.CancelledError:
             pass
+        await app.state.api.aq.aclose()  # the Queue is the caller's: it stays open

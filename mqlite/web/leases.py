@@ -19,10 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from starlette.concurrency import run_in_threadpool
-
+from ..aio import AsyncQueue
 from ..errors import MqliteError
-from ..queue import Queue
 
 log = logging.getLogger("mqlite.web")
 
@@ -39,7 +37,7 @@ class _Held:
 class LeaseKeeper:
     """Deadlines of the HTTP claims this server handed out, by receipt text."""
 
-    def __init__(self, queue: Queue, on_expired: Callable[[str], None], *, every: float = 1.0) -> None:
+    def __init__(self, queue: AsyncQueue, on_expired: Callable[[str], None], *, every: float = 1.0) -> None:
         self._queue = queue
         self._on_expired = on_expired
         self.every = every
@@ -72,7 +70,7 @@ class LeaseKeeper:
         back = 0
         for receipt, held in self.expired():
             try:
-                done = await run_in_threadpool(self._queue.nack, receipt, EXPIRED.format(lease=held.lease))
+                done = await self._queue.nack(receipt, EXPIRED.format(lease=held.lease))
             except MqliteError as exc:
                 # The database is unreachable: keep the claim and try again next sweep.
                 log.warning("mqlite web: could not return an expired HTTP claim: %s", exc)

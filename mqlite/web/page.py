@@ -6,7 +6,6 @@ from datetime import datetime
 from pathlib import Path
 
 import jinja2
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -31,7 +30,7 @@ async def page(request: Request) -> Response:
     s = await a.stats.get()
     with_failures = [n for n, v in s.queues.items() if v.failed][:PAGE_FAILED_QUEUES]
     listed = [  # one after the other: the page must not take a pool connection per queue at once
-        await run_in_threadpool(a.queue.peek, n, PAGE_FAILED_PER_QUEUE, failed=True) for n in with_failures
+        await a.aq.peek(n, PAGE_FAILED_PER_QUEUE, failed=True) for n in with_failures
     ]
     biggest = max((v.ready + v.delayed + v.claimed + v.failed for v in s.queues.values()), default=0)
     html = _templates.get_template("index.html").render(

@@ -22,7 +22,7 @@ async def failed(request: Request) -> Response:
     name = queue_name(request)
     allow_params(request, "limit")
     limit = integer(request.query_params.get("limit", "50"), "limit", 1, FAILED_LIMIT)
-    found = await run_in_threadpool(a.queue.peek, name, limit, failed=True)
+    found = await a.aq.peek(name, limit, failed=True)
     return JSONResponse({"queue": name, "messages": [failed_json(m) for m in found]})
 
 
@@ -32,7 +32,7 @@ async def retry(request: Request) -> Response:
     name = queue_name(request)
     allow_params(request, "id")
     ids = [integer(i, "id", 1, 2**63 - 1) for i in request.query_params.getlist("id")] or None
-    count = await run_in_threadpool(a.queue.retry_failed, name, ids)
+    count = await a.aq.retry_failed(name, ids)
     a.on_ready(name)
     return JSONResponse({"queue": name, "retried": count})
 
@@ -43,7 +43,7 @@ async def purge(request: Request) -> Response:
     name = queue_name(request)
     allow_params(request, "older_than")
     older = number(request, "older_than", None, 0.0, MAX_DELAY)
-    count = await run_in_threadpool(a.queue.purge_failed, name, older)
+    count = await a.aq.purge_failed(name, older)
     a.stats.invalidate()
     return JSONResponse({"queue": name, "purged": count})
 
@@ -56,12 +56,12 @@ async def control(request: Request) -> Response:
     name = queue_name(request)
     allow_params(request)
     if request.path_params["action"] == "pause":
-        await run_in_threadpool(a.queue.pause, name)
+        await a.aq.pause(name)
         a.stats.invalidate()
     else:
-        await run_in_threadpool(a.queue.resume, name)
+        await a.aq.resume(name)
         a.on_ready(name)
-    return JSONResponse({"queue": name, "paused": await run_in_threadpool(a.queue.is_paused, name)})
+    return JSONResponse({"queue": name, "paused": await a.aq.is_paused(name)})
 
 
 async def stats_all(request: Request) -> Response:

@@ -3,17 +3,17 @@ extend, checkpoint)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..config import COUNT_MAX, CURSOR_MAX, DEFAULT_LEASE, MAX_DELAY
-from ..errors import NotClaimed
+from ..errors import MqliteError, NotClaimed
 from ..message import Receipt
 from .errors import ApiError
 from .parsing import allow_params, field_seconds, integer, json_object, key, number, queue_name, read_body, utf8_header
@@ -45,11 +45,14 @@ async def push(request: Request) -> Response:
     attempts_text = request.query_params.get("max_attempts")
     max_attempts = None if attempts_text is None else integer(attempts_text, "max_attempts", 1, COUNT_MAX)
     body = await read_body(request, a.max_body)
-    extra: dict[str, Any] = {} if ckey is None else {"concurrency_key": ckey, "max_running": max_running}
-    new_id = await run_in_threadpool(
-        a.queue.push, name, body, delay=delay, unique_key=unique_key, if_exists=if_exists,  # type: ignore[arg-type]
-        max_attempts=max_attempts, **extra,
-    )
+    # Only the options given: a plain push goes into one INSERT with the others arriving meanwhile.
+    options: dict[str, Any] = {k: v for k, v in (("delay", delay), ("unique_key", unique_key),
+                                                 ("max_attempts", max_attempts)) if v is not None}
+    if unique_key is not None:
+        options["if_exists"] = if_exists
+    if ckey is not None:
+        options.update(concurrency_key=ckey, max_running=max_running)
+    new_id = await a.aq.push(name, body, **options)
     if not delay:
         a.on_ready(name)
     else:
@@ -66,7 +69,7 @@ async def pop(request: Request) -> Response:
     allow_params(request, "wait")
     wait = number(request, "wait", 0.0, 0.0, MAX_WAIT) or 0.0
     a.consume_slot(name)
-    message = await a.poll(request, name, wait, lambda: a.queue.pop(name))
+    message = await a.poll(request, name, wait, lambda: a.aq.pop(name))
     if message is None:
         return await _empty(a, name)
     a.stats.invalidate()
@@ -87,11 +90,17 @@ async def claim(request: Request) -> Response:
     if encoding not in ("auto", "base64"):
         raise ApiError(400, "bad_parameter", "encoding must be auto or base64")
     a.consume_slot(name)
-    message = await a.poll(request, name, wait, lambda: a.queue.take(name, lease=_CLAIM_LEASE))
+    message = await a.poll(request, name, wait, lambda: a.aq.take(name, lease=_CLAIM_LEASE))
     if message is None:
         return await _empty(a, name)
     receipt = str(message.receipt)
-    if lease != _CLAIM_LEASE and not await run_in_threadpool(a.queue.extend, message, lease):
+    try:
+        extended = lease == _CLAIM_LEASE or await a.aq.extend(message, lease)
+    except BaseException:
+        with contextlib.suppress(MqliteError):
+            await a.aq.release(message)  # cancelled before the lease keeper knew of it: back at once
+        raise
+    if not extended:
         raise ApiError(409, "claim_gone", f"the claim on message {message.id} was lost at once; it will come back")
     a.leases.hold(receipt, name, lease)
     a.stats.invalidate()
@@ -108,7 +117,7 @@ async def claim(request: Request) -> Response:
 
 
 async def _empty(a: Api, name: str) -> Response:
-    paused = await run_in_threadpool(a.queue.is_paused, name)
+    paused = await a.aq.is_paused(name)
     return Response(status_code=204, headers={"X-Mqlite-Paused": "true"} if paused else None)
 
 
@@ -119,21 +128,21 @@ Settler = Callable[[Api, str, dict[str, Any], "str | None"], Awaitable[bool]]
 
 
 async def _ack(a: Api, text: str, data: dict[str, Any], error: str | None) -> bool:
-    return await run_in_threadpool(a.queue.ack, text)
+    return await a.aq.ack(text)
 
 
 async def _nack(a: Api, text: str, data: dict[str, Any], error: str | None) -> bool:
     delay = field_seconds(data, "delay", 0.0, MAX_DELAY)
-    return await run_in_threadpool(a.queue.nack, text, error, delay=delay)
+    return await a.aq.nack(text, error, delay=delay)
 
 
 async def _fail(a: Api, text: str, data: dict[str, Any], error: str | None) -> bool:
-    return await run_in_threadpool(a.queue.fail, text, error or "failed over HTTP")
+    return await a.aq.fail(text, error or "failed over HTTP")
 
 
 async def _release(a: Api, text: str, data: dict[str, Any], error: str | None) -> bool:
     delay = field_seconds(data, "delay", 0.0, MAX_DELAY) or 0.0
-    return await run_in_threadpool(a.queue.release, text, delay)
+    return await a.aq.release(text, delay)
 
 
 async def _checkpoint(a: Api, text: str, data: dict[str, Any], error: str | None) -> bool:
@@ -145,7 +154,7 @@ async def _checkpoint(a: Api, text: str, data: dict[str, Any], error: str | None
     ):
         raise ApiError(400, "bad_parameter", "progress must be a number")
     lease = field_seconds(data, "lease", 0.0, MAX_LEASE) or DEFAULT_LEASE
-    done = await run_in_threadpool(a.queue.checkpoint, text, cursor, progress, lease=lease)
+    done = await a.aq.checkpoint(text, cursor, progress, lease=lease)
     if done:
         a.leases.extend(text, lease)
     return done
@@ -153,7 +162,7 @@ async def _checkpoint(a: Api, text: str, data: dict[str, Any], error: str | None
 
 async def _extend(a: Api, text: str, data: dict[str, Any], error: str | None) -> bool:
     lease = field_seconds(data, "lease", 0.0, MAX_LEASE) or DEFAULT_LEASE
-    done = await run_in_threadpool(a.queue.extend, text, lease)
+    done = await a.aq.extend(text, lease)
     if done:
         a.leases.extend(text, lease)
     return done

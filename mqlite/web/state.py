@@ -1,14 +1,18 @@
-"""`Api`: what the routes of one app share, held on `app.state.api` (the queue, its limits, waiters, leases, stats)."""
+"""`Api`: what the routes of one app share, held on `app.state.api` (the queue, its limits, waiters, leases, stats).
+
+Routes call the library through `Api.aq`, an `AsyncQueue` over the app's Queue: no route blocks the
+event loop, and a request cancelled mid-call (a client gone, the server stopping) loses no message.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from ..aio import AsyncQueue
 from ..idle import IdleWait
 from ..message import Message
 from ..queue import Queue, Stats
@@ -22,7 +26,7 @@ from .waiting import FIRST_PAUSE, MAX_PAUSE, Arrivals
 class StatsCache:
     """`Queue.stats()` at most once per `ttl` seconds, shared by the page and /stats (one read in flight)."""
 
-    def __init__(self, queue: Queue, ttl: float) -> None:
+    def __init__(self, queue: AsyncQueue, ttl: float) -> None:
         self._queue = queue
         self.ttl = ttl
         self._value: Stats | None = None
@@ -37,7 +41,7 @@ class StatsCache:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._value is None or time.monotonic() - self._at >= self.ttl:
-                self._value = await run_in_threadpool(self._queue.stats)
+                self._value = await self._queue.stats()
                 self._at = time.monotonic()
             return self._value
 
@@ -48,13 +52,14 @@ class Api:
     def __init__(self, queue: Queue, *, token: str | None, max_body: int, stats_ttl: float, max_queues: int,
                  lease_sweep: float, refresh: float) -> None:
         self.queue = queue
+        self.aq = AsyncQueue(queue=queue)
         self.max_body = max_body
         self.max_queues = max_queues
         self.refresh = refresh
         self.guard = Guard(token)
         self.arrivals = Arrivals()
-        self.stats = StatsCache(queue, stats_ttl)
-        self.leases = LeaseKeeper(queue, self.on_ready, every=lease_sweep)
+        self.stats = StatsCache(self.aq, stats_ttl)
+        self.leases = LeaseKeeper(self.aq, self.on_ready, every=lease_sweep)
         self.registry = metrics.registry(
             queue, lambda: {"waiting_requests": float(self.arrivals.waiting), "claims_held": float(len(self.leases))}
         )
@@ -76,7 +81,7 @@ class Api:
             self._consuming.add(name)
 
     async def poll(
-        self, request: Request, name: str, wait: float, fetch: Callable[[], Message | None]
+        self, request: Request, name: str, wait: float, fetch: Callable[[], Awaitable[Message | None]]
     ) -> Message | None:
         """`fetch` now, then again with backoff (or when woken) until a message or `wait` seconds.
 
@@ -85,7 +90,7 @@ class Api:
         deadline = time.monotonic() + wait
         idle = IdleWait(FIRST_PAUSE, MAX_PAUSE)
         while True:
-            message = await run_in_threadpool(fetch)
+            message = await fetch()
             remaining = deadline - time.monotonic()
             if message is not None or remaining <= 0:
                 return message

@@ -1,0 +1,1 @@
+"""A minimal Django project for the Django integration tests (settings, one app with models)."""
