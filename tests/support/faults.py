@@ -62,7 +62,10 @@ class FaultProxy(Relay):
         self.every = every
         self.stall_for = stall_for
         self.delay = delay
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # where to cut
+        # When to arm the next fault: a generator of its own, so the faults' times depend on the
+        # seed alone (not on how much traffic drew cut positions meanwhile), and so their count.
+        self._clock = random.Random(seed + 1)
         self.counts: Counter[str] = Counter()
         self._armed = False
         self._faulting = False
@@ -88,7 +91,9 @@ class FaultProxy(Relay):
 
     async def _arm_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.rng.expovariate(1 / self.every))
+            # Between half and one and a half `every`: irregular, but never a long gap (a short
+            # run still sees its share of faults).
+            await asyncio.sleep(self.every * self._clock.uniform(0.5, 1.5))
             self._armed = True
 
     def _take_armed(self) -> bool:
