@@ -25,17 +25,29 @@ def python(code: str, *args: str, env: dict[str, str] | None = None) -> subproce
 
 
 def read_line(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
-    """The next line the process prints, waiting at most `timeout` seconds."""
+    """The next line the process prints, waiting at most `timeout` seconds.
+
+    Reads the pipe a byte at a time: a buffered `readline()` may pull several lines into Python's
+    buffer at once, and a `select()` on the pipe then waits for output that has already arrived.
+    """
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        proc.kill()
-        raise AssertionError(f"no output within {timeout}s; stderr: {proc.stderr.read() if proc.stderr else ''}")
-    line = proc.stdout.readline()
-    if not line:
-        proc.wait(timeout=10)
-        raise AssertionError(f"process exited ({proc.returncode}): {proc.stderr.read() if proc.stderr else ''}")
-    return line.strip()
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    line = bytearray()
+    while True:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            proc.kill()
+            stderr = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"no output within {timeout}s (partial line {bytes(line)!r}); stderr: {stderr}")
+        byte = os.read(fd, 1)
+        if not byte:
+            proc.wait(timeout=10)
+            stderr = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"process exited ({proc.returncode}): {stderr}")
+        if byte == b"\n":
+            return line.decode("utf-8", errors="replace").strip()
+        line += byte
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
