@@ -24,12 +24,16 @@ CREATE PROCEDURE {push_procedure}(
     COMMENT 'mqlite: enqueue one message (docs/sql.md)'
 BEGIN
     -- The library's rules for a queue name (config.check_queue) and a delay (config.delay_us).
-    -- CHAR_LENGTH, not = '': a PAD SPACE collation finds ' ' equal to '', and ' ' is a valid name.
+    -- CHAR_LENGTH, not = '': a PAD SPACE collation finds ' ' equal to ''. For the same reason a
+    -- name may not end with a space ('a ' would read 'a''s messages); ORD, not = ' ', for that test.
     IF queue_name IS NULL OR CHAR_LENGTH(queue_name) = 0 THEN
         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'mqlite_push: queue name is empty';
     END IF;
     IF CHAR_LENGTH(queue_name) > 191 THEN
         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'mqlite_push: queue name is longer than 191 characters';
+    END IF;
+    IF ORD(RIGHT(queue_name, 1)) = 32 THEN
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'mqlite_push: queue name ends with a space';
     END IF;
     IF message_body IS NULL THEN
         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'mqlite_push: body is NULL';
