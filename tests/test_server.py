@@ -44,14 +44,19 @@ def test_free_ports_are_distinct() -> None:
     assert len(set(ports)) == 12
 
 
-def test_sweep_removes_a_dead_runs_directory_and_kills_what_still_runs_there() -> None:
+def test_sweep_removes_a_dead_runs_directory_and_kills_what_still_runs_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A temporary root of its own: the sweep of any other run sharing /tmp (possibly from another
+    # pid namespace, where our helper is invisible) could otherwise remove the directory first and
+    # leave the helper running (seen in CI).
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     stale = Path(tempfile.mkdtemp(prefix="mqlite-server-"))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     # Like an rsync daemon left by a state transfer: a process whose command line names the directory.
     helper = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", str(stale / "rsync_sst.conf")],
                               stdin=subprocess.PIPE)
-    # The dead owner is written last: any sweep (another test run on this machine sweeps too) that
-    # sees the directory as stale finds the helper already running, and kills it.
+    # The dead owner is written last, so the sweep finds the helper already running.
     (stale / "owner.pid").write_text(dead.stdout.strip())
     live = Path(tempfile.mkdtemp(prefix="mqlite-server-"))
     (live / "owner.pid").write_text(str(os.getpid()))
