@@ -37,7 +37,7 @@ class QueueCore:
     _sql: Statements
     _pool: Pool
     _policy: Policy | None
-    _claimers: dict[tuple[str, bool, float], Any]  # (queue, consume, lease) -> claimer.Claimer
+    _claimers: dict[tuple[bool, float], Any]  # (consume, lease) -> claimer.Claimer
     _claimers_lock: threading.Lock
     _sessions: ClaimSessions
     _counters: Counters

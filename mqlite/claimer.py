@@ -1,7 +1,10 @@
-"""`Claimer`: the claimed messages of one queue for the threads of one process.
+"""`Claimer`: the claimed messages of every queue for the threads of one process.
 
-Per process and queue, one claim statement runs at a time (a `Coalescer`), claiming a row for
-every caller waiting, on one of the Queue's shared claim sessions (`ClaimSessions`). A claim asks
+Per process and mode (pop, or claim with a given lease), one claim runs at a time (a
+`Coalescer`), claiming a row for every caller waiting, whatever queue each waits on, on one of
+the Queue's shared claim sessions (`ClaimSessions`): one queue's callers get the single-queue
+claim, several queues' callers one statement for all their heads (`protocol.fetch_many`), so a
+process going round a hundred queues costs the server about what one queue does. A claim asks
 only for rows that callers will take: nothing is claimed for nobody.
 """
 
@@ -21,39 +24,38 @@ MAX_BATCH = 1000  # rows one claim statement may ask for (one caller may want th
 
 
 class Claimer:
-    """Hands out claimed messages of `queue`.
+    """Hands out claimed messages of any queue.
 
     `consume=True` (pop): rows are deleted before they are handed out.
     `consume=False` (claim): rows stay claimed until acknowledged or released, from any connection.
     `give_back(messages)` puts back claimed rows whose caller left before taking them.
+    `on_consumed(queue, n)` counts popped rows.
     """
 
     def __init__(
         self,
         sessions: ClaimSessions,
         st: Statements,
-        queue: str,
         *,
         consume: bool,
         lease: float = 30.0,
         give_back: Callable[[list[Message]], None],
-        on_consumed: Callable[[int], None] | None = None,
+        on_consumed: Callable[[str, int], None] | None = None,
         gather_limit: int = 64,
     ) -> None:
         self._sessions = sessions
         self._st = st
-        self.queue = queue
         self.consume = consume
         self.lease_us = int(lease * 1e6)
         self._give_back = give_back
         self._on_consumed = on_consumed
         self._lock = threading.Lock()
         # Popped rows whose caller left after they were deleted: served before the next claim.
-        self._buffer: deque[Message] = deque()
-        self._coalescer: Coalescer[int, list[Message]] = Coalescer(
+        self._buffers: dict[str, deque[Message]] = {}
+        self._coalescer: Coalescer[tuple[str, int], list[Message]] = Coalescer(
             self._claim,
             limit=MAX_BATCH,
-            size=lambda n: n,
+            size=lambda want: want[1],
             measure=lambda results: min(gather_limit, sum(len(r) for r in results)),
             abandoned=self._abandoned,
         )
@@ -61,38 +63,51 @@ class Claimer:
     @property
     def idle(self) -> bool:
         """Nothing waiting, nothing running, nothing buffered."""
-        return self._coalescer.idle and not self._buffer
+        return self._coalescer.idle and not any(self._buffers.values())
 
     @property
     def last_used(self) -> float:
         return self._coalescer.last_used
 
-    def take(self, n: int = 1) -> list[Message]:
-        """Up to `n` messages, oldest first; empty when the queue has nothing ready."""
-        if self._buffer:
+    def take(self, queue: str, n: int = 1) -> list[Message]:
+        """Up to `n` messages of `queue`, oldest first; empty when the queue has nothing ready."""
+        if self._buffers.get(queue):
             with self._lock:
-                got = [self._buffer.popleft() for _ in range(min(n, len(self._buffer)))]
+                buffer = self._buffers.get(queue) or deque()
+                got = [buffer.popleft() for _ in range(min(n, len(buffer)))]
+                if not buffer:
+                    self._buffers.pop(queue, None)
             if got:
                 return got
-        return self._coalescer.submit(n)
+        return self._coalescer.submit((queue, n))
 
     def close(self) -> list[Message]:
         """Popped messages never handed out (normally none), for the caller to restore."""
         with self._lock:
-            left, self._buffer = list(self._buffer), deque()
-        return left
+            buffers, self._buffers = self._buffers, {}
+        return [m for buffer in buffers.values() for m in buffer]
 
-    def _claim(self, wants: list[int]) -> list[list[Message]]:
-        """One claim statement for every caller in the batch; rows handed out in order of arrival."""
+    def _claim(self, wants: list[tuple[str, int]]) -> list[list[Message]]:
+        """One claim for every caller in the batch; each queue's rows handed out in order of arrival."""
+        asked: dict[str, int] = {}
+        for queue, n in wants:
+            asked[queue] = asked.get(queue, 0) + n
         with self._sessions.hold() as session:
-            rows = protocol.fetch(session, self._st, self.queue, sum(wants), self.lease_us, self.consume)
-        if self.consume and self._on_consumed is not None and rows:
-            self._on_consumed(len(rows))
+            if len(asked) == 1:
+                [(queue, n)] = asked.items()
+                got = {queue: protocol.fetch(session, self._st, queue, n, self.lease_us, self.consume)}
+            else:
+                got = protocol.fetch_many(session, self._st, asked, self.lease_us, self.consume)
+        if self.consume and self._on_consumed is not None:
+            for queue, rows in got.items():
+                if rows:
+                    self._on_consumed(queue, len(rows))
         results = []
-        start = 0
-        for want in wants:
-            results.append(rows[start:start + want])
-            start += want
+        start = dict.fromkeys(asked, 0)
+        for queue, want in wants:
+            rows, at = got[queue], start[queue]
+            results.append(rows[at:at + want])
+            start[queue] = at + want
         return results
 
     def _abandoned(self, messages: list[Message]) -> None:
@@ -101,6 +116,6 @@ class Claimer:
             return
         if self.consume:
             with self._lock:
-                self._buffer.extendleft(reversed(messages))
+                self._buffers.setdefault(messages[0].queue, deque()).extendleft(reversed(messages))
         else:
             self._give_back(messages)

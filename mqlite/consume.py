@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -97,16 +96,16 @@ class Consuming(Settling):
     def _take(self, queue: str, n: int, *, consume: bool, lease: float) -> list[Message]:
         claimer = self._claimer(queue, consume=consume, lease=lease)
         started = time.monotonic()
-        got = retry.call(self._policy, lambda: claimer.take(n))
+        got = retry.call(self._policy, lambda: claimer.take(queue, n))
         if self._maybe_recover(found_empty=not got) and not got:
             # What recovery just put back; within the same retry bound as the first claim.
-            got = retry.call(self._policy, lambda: claimer.take(n), started=started)
+            got = retry.call(self._policy, lambda: claimer.take(queue, n), started=started)
         return got
 
-    # -- claimers, one per queue name and mode, made on first use --------------------------------
+    # -- claimers, one per mode (pop, or claim with a lease) for every queue, made on first use ----
 
     def _claimer(self, queue: str, *, consume: bool, lease: float) -> Claimer:
-        key = (queue, consume, lease)
+        key = (consume, lease)
         claimer = self._claimers.get(key)
         if claimer is None:
             with self._claimers_lock:
@@ -115,8 +114,8 @@ class Consuming(Settling):
                     if len(self._claimers) >= _RETIRE_ABOVE:
                         self._retire_claimers()
                     claimer = Claimer(
-                        self._sessions, self._sql, queue, consume=consume, lease=lease, give_back=self._give_back,
-                        on_consumed=functools.partial(self._count_popped, queue) if consume else None,
+                        self._sessions, self._sql, consume=consume, lease=lease, give_back=self._give_back,
+                        on_consumed=self._count_popped if consume else None,
                     )
                     self._claimers[key] = claimer
         return claimer
@@ -125,7 +124,7 @@ class Consuming(Settling):
         self._counters.add(queue, processed=n)
 
     def _retire_claimers(self) -> None:
-        """Forget claimers unused for a while (holding the lock): a process may touch many queue names."""
+        """Forget claimers unused for a while (holding the lock): a process may use many leases."""
         cutoff = time.monotonic() - self._sessions.idle_timeout
         for key, claimer in list(self._claimers.items()):
             if claimer.idle and claimer.last_used < cutoff:

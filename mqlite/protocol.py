@@ -14,6 +14,7 @@ it never touches a claim that was recovered and taken by someone else meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -91,6 +92,101 @@ def fetch(session: Session, st: Statements, queue: str, n: int, lease_us: int, c
         cur.close()
     session.out.update(m.id for m in rows)
     return rows
+
+
+MANY_QUEUES = 32  # queues one multi-queue claim statement names at most
+CLAIM_ROUNDS = 3  # multi-queue: rounds asking again for queues that came back short
+
+
+def fetch_many(
+    session: Session, st: Statements, wants: dict[str, int], lease_us: int, consume: bool
+) -> dict[str, list[Message]]:
+    """`fetch` for several queues at once: their heads claimed by one statement (per MANY_QUEUES).
+
+    The statement finds each queue's head unlocked, then takes the rows still free; a queue that
+    came back short (empty, or a row taken by another session in between) is asked again, with
+    the others short, until a round claims nothing. Rows of a queue come back oldest first.
+    """
+    got: dict[str, list[Message]] = {q: [] for q in wants}
+    cur = session.raw.cursor()
+    try:
+        short = {q: n for q, n in wants.items() if n > 0}
+        for round_ in range(CLAIM_ROUNDS):
+            before = session.last_claim
+            try:
+                rows = _claim_round(cur, st, session, short, lease_us, consume)
+            except Exception:
+                if round_ == 0:
+                    raise  # the session's hold() puts back what the round claimed
+                # A later round failed: hand out what the earlier ones took; its own claims go back.
+                with contextlib.suppress(Exception):
+                    release_since(cur, st, before)
+                break
+            if not rows:
+                break
+            for m in rows:
+                got[m.queue].append(m)
+            short = {q: n - len(got[q]) for q, n in wants.items() if len(got[q]) < n}
+            if not short:
+                break
+    finally:
+        cur.close()
+    for rows in got.values():
+        rows.sort(key=lambda m: (m.available_at, m.id))
+    return got
+
+
+def _claim_round(
+    cur: Any, st: Statements, session: Session, wants: dict[str, int], lease_us: int, consume: bool
+) -> list[Message]:
+    names = list(wants)
+    claimed = 0
+    for start in range(0, len(names), MANY_QUEUES):
+        chunk = names[start:start + MANY_QUEUES]
+        params = [v for q in chunk for v in (q, wants[q])]
+        claimed += int(cur.execute(st.claim_many(len(chunk)), (*params, lease_us, st.table)))
+    if not claimed:
+        return []
+    rows = read_back_any(cur, st, session, claimed)
+    if consume:
+        return delete_claimed_any(cur, st, rows, session)
+    session.out.update(m.id for m in rows)
+    return rows
+
+
+def read_back_any(cur: Any, st: Statements, session: Session, claimed: int) -> list[Message]:
+    """`read_back` for a claim of several queues: the `claimed` rows it tagged, any queue."""
+    cur.execute(st.read_claimed_since_any, (session.last_claim,))
+    rows = [Message.from_row(r) for r in cur.fetchall()]
+    if rows and rows[0].owner != session.id:
+        raise multiplexed(session.id, rows[0].owner, "the read-back of its claim")
+    if len(rows) != claimed:
+        check_pinned(cur, session, "the read-back of its claim")
+        if len(rows) > claimed:
+            raise Multiplexed(
+                f"connection multiplexing detected: a claim of {claimed} rows read back {len(rows)} rows "
+                f"tagged with its server session {session.id}: another client's claim ran on the same "
+                "server session (pin mqlite's sessions in the proxy, or connect directly)"
+            )
+        cur.execute(st.read_claimed_any)
+        rows = [m for m in map(Message.from_row, cur.fetchall()) if m.id not in session.out]
+    for m in rows:
+        if m.claimed_at is not None and m.claimed_at > session.last_claim:
+            session.last_claim = m.claimed_at
+    return rows
+
+
+def delete_claimed_any(cur: Any, st: Statements, rows: list[Message], session: Session) -> list[Message]:
+    """`delete_claimed` for rows of several queues; returns those provably gone from the table."""
+    deleted = 0
+    for stamp in {m.claimed_at for m in rows}:
+        keys = [v for m in rows if m.claimed_at == stamp for v in (m.queue, m.available_at, m.id)]
+        deleted += cur.execute(st.in_list(st.delete_claimed_many, len(keys) // 3, "(%s,%s,%s)"), (*keys, stamp))
+    if deleted == len(rows):
+        return rows
+    check_pinned(cur, session, "the delete of its claim")
+    still_there = present(cur, st, [m.id for m in rows])
+    return [m for m in rows if m.id not in still_there]
 
 
 def claim(cur: Any, st: Statements, queue: str, n: int, lease_us: int) -> int:

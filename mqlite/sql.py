@@ -84,9 +84,14 @@ class Statements:
     find_unique_locked: str
     find_attempts: str
     claim: str
+    claim_many_part: str
+    claim_many_update: str
     read_claimed: str
     read_claimed_since: str
+    read_claimed_any: str
+    read_claimed_since_any: str
     delete_claimed: str
+    delete_claimed_many: str
     release_since: str
     owned: str
     present: str
@@ -131,6 +136,10 @@ class Statements:
     def push_many(self, rows: int) -> str:
         """A multi-row INSERT of `rows` messages."""
         return self.push_many_head + ",".join([self.push_many_row] * rows)
+
+    def claim_many(self, queues: int) -> str:
+        """One claim for the heads of `queues` queues (params: queue, n for each; lease µs, table name)."""
+        return self.claim_many_update.replace("{parts}", " UNION ALL ".join([self.claim_many_part] * queues))
 
     @staticmethod
     def in_list(statement: str, count: int, item: str = "%s") -> str:
@@ -214,6 +223,22 @@ def statements(table: str) -> Statements:
             "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL) "
             "ORDER BY available_at, id LIMIT %s"
         ),
+        # The heads of several queues in one statement (a process consuming many queues): each
+        # part walks one queue's ready range as `claim` does, unlocked; the UPDATE then locks the
+        # rows found and takes those still free (a row another session took meanwhile is skipped,
+        # and its queue asked again). A UNION is materialized, so the UPDATE may read its own table.
+        # A paused queue's heads are found, then left (the check runs once per row found).
+        claim_many_part=(
+            f"(SELECT id FROM {by_queue} WHERE queue = %s AND available_at <= NOW(6) AND owner = 0 "
+            "ORDER BY available_at, id LIMIT %s)"
+        ),
+        claim_many_update=(
+            f"UPDATE {t} AS m JOIN ({{parts}}) AS heads ON m.id = heads.id "
+            f"SET m.owner = CONNECTION_ID(), m.owner_node = {NODE}, m.claimed_at = NOW(6), "
+            "m.lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE m.owner = 0 "
+            "AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
+            "WHERE p.table_name = %s AND p.queue = m.queue AND p.paused_at IS NOT NULL)"
+        ),
         # Must run on the connection that ran `claim`: CONNECTION_ID() is the claim's tag.
         read_claimed=(
             f"SELECT {MESSAGE_COLUMNS} FROM {t} WHERE {mine} AND queue = %s "
@@ -223,12 +248,21 @@ def statements(table: str) -> Statements:
             f"SELECT {MESSAGE_COLUMNS} FROM {t} "
             f"WHERE {mine} AND claimed_at > %s AND queue = %s ORDER BY available_at, id"
         ),
+        # The same for a claim of several queues: every row this session claimed since, any queue.
+        read_claimed_any=f"SELECT {MESSAGE_COLUMNS} FROM {t} FORCE INDEX (mqlite_owner) WHERE {mine}",
+        read_claimed_since_any=(
+            f"SELECT {MESSAGE_COLUMNS} FROM {t} FORCE INDEX (mqlite_owner) WHERE {mine} AND claimed_at > %s"
+        ),
         # pop's group delete: the rows one claim statement took (same session, same claim time).
         # Single-table DELETE takes no index hint; the multi-table form does.
         delete_claimed=(
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s "
             f"AND (m.available_at, m.id) IN ({{ids}}) AND m.owner = CONNECTION_ID() AND m.owner_node = {NODE} "
             "AND m.claimed_at = %s"
+        ),
+        delete_claimed_many=(
+            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE (m.queue, m.available_at, m.id) IN ({{ids}}) "
+            f"AND m.owner = CONNECTION_ID() AND m.owner_node = {NODE} AND m.claimed_at = %s"
         ),
         # Undo a fetch that failed half-way, on its own (still live) session.
         release_since=f"UPDATE {t} SET {unclaim} WHERE {mine} AND claimed_at > %s",
