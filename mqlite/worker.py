@@ -42,6 +42,7 @@ Handler = Callable[[Message], Any]
 
 _ERROR_TEXT_MAX = 500  # characters of an exception message in a log line
 _PRUNE_AFTER = 6  # heartbeat intervals of silence after which a registered worker is pruned
+_PREFETCH_MAX = 1000  # messages one thread may claim at once (take_many's bound)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Worker:
         handle_signals: bool = True,
         stop_on_error: bool = False,
         heartbeat_every: float = 5.0,
+        prefetch: int = 1,
     ) -> None:
         if isinstance(queues, str):
             queues = [queues]
@@ -107,6 +109,8 @@ class Worker:
             raise ValueError("need 0 < idle_min <= idle_max")
         if max_messages is not None and max_messages < 1:
             raise ValueError("max_messages must be at least 1")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 1 <= prefetch <= _PREFETCH_MAX:
+            raise ValueError(f"prefetch must be a whole number from 1 to {_PREFETCH_MAX}")
         self.queue = queue
         self.queues = [check_queue(name) for name in queues]
         self.handler = handler
@@ -122,6 +126,7 @@ class Worker:
         self._error: MqliteError | None = None
         self.lease = lease
         self.heartbeat_every = heartbeat_every
+        self.prefetch = prefetch
         self._worker_id: int | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -258,6 +263,8 @@ class Worker:
 
         True: a message was handled; False: it failed, or the worker is stopping; None: all queues were empty.
         """
+        if self.prefetch > 1:
+            return self._sweep_batch()
         for name in self.queues:
             if self._stop.is_set():
                 return False
@@ -307,18 +314,83 @@ class Worker:
             with self._lock:
                 self._in_hand.pop(id(message), None)
 
+    # -- prefetch: a batch per claim, acknowledged together ------------------------
+
+    def _sweep_batch(self) -> bool | None:
+        """`_sweep` taking up to `prefetch` messages of the first queue with any (one claim), handled
+        in order; those handled are acknowledged together after the batch (one statement)."""
+        for name in self.queues:
+            if self._stop.is_set():
+                return False
+            want = self._reserve(self.prefetch)
+            if not want:
+                self._request_stop("max_messages")
+                return False
+            try:
+                batch = self.queue.take_many(name, want, lease=self.lease, interrupt=self._stop)
+            except BaseException:
+                self._unreserve(want)
+                raise
+            self._unreserve(want - len(batch))
+            if batch:
+                return self._handle_batch(batch)
+        return None
+
+    def _handle_batch(self, batch: list[Message]) -> bool:
+        done: list[Message] = []
+        ok = True
+        taken_at = time.monotonic()
+        i = 0
+        try:
+            for i, message in enumerate(batch):
+                if self._stop.is_set() and self._reason != "empty":
+                    # Stopping: what was not started goes back at once (no attempt counted). Not
+                    # when another thread found the queues empty: this batch is what was left.
+                    self._give_back(batch[i:])
+                    return False
+                if time.monotonic() - taken_at > self.lease / 3:
+                    self._renew(batch[i:])  # slow handlers: the rest of the batch keeps its claims
+                    taken_at = time.monotonic()
+                if self._handle(_Deferred(self.queue, message, done), message):
+                    continue
+                ok = False
+        except BaseException:
+            self._give_back(batch[i + 1:])
+            raise
+        finally:
+            if done:
+                self.queue.ack_many(done)  # a claim lost meanwhile is left alone (delivered again)
+        return ok
+
+    def _give_back(self, messages: list[Message]) -> None:
+        self._unreserve(len(messages))
+        for m in messages:
+            try:
+                self.queue.release(m)
+            except MqliteError as exc:  # it comes back by recovery
+                log.warning("message %s: could not give back an unstarted message: %s", m.id, _one_line(exc))
+
+    def _renew(self, messages: list[Message]) -> None:
+        for m in messages:
+            try:
+                m.touch()
+            except MqliteError:
+                pass  # lost: delivered again elsewhere; acknowledging it later is a no-op
+
     # -- bookkeeping --------------------------------------------------------------
 
-    def _reserve(self) -> bool:
+    def _reserve(self, n: int = 1) -> int:
+        """Reserve up to `n` messages of the max_messages budget; returns how many (0: none left)."""
         with self._lock:
-            if self.max_messages is not None and self._taken >= self.max_messages:
-                return False
-            self._taken += 1
-            return True
+            if self.max_messages is not None:
+                n = min(n, self.max_messages - self._taken)
+            n = max(n, 0)
+            self._taken += n
+            return n
 
-    def _unreserve(self) -> None:
+    def _unreserve(self, n: int = 1) -> None:
         with self._lock:
-            self._taken -= 1
+            self._taken -= n
 
     def _count(self, what: str) -> None:
         with self._lock:
@@ -383,6 +455,26 @@ class _Heartbeat:
                     pass  # settled between the listing and the touch
                 except Exception as exc:
                     log.warning("cannot extend the lease of message %s: %s", message.id, _one_line(exc))
+
+
+class _Deferred:
+    """A claim block for one message of a batch: settles failures at once, defers the ack to `done`."""
+
+    def __init__(self, queue: Any, message: Message, done: list[Message]) -> None:
+        self.queue, self.message, self.done = queue, message, done
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        m, handle = self.message, self.message._handle
+        if exc is None:
+            if not handle.finished:
+                self.done.append(m)
+        elif not handle.finished:
+            if isinstance(exc, Exception):
+                self.queue.nack(m, exc)
+            else:
+                self.queue.release(m)
+        elif handle.in_transaction:  # acknowledged in the handler's transaction, maybe rolled back
+            self.queue._nack_if_rolled_back(m, exc)
 
 
 def _exit_block(block: Any, exc: BaseException) -> None:

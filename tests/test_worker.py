@@ -136,6 +136,68 @@ def test_max_messages_and_max_seconds(q: mqlite.Queue, admin) -> None:
     assert counts(admin, "jobs") == (3, 0)
 
 
+# -- prefetch ---------------------------------------------------------------------------------
+
+
+def test_prefetch_takes_batches_in_order_and_acknowledges_them_together(q: mqlite.Queue, admin) -> None:
+    q.push_many("jobs", [str(i) for i in range(25)])
+    q.push("jobs", "bad", max_attempts=1)
+    q.push_many("jobs", [str(i) for i in range(25, 30)])
+    seen: list[str] = []
+    claimed_while_handling: list[int] = []
+
+    def handle(m: Message) -> None:
+        claimed_while_handling.append(counts(admin, "jobs")[1])
+        if m.text() == "bad":
+            raise ValueError("bad")
+        seen.append(m.text())
+
+    result = mqlite.Worker(q, ["jobs"], handle, prefetch=10, until_empty=True).run()
+    assert seen == [str(i) for i in range(30)]  # one consumer: FIFO, the failure in its place
+    assert (result.processed, result.failed, result.clean) == (30, 1, True)
+    assert max(claimed_while_handling) <= 10  # bounded: never more than one batch claimed
+    assert claimed_while_handling[:2] == [10, 10]  # acknowledged together, after the batch
+    assert counts(admin, "jobs") == (0, 0) and len(q.peek("jobs", failed=True)) == 1
+    assert q.stats().queues["jobs"].processed == 30
+
+
+def test_prefetch_respects_max_messages_and_gives_back_unstarted_ones_on_stop(q: mqlite.Queue, admin) -> None:
+    q.push_many("jobs", [str(i) for i in range(12)])
+    result = mqlite.Worker(q, ["jobs"], lambda m: None, prefetch=5, max_messages=7).run()
+    assert (result.processed, result.reason) == (7, "max_messages")
+    assert counts(admin, "jobs") == (5, 0)
+    started, go = threading.Event(), threading.Event()
+
+    def handle(m: Message) -> None:
+        started.set()
+        assert go.wait(20)
+
+    worker = mqlite.Worker(q, ["jobs"], handle, prefetch=5)
+    thread, results = run_in_thread(worker)
+    assert started.wait(20)
+    worker.stop()
+    go.set()
+    thread.join(20)
+    assert (results[0].processed, results[0].reason, results[0].abandoned) == (1, "stopped", 0)
+    assert counts(admin, "jobs") == (4, 0)  # the four not started went back at once, ready
+    attempts = {m.attempts for m in q.peek("jobs", 10)}
+    assert attempts == {0}  # giving back counts no attempt
+
+
+def test_prefetch_threads_handle_each_message_once(q: mqlite.Queue, admin) -> None:
+    q.push_many("jobs", [str(i) for i in range(200)])
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def handle(m: Message) -> None:
+        with lock:
+            seen.append(int(m.text()))
+
+    result = mqlite.Worker(q, ["jobs"], handle, concurrency=4, prefetch=16, until_empty=True).run()
+    assert sorted(seen) == list(range(200)) and result.processed == 200
+    assert counts(admin, "jobs") == (0, 0)
+
+
 def test_bad_configuration_fails_before_starting(q: mqlite.Queue, dsn: str) -> None:
     with pytest.raises(ValueError):
         mqlite.Worker(q, [], lambda m: None)

@@ -62,6 +62,7 @@ class Options:
     find_max: bool = False  # mixed: search the highest rate the worker processes keep up with
     workers: int = 2  # drain, paced mixed: `mqlite worker` processes
     worker_threads: int = 16  # … and --concurrency of each
+    worker_prefetch: int = 1  # … and --prefetch of each
 
     def bound(self) -> Bound:
         if self.messages is not None:
@@ -426,7 +427,7 @@ def run(dsn: str, opts: Options, progress: Progress | None = None) -> Report:
 def _worker_rows(bench: _Run, report: Report, scenario: str) -> None:
     """The scenarios whose consumers are `mqlite worker` processes: drain, paced mixed, find-max."""
     opts = bench.opts
-    consumers = sustained.Consumers(opts.workers, opts.worker_threads)
+    consumers = sustained.Consumers(opts.workers, opts.worker_threads, opts.worker_prefetch)
     case = bench.case(consumers.processes * consumers.concurrency)
     cpu0, _ = bench.probe.snapshot()
     if scenario == "drain":
@@ -469,6 +470,7 @@ def _config(bench: _Run, opts: Options) -> dict[str, Any]:
         "find_max": opts.find_max,
         "workers": opts.workers,
         "worker_threads": opts.worker_threads,
+        "worker_prefetch": opts.worker_prefetch,
         "redis_url": peers.redact_url(opts.redis_url) if opts.compare else None,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": sys.platform},
         "duration_s": None,

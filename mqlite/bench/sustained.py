@@ -38,6 +38,7 @@ Tell = Callable[[str, float, int], None]
 class Consumers:
     processes: int = 2
     concurrency: int = 16
+    prefetch: int = 1  # `mqlite worker --prefetch`
 
 
 def _row(scenario: str, consumers: Consumers) -> Result:
@@ -200,7 +201,8 @@ def search(probe: Callable[[float], Result], claim_alone: float) -> tuple[list[R
 
 def _workers(case: drivers.Case, consumers: Consumers, handler: str) -> WorkerProcesses:
     return WorkerProcesses(case.dsn, case.table, [case.queue], processes=consumers.processes,
-                           concurrency=consumers.concurrency, handler=f"mqlite.bench.handlers:{handler}")
+                           concurrency=consumers.concurrency, handler=f"mqlite.bench.handlers:{handler}",
+                           prefetch=consumers.prefetch)
 
 
 def drain_rows(case: drivers.Case, messages: int, consumers: Consumers, tell: Tell, cap: float) -> list[Result]:

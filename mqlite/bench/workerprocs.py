@@ -28,10 +28,11 @@ STOP_GRACE = 20.0  # seconds a stopped worker may take to finish and exit
 class WorkerProcesses:
     def __init__(
         self, dsn: str, table: str, queues: Sequence[str], *, processes: int, concurrency: int, handler: str,
-        idle_max: float = 0.05,
+        idle_max: float = 0.05, prefetch: int = 1,
     ) -> None:
         self.dsn, self.table, self.queues = dsn, table, list(queues)
         self.processes, self.concurrency, self.handler, self.idle_max = processes, concurrency, handler, idle_max
+        self.prefetch = prefetch
         self._dir = tempfile.mkdtemp(prefix="mqlite-bench-")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.collected: list[tuple[float, float]] = []  # (push time, push -> handler), after stop
@@ -67,7 +68,8 @@ class WorkerProcesses:
             for k in range(self.processes):
                 env = dict(os.environ, **{SAMPLES_ENV: self.sample_path(k)})
                 cmd = [sys.executable, "-m", "mqlite", "worker", *self.queues, "-H", self.handler,
-                       "-c", str(self.concurrency), "--idle-max", str(self.idle_max), "--log-level", "warning",
+                       "-c", str(self.concurrency), "--prefetch", str(self.prefetch),
+                       "--idle-max", str(self.idle_max), "--log-level", "warning",
                        "--dsn", self.dsn, "--table", self.table]
                 with open(self._log(k), "wb") as log:  # a file, not a pipe: nobody drains a pipe meanwhile
                     self.procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,

@@ -55,6 +55,9 @@ def bench(
     worker_threads: Annotated[
         int, typer.Option(min=1, max=256, help="… and the --concurrency of each worker process.")
     ] = 16,
+    worker_prefetch: Annotated[
+        int, typer.Option(min=1, max=1000, help="… and the --prefetch of each (messages a thread claims at once).")
+    ] = 1,
     dsn: Dsn = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -71,7 +74,7 @@ def bench(
     --json prints one object (format 1; fields are only ever added):
     config {run_id, started_at, dsn (redacted), server, clients (a list of counts), seconds, messages, cap_s,
     body_size, batch, backlog, scenarios, processes, compare, api, redis_url, machine, duration_s, queues,
-    rate, find_max, workers, worker_threads};
+    rate, find_max, workers, worker_threads, worker_prefetch};
     results [{scenario, strategy, kind (mqlite|sql|peer), clients, processes, messages, seconds,
     rate (msg/s), p50_ms, p99_ms (one call), backlog (ready at start; mixed: left at end), drained,
     truncated, errors, error, skipped (why, or null), client_cpu_s, server_cpu_s, lock_waits,
@@ -109,7 +112,7 @@ def bench(
         clients=clients, seconds=seconds, messages=messages, body_size=body_size, scenarios=scenarios,
         processes=processes, compare=compare, sweep=counts, batch=batch, backlog=backlog,
         redis_url=redis_url or harness.DEFAULT_REDIS_URL, api=api, queues=queues, rate=rate, find_max=find_max,
-        workers=workers, worker_threads=worker_threads,
+        workers=workers, worker_threads=worker_threads, worker_prefetch=worker_prefetch,
     )
     with dsn_or_throwaway(dsn) as target, _progress_bar() as progress:
         report = harness.run(target, opts, progress)

@@ -79,6 +79,10 @@ def worker(
         float, typer.Option(min=0, help="After SIGTERM, how long messages in hand may take to finish (s).")
     ] = 30.0,
     until_empty: Annotated[bool, typer.Option("--until-empty", help="Exit once every queue is empty.")] = False,
+    prefetch: Annotated[
+        int, typer.Option(min=1, max=1000, help="Messages each thread claims at once and handles in order; those "
+                          "handled are acknowledged together (sync handlers).")
+    ] = 1,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     dsn: Dsn = None,
     table: TableOpt = DEFAULT_TABLE,
@@ -110,7 +114,7 @@ def worker(
             else:
                 from ..worker import Worker
 
-                result = Worker(q, queues, function, **options).run()
+                result = Worker(q, queues, function, prefetch=prefetch, **options).run()
     if not result.clean:
         raise typer.Exit(1)
 
