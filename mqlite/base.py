@@ -41,7 +41,7 @@ class QueueCore:
     _claimers_lock: threading.Lock
     _sessions: ClaimSessions
     _counters: Counters
-    _acks: Coalescer[Receipt, bool]
+    _acks: Coalescer[list[Receipt], list[bool]]
     _last_recover: float
     _recover_lock: threading.Lock
 

@@ -74,7 +74,8 @@ class Queue(Producing, Consuming, Administering):
         self._claimers_lock = threading.Lock()
         self._counters = Counters(self._flush_counts)
         # Acknowledgements from many threads share one DELETE (and one commit).
-        self._acks = Coalescer(self._delete_acked, limit=ACK_GROUP, keep_interrupted=True)
+        # Every acknowledgement of the process, one at a time or a batch, joins one DELETE in flight.
+        self._acks = Coalescer(self._delete_ack_groups, limit=ACK_GROUP, size=len, keep_interrupted=True)
         self._last_recover = float("-inf")  # a fresh consumer recovers orphans the first time it finds nothing
         self._recover_lock = threading.Lock()
 

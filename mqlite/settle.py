@@ -72,7 +72,7 @@ class Settling(QueueCore):
         r = self._settling(message)
         _, _, ckey = self._known_of(message, r)
         try:
-            deleted = self._acks.submit(r)
+            [deleted] = self._acks.submit([r])
         except BaseException:
             # Not acknowledged: the claim stays, and no longer counts as its session's to keep
             # (an idle session may then close, and recovery deliver the message again).
@@ -97,7 +97,7 @@ class Settling(QueueCore):
         done: list[bool] = []
         for start in range(0, len(todo), ACK_GROUP):
             chunk = todo[start:start + ACK_GROUP]
-            deleted = self._delete_acked([r for r, _ in chunk])
+            deleted = self._acks.submit([r for r, _ in chunk])
             for (r, ckey), ok in zip(chunk, deleted, strict=True):
                 done.append(self._settled(r, ok, key=ckey))
                 if done[-1]:
@@ -263,6 +263,12 @@ class Settling(QueueCore):
         elif key is not None:
             self._promote(key)  # its slot is free: the next message of the key may run
         return done
+
+    def _delete_ack_groups(self, groups: list[list[Receipt]]) -> list[list[bool]]:
+        """The acknowledgements gathered by `_acks` (single ones and batches): one DELETE for all."""
+        flat = [r for group in groups for r in group]
+        done = iter(self._delete_acked(flat))
+        return [[next(done) for _ in group] for group in groups]
 
     def _delete_acked(self, receipts: list[Receipt]) -> list[bool]:
         """One fenced DELETE for a group of acknowledgements; whether each was still held."""
