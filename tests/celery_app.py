@@ -1,7 +1,7 @@
 """The Celery app of the broker tests: built by the tests to send, imported by `celery worker` to run.
 
 The worker reads its configuration from the environment (`MQLITE_TEST_BROKER`, the broker DSN;
-`MQLITE_TEST_ACKS_LATE=1`). Every task writes one row to the `done` table of the same database:
+`MQLITE_TEST_ACKS_LATE=1`, `MQLITE_TEST_PUTLOCKS=0`). Every task writes one row to the `done` table of the same database:
 the side channel the tests count, so a task that ran twice shows up twice.
 """
 
@@ -43,6 +43,9 @@ def make_app(dsn: str, *, acks_late: bool = False, **options: Any) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
+        # A polling transport runs Celery's sync loop, which with putlocks blocks on a full pool
+        # before it reads the next message, remote control included (tests/test_celery_control.py).
+        worker_pool_putlocks=os.environ.get("MQLITE_TEST_PUTLOCKS", "1") == "1",
     )
 
     def note(task: Any, k: int, sleep: float, sent: float | None) -> None:
