@@ -48,11 +48,12 @@ def ctl_dsn(server_dsn: str) -> Iterator[str]:
 def worker(ctl_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
     """One `celery worker` (prefork, 2 processes) for every test of the module: they start slowly."""
     workers = Workers(ctl_dsn, tmp_path_factory.mktemp("ctl"))
-    os.environ["MQLITE_TEST_PUTLOCKS"] = "0"  # answers while its pool is full (see celery_app.py)
+    # Answers while its pool is full (see celery_app.py); results over mqlite reply queues.
+    os.environ.update(MQLITE_TEST_PUTLOCKS="0", MQLITE_TEST_BACKEND="rpc://")
     try:
         proc = workers.start("-n", NODE)
     finally:
-        del os.environ["MQLITE_TEST_PUTLOCKS"]
+        del os.environ["MQLITE_TEST_PUTLOCKS"], os.environ["MQLITE_TEST_BACKEND"]
     app = make_app(ctl_dsn)
     try:
         wait_for(lambda: proc.poll() is not None or app.control.inspect(timeout=0.5).ping(),
@@ -99,6 +100,26 @@ def test_inspect_ping_and_stats(ctl_dsn: str, worker: subprocess.Popen[bytes]) -
     assert stats["pid"] == worker.pid  # answered by the worker process itself
     assert stats["broker"]["transport"] == "mqlite.contrib.kombu:Transport"
     assert stats["pool"]["max-concurrency"] == 2
+
+
+def test_rpc_result_backend_over_mqlite(ctl_dsn: str, worker: subprocess.Popen[bytes], admin: object) -> None:
+    """`backend="rpc://"`: results come back to the caller through an mqlite queue of its own."""
+    app = make_app(ctl_dsn, backend="rpc://")
+    results = [app.tasks["t.add"].delay(i, i) for i in range(10)]
+    assert [r.get(timeout=30) for r in results] == [2 * i for i in range(10)]
+    # The caller's result queue: auto_delete, so it expires once unused (Celery gives it
+    # result_expires, a day), and empty now that every result was read.
+    (name, expires_ms), = rows(admin, "SELECT queue, expires_ms FROM mqlite_kombu_queues WHERE queue = %s",
+                               app.backend.oid)
+    assert expires_ms == 86_400_000 and rows(admin, "SELECT COUNT(*) FROM mqlite_messages WHERE queue = %s",
+                                             name) == [(0,)]
+
+
+def test_database_result_backend_on_the_same_server(ctl_dsn: str) -> None:
+    """The README's other backend: Celery's SQLAlchemy one over the broker's own MySQL database."""
+    app = make_app(ctl_dsn, backend="db+" + ctl_dsn)
+    app.backend.mark_as_done("readme-task", 5)
+    assert app.AsyncResult("readme-task").get(timeout=10) == 5
 
 
 def test_revoked_task_does_not_run(ctl_dsn: str, worker: subprocess.Popen[bytes], admin: object) -> None:
