@@ -244,6 +244,36 @@ def test_two_hundred_pings_stay_within_the_session_bound(
     assert late == [(0,)]  # replies that came after their ping gave up were purged with their queue
 
 
+def test_flower_lists_the_worker(ctl_dsn: str, worker: subprocess.Popen[bytes], tmp_path) -> None:
+    pytest.importorskip("flower")
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MQLITE_TEST_BROKER": ctl_dsn, "FLOWER_UNAUTHENTICATED_API": "true"}
+    with open(tmp_path / "flower.log", "wb") as log:
+        flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tests.celery_app", "flower",
+                                   "--address=127.0.0.1", f"--port={port}"], env=env, cwd=ROOT, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        def listed() -> dict | None:
+            try:
+                got = httpx.get(f"http://127.0.0.1:{port}/api/workers?refresh=1", timeout=10).json()
+            except (httpx.HTTPError, ValueError):
+                return None
+            return got.get(NODE) if "stats" in got.get(NODE, {}) else None
+
+        info = wait_for(listed, timeout=60, what="Flower to list the worker")
+        assert info["stats"]["pid"] == worker.pid
+        assert "error" not in info.get("conf", {}), info["conf"]  # Celery builds Connection(broker_url) there
+        assert {q["name"] for q in info["active_queues"]} >= {"celery", "reports"}
+    finally:
+        flower.terminate()
+        flower.wait(timeout=30)
+        print((tmp_path / "flower.log").read_text(errors="replace")[-2000:])
+
+
 def test_control_shutdown_stops_the_worker(ctl_dsn: str, worker: subprocess.Popen[bytes]) -> None:
     """Last of the module: the shared worker goes away."""
     celery_cmd(ctl_dsn, "control", "shutdown", "-d", NODE).communicate(timeout=60)

@@ -8,9 +8,10 @@ Configuration, one line (see the README's "Using with Celery")::
 kombu refuses import paths in a URL's scheme (they would let a URL choose a module to import),
 so an out-of-tree transport is named by `broker_transport`, which every Celery process reads
 from the app's configuration: no import side effect is needed in the worker, beat or `celery
-purge`. Importing this module also registers the alias `mqlite`, so `broker="mqlite+mysql://…"`
-works in processes that import `mqlite.contrib.kombu` before connecting. Without a URL
-(`broker_url` unset), `MQLITE_DSN` is used. Run `mqlite schema apply` once, as for any mqlite use.
+purge`. Importing this module also registers the aliases `mqlite` and `mysql` (kombu has none of
+that name), so `broker="mqlite+mysql://…"` works in processes that import `mqlite.contrib.kombu`
+before connecting. Without a URL (`broker_url` unset), `MQLITE_DSN` is used. Run `mqlite schema
+apply` once, as for any mqlite use (schema 010 holds the transport's exchanges).
 
 How kombu's verbs map onto mqlite (one mqlite queue per kombu queue, same name):
 
@@ -72,3 +73,6 @@ from .transport import Transport
 __all__ = ["Channel", "Transport"]
 
 TRANSPORT_ALIASES.setdefault("mqlite", "mqlite.contrib.kombu:Transport")
+# kombu has no `mysql` transport of its own; Celery builds `Connection(broker_url)` without the
+# app's broker_transport in places (the worker's `inspect conf`, `celery report`, Flower).
+TRANSPORT_ALIASES.setdefault("mysql", "mqlite.contrib.kombu:Transport")
