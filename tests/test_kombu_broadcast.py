@@ -26,13 +26,15 @@ def connect(dsn: str, **options: object) -> kombu.Connection:
     return kombu.Connection(dsn, transport=TRANSPORT, transport_options=options)
 
 
-def bind_elsewhere(dsn: str, queue: str, exchange: str, kind: str, routing_key: str = "", **queue_args: object) -> None:
-    """Declare and bind `queue` in another process: its bindings are not in this process's memory."""
+def bind_elsewhere(dsn: str, *queues: tuple) -> None:
+    """Declare and bind queues (name, exchange, type, routing key[, Queue kwargs]) in another process:
+    their bindings are not in this process's memory."""
     code = (
         "import kombu, sys\n"
         "conn = kombu.Connection(sys.argv[1], transport=sys.argv[2])\n"
-        f"x = kombu.Exchange({exchange!r}, type={kind!r})\n"
-        f"kombu.Queue({queue!r}, x, routing_key={routing_key!r}, **{queue_args!r})(conn.default_channel).declare()\n"
+        f"for name, exchange, kind, key, *kw in {queues!r}:\n"
+        "    x = kombu.Exchange(exchange, type=kind)\n"
+        "    kombu.Queue(name, x, routing_key=key, **(kw[0] if kw else {}))(conn.default_channel).declare()\n"
         "conn.close()\n"
     )
     done = subprocess.run([sys.executable, "-c", code, dsn, TRANSPORT], capture_output=True, text=True,
@@ -52,8 +54,8 @@ def drain(conn: kombu.Connection, queue: str) -> list[object]:
 
 
 def test_fanout_copies_to_every_bound_queue_of_every_process(q: mqlite.Queue, dsn: str) -> None:
-    for name in ("node-a", "node-b"):
-        bind_elsewhere(dsn, name, "bcast", "fanout")
+    bind_elsewhere(dsn, ("node-a", "bcast", "fanout", ""), ("node-b", "bcast", "fanout", ""),
+                   ("replies-1", "answers", "direct", "ticket-1"))
     with connect(dsn) as conn:
         x = kombu.Exchange("bcast", type="fanout")
         kombu.Queue("node-c", x)(conn.default_channel).declare()  # and one of this process
@@ -62,7 +64,6 @@ def test_fanout_copies_to_every_bound_queue_of_every_process(q: mqlite.Queue, ds
         for name in ("node-a", "node-b", "node-c"):
             assert drain(conn, name) == [{"cmd": "ping"}], name
         # Direct: another process's binding routes this process's publish.
-        bind_elsewhere(dsn, "replies-1", "answers", "direct", "ticket-1")
         d = kombu.Exchange("answers", type="direct")
         with conn.Producer() as producer:
             producer.publish("pong", exchange=d, routing_key="ticket-1", declare=[d])
@@ -72,8 +73,7 @@ def test_fanout_copies_to_every_bound_queue_of_every_process(q: mqlite.Queue, ds
 
 
 def test_topic_routing_over_shared_bindings(q: mqlite.Queue, dsn: str) -> None:
-    bind_elsewhere(dsn, "all-events", "ev", "topic", "#")
-    bind_elsewhere(dsn, "task-events", "ev", "topic", "task.*")
+    bind_elsewhere(dsn, ("all-events", "ev", "topic", "#"), ("task-events", "ev", "topic", "task.*"))
     with connect(dsn) as conn:
         x = kombu.Exchange("ev", type="topic")
         with conn.Producer() as producer:
@@ -84,8 +84,7 @@ def test_topic_routing_over_shared_bindings(q: mqlite.Queue, dsn: str) -> None:
 
 
 def test_expiring_queue_unused_is_purged_and_forgotten(q: mqlite.Queue, dsn: str, admin) -> None:
-    bind_elsewhere(dsn, "gone-soon", "bx", "fanout", expires=0.2)
-    bind_elsewhere(dsn, "durable", "bx", "fanout")
+    bind_elsewhere(dsn, ("gone-soon", "bx", "fanout", "", {"expires": 0.2}), ("durable", "bx", "fanout", ""))
     with connect(dsn) as conn:
         x = kombu.Exchange("bx", type="fanout")
         with conn.Producer() as producer:
@@ -100,13 +99,16 @@ def test_expiring_queue_unused_is_purged_and_forgotten(q: mqlite.Queue, dsn: str
         assert q.size("gone-soon") == 0 and q.size("durable") == 2
 
 
-def test_consumed_expiring_queue_stays_and_a_deleted_one_leaves_nothing(q: mqlite.Queue, dsn: str, admin) -> None:
+def test_consumed_expiring_queue_stays_and_a_deleted_one_leaves_nothing(
+    q: mqlite.Queue, dsn: str, admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routing, "DELETED_GRACE_MS", 300)
     with connect(dsn, polling_interval=0.05) as conn:
         x = kombu.Exchange("rx", type="direct")
-        kept = kombu.Queue("kept", x, routing_key="k", expires=0.5, auto_delete=True)
+        kept = kombu.Queue("kept", x, routing_key="k", expires=0.3, auto_delete=True)
         consumer = conn.Consumer([kept], no_ack=True, callbacks=[lambda body, m: None])
         consumer.consume()
-        for _ in range(20):  # 2 s of polling: 4 x the queue's expiry
+        for _ in range(12):  # 1.2 s of polling: 4 x the queue's expiry
             try:
                 conn.drain_events(timeout=0.1)
             except TimeoutError:
