@@ -124,3 +124,12 @@ def test_consumed_expiring_queue_stays_and_a_deleted_one_leaves_nothing(
                  what="the deleted queue's row to expire")
         assert q.size("kept") == 0
         assert rows(admin, "SELECT COUNT(*) FROM mqlite_kombu_queues")[0][0] == 0
+
+
+def test_a_table_without_the_broadcast_schema_is_refused_at_connect(dsn: str, admin) -> None:
+    from mqlite import schema
+    from mqlite.errors import SchemaMissing
+
+    schema.apply(admin, "before_010", upto=9)
+    with connect(dsn, table="before_010") as conn, pytest.raises(SchemaMissing, match="schema 010"):
+        conn.connect()

@@ -13,7 +13,7 @@ from typing import Any
 from kombu.transport import virtual
 
 from ...config import parse_dsn
-from ...errors import DatabaseError, MqliteError, Unavailable
+from ...errors import DatabaseError, MqliteError, SchemaMissing, Unavailable
 from ...idle import IdleWait
 from ...message import Message as MqMessage
 from ...queue import Queue
@@ -29,6 +29,7 @@ DEFAULT_ACK_THREADS = 8  # acks in flight at once, so that their commits share f
 # Idle, the reply and pidbox queues are polled this often even while task queues back off further:
 # `celery inspect` waits 1 s for replies.
 DEFAULT_BROADCAST_POLLING = 0.2
+BROADCAST_SCHEMA = 10  # schema/010_kombu_broadcast.sql: the shared bindings and expiring queues
 _QUEUE_OPTIONS = ("table", "pool_size", "max_attempts", "retry_for", "recover_every", "connect_timeout")
 
 
@@ -96,7 +97,11 @@ class Transport(virtual.Transport):
         return mq
 
     def establish_connection(self) -> Any:
-        self.mq.schema_status()  # fails here, as a connection error, when the server is unreachable
+        # Fails here, as a connection error, when the server is unreachable.
+        status = self.mq.schema_status()
+        if any(m.version == BROADCAST_SCHEMA for m in status.pending):
+            raise SchemaMissing(f"the kombu transport keeps its exchanges in schema {BROADCAST_SCHEMA:03d}, "
+                                f"not applied to table {status.table!r}: run `mqlite schema apply`")
         return super().establish_connection()
 
     def close_connection(self, connection: Any) -> None:
