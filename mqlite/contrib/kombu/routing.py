@@ -176,6 +176,12 @@ class RoutingChannel:
         self._expiring.pop(queue, None)
         self.routing.delete(queue, self._name(queue))  # type: ignore[attr-defined]
 
+    def exchange_delete(self, exchange: str, if_unused: bool = False, nowait: bool = False) -> None:
+        # kombu's deletes the exchange's empty queues: only this process's, never other workers'.
+        for _, _, queue in list(self.state.exchanges.get(exchange, {}).get("table", [])):
+            self.queue_delete(queue, if_unused=True, if_empty=True)
+        self.state.exchanges.pop(exchange, None)
+
     def get_table(self, exchange: str) -> list[tuple[str, str | None, str]]:
         try:
             local = list(self.state.exchanges[exchange]["table"])
