@@ -16,6 +16,8 @@ How kombu's verbs map onto mqlite (one mqlite queue per kombu queue, same name):
 
 - publish: `Queue.push`, one `INSERT`. Celery's `countdown`/`eta` (the `eta` header) and a
   `DelaySeconds` property become mqlite delays: the message waits in the table, not in a worker.
+  Celery's `priority` (the message's `priority` property) becomes the mqlite priority as it is:
+  lower first, as with kombu's Redis transport (not RabbitMQ's higher-first).
 - consume (`no_ack=False`, which is every Celery worker): `Queue.take(lease=…)`; the delivery tag
   is the claim's receipt. `basic_ack` -> `ack`; `basic_reject(requeue=True)` -> `nack` with no
   delay (back at once, one attempt counted, so a message that keeps killing its worker ends
@@ -71,7 +73,7 @@ from typing import Any
 from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.utils.json import dumps, loads
 
-from ..config import parse_dsn
+from ..config import PRIORITY_MAX, PRIORITY_MIN, parse_dsn
 from ..errors import DatabaseError, MqliteError, NotClaimed, Unavailable
 from ..idle import IdleWait
 from ..message import Message as MqMessage
@@ -163,7 +165,7 @@ class Channel(virtual.Channel):
 
     def _put(self, queue: str, message: dict, **kwargs: Any) -> None:
         delay = _delay_of(message)
-        self.mq.push(self._name(queue), dumps(message), delay=delay)
+        self.mq.push(self._name(queue), dumps(message), delay=delay, priority=_priority_of(message))
 
     def _purge(self, queue: str) -> int:
         return self.mq.purge(self._name(queue))
@@ -617,6 +619,14 @@ def _dsn_of(hostname: str | None) -> str | None:
     if scheme in ("mqlite", "mqlite+mysql"):
         return "mysql://" + rest
     return hostname
+
+
+def _priority_of(message: dict) -> int:
+    """The message's `priority` property (Celery's task option), within mqlite's range; else 0."""
+    value = (message.get("properties") or {}).get("priority")
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return max(PRIORITY_MIN, min(PRIORITY_MAX, value))
 
 
 def _delay_of(message: dict) -> float | None:
