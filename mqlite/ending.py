@@ -86,7 +86,7 @@ def ack_many(cur: Any, st: Statements, receipts: list[Receipt], table: str) -> s
     'cancelled_late' when it was cancelled while its handler ran). The copy's locking read holds
     the rows until the DELETE, so both see the same ones."""
     fences = [v for r in receipts for v in r.fence()]
-    copy = st.in_list(st.history_acked, len(receipts), "(%s,%s,%s,%s,%s,%s)")
+    copy = st.in_list(st.history_acked, len(receipts), "(%s,%s,%s,%s,%s,%s,%s)")
 
     def steps() -> set[int]:
         cur.execute(copy, (worker_label(), table, *fences))
