@@ -80,6 +80,7 @@ class Producing(QueueCore):
                 if ckey is not None:
                     cur.execute(self._sql.set_cap, (self.table, ckey, max_running, max_running))
                 new_id = self._insert(cur, row)
+                self.doorbell.ring(name, cur)  # committed (autocommit): wake its idle consumers
                 cur.close()
                 return new_id
 
@@ -98,6 +99,7 @@ class Producing(QueueCore):
             ) from None
         if ckey is not None:
             self._promote(ckey)
+            self.doorbell.ring(name)  # the push above rang while it was parked
         return new_id
 
     def push_many(self, queue: str, bodies: Iterable[Body], *, connection: Any = None) -> list[int]:
@@ -126,6 +128,7 @@ class Producing(QueueCore):
                 ids = self._insert_chunks(cur, name, chunks, increment)
                 if several:
                     conn.commit()
+                self.doorbell.ring(name, cur)
                 cur.close()
                 return ids
 
