@@ -60,7 +60,7 @@ def slot_names(database: str, table: str, queue: str) -> list[str]:
 class _Waiter:
     __slots__ = ("queues", "seen", "callback")
 
-    def __init__(self, queues: tuple[str, ...], seen: int, callback: Callable[[], None] | None) -> None:
+    def __init__(self, queues: tuple[str, ...], seen: int, callback: Callable[[], object] | None) -> None:
         self.queues, self.seen, self.callback = queues, seen, callback
 
 
@@ -109,7 +109,7 @@ class Doorbell:
         self.unsubscribe(waiter)
         return self._gen
 
-    def subscribe(self, queues: Sequence[str], seen: int, callback: Callable[[], None] | None = None) -> int | None:
+    def subscribe(self, queues: Sequence[str], seen: int, callback: Callable[[], object] | None = None) -> int | None:
         """Register a waiter (`callback` runs on the listener's thread at the wake-up); None when
         a wake-up newer than `seen` already happened. Pair with `unsubscribe`."""
         names = tuple(queues)

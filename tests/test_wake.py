@@ -3,6 +3,7 @@ signal is made up by the listener's bounded look, and nothing is lost or handled
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -129,6 +130,55 @@ def test_nothing_lost_or_handled_twice(dsn: str) -> None:
         wait_for(lambda: len(handled) >= total, timeout=30, what="every message handled")
         bodies = [m.text() for _, m in handled]
         assert len(bodies) == total and len(set(bodies)) == total
+
+
+def test_an_async_worker_wakes_on_a_push_from_another_process(dsn: str) -> None:
+    from mqlite.aio import AsyncQueue
+    from mqlite.aio.worker import AsyncWorker
+
+    handled: list[float] = []
+
+    async def handle(message: Message) -> None:
+        handled.append(time.time())
+
+    async def main(q: mqlite.Queue) -> None:
+        async with AsyncQueue(queue=q) as aq:
+            w = AsyncWorker(aq, ["async"], handle, idle_min=5.0, idle_max=5.0, handle_signals=False)
+            task = asyncio.create_task(w.run())
+            with pusher(dsn) as proc:
+                await asyncio.to_thread(wait_for, lambda: "async" in q.doorbell.listening)
+                sent = await asyncio.to_thread(push_from, proc, "async")
+                await asyncio.to_thread(wait_for, lambda: handled, 10)
+                assert handled[0] - sent < 0.5, f"push → handler took {handled[0] - sent:.3f}s"
+            w.stop()
+            await asyncio.wait_for(task, 5)
+
+    with mqlite.Queue(dsn, wake_bound=5.0) as q:
+        asyncio.run(main(q))
+
+
+def test_a_web_long_poll_wakes_on_a_push_from_another_process(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from mqlite.web import create_app, state
+
+    monkeypatch.setattr(state, "FIRST_PAUSE", 5.0)  # the poll alone would take seconds
+    monkeypatch.setattr(state, "MAX_PAUSE", 5.0)
+    out: dict[str, object] = {}
+    with mqlite.Queue(dsn, wake_bound=5.0) as q, TestClient(create_app(q, stats_ttl=0), base_url="http://127.0.0.1") as client, \
+            pusher(dsn) as proc:
+        def get() -> None:
+            out["response"] = client.get("/q/web", params={"wait": "20"})
+            out["at"] = time.time()
+
+        t = threading.Thread(target=get, daemon=True)
+        t.start()
+        wait_for(lambda: "web" in q.doorbell.listening, what="the long-poll waiting on the bell")
+        sent = push_from(proc, "web")
+        t.join(15)
+        assert out["response"].status_code == 200  # type: ignore[attr-defined]
+        assert float(out["at"]) - sent < 0.5  # type: ignore[arg-type]
 
 
 def test_a_push_to_a_queue_nobody_waits_on_rings_nobody(q: mqlite.Queue) -> None:
