@@ -32,11 +32,13 @@ class IdleWait:
         self.first = first
         self.cap = cap
         self._next = min(first, cap)
-        self.bell = bell if queues else None
+        self.bell = bell  # both may be set later (a consumer whose queues change)
         self.queues = tuple(queues)
         # The wake-up generation this consumer has acted on: one that happened since (even while
         # it was polling) ends the next sleep at once, so a push between poll and wait is not missed.
         self._seen = bell.generation if bell is not None else 0
+        self._poked = False  # `interrupt` was called: the next (or current) sleep ends at once
+        self._token: int | None = None  # this consumer's subscription while it sleeps on the bell
 
     def reset(self) -> None:
         """A message was found: the next empty poll waits `first` again."""
@@ -57,12 +59,8 @@ class IdleWait:
 
     def sleep(self, seconds: float, wake: threading.Event | None = None) -> bool:
         """Sleep `seconds`, ended early when `wake` is set (or the bell rings); True when woken."""
-        if self.bell is not None:
-            if wake is not None and wake.is_set():
-                return True
-            # `wake` cannot end this wait: its setter calls `interrupt` (Worker does on stop).
-            seen, self._seen = self._seen, self.bell.wait(self.queues, self._seen, seconds)
-            return self._seen != seen or (wake is not None and wake.is_set())
+        if self.bell is not None and self.queues:
+            return self._sleep_on_bell(seconds, wake)
         if wake is not None:
             return wake.wait(seconds)
         if seconds > 0:
@@ -70,6 +68,27 @@ class IdleWait:
         return False
 
     def interrupt(self) -> None:
-        """End the bell-backed sleep in progress, if any (e.g. the consumer is stopping)."""
-        if self.bell is not None:
-            self.bell.interrupt_waiters()
+        """End this consumer's bell-backed sleep now (or the next one, if it is not asleep): a
+        `wake` event cannot end that sleep by itself, so whoever sets one calls this too."""
+        self._poked = True
+        token = self._token
+        if token is not None and self.bell is not None:
+            self.bell.poke(token)
+
+    def _sleep_on_bell(self, seconds: float, wake: threading.Event | None) -> bool:
+        assert self.bell is not None
+        seen = self._seen
+        if not (self._poked or (wake is not None and wake.is_set())):
+            token = self.bell.subscribe(self.queues, seen)
+            if token is not None:
+                self._token = token
+                try:
+                    if self._poked:  # interrupted between the check above and the subscription
+                        self.bell.poke(token)
+                    self.bell.wait_subscribed(token, seconds)
+                finally:
+                    self._token = None
+                    self.bell.unsubscribe(token)
+        poked, self._poked = self._poked, False
+        self._seen = self.bell.generation
+        return poked or self._seen != seen or (wake is not None and wake.is_set())

@@ -58,10 +58,11 @@ def slot_names(database: str, table: str, queue: str) -> list[str]:
 
 
 class _Waiter:
-    __slots__ = ("queues", "seen", "callback")
+    __slots__ = ("queues", "seen", "callback", "poked")
 
     def __init__(self, queues: tuple[str, ...], seen: int, callback: Callable[[], object] | None) -> None:
         self.queues, self.seen, self.callback = queues, seen, callback
+        self.poked = False
 
 
 class Doorbell:
@@ -101,13 +102,28 @@ class Doorbell:
 
     def wait(self, queues: Sequence[str], seen: int, timeout: float) -> int:
         """Sleep until a wake-up newer than `seen` or `timeout` s; returns the generation now."""
-        waiter = self.subscribe(queues, seen)
-        if waiter is None:
-            return self._gen
-        with self._cond:
-            self._cond.wait_for(lambda: self._gen != seen or self._closed, timeout)
-        self.unsubscribe(waiter)
+        token = self.subscribe(queues, seen)
+        if token is not None:
+            try:
+                self.wait_subscribed(token, timeout)
+            finally:
+                self.unsubscribe(token)
         return self._gen
+
+    def wait_subscribed(self, token: int, timeout: float) -> None:
+        """Sleep as the waiter `token` until a wake-up newer than it saw, a `poke`, or `timeout` s."""
+        with self._cond:
+            waiter = self._waiters.get(token)
+            if waiter is not None:
+                self._cond.wait_for(lambda: self._gen != waiter.seen or waiter.poked or self._closed, timeout)
+
+    def poke(self, token: int) -> None:
+        """End the wait of one waiter (its consumer has news of its own); the others sleep on."""
+        with self._cond:
+            waiter = self._waiters.get(token)
+            if waiter is not None:
+                waiter.poked = True
+                self._cond.notify_all()
 
     def subscribe(self, queues: Sequence[str], seen: int, callback: Callable[[], object] | None = None) -> int | None:
         """Register a waiter (`callback` runs on the listener's thread at the wake-up); None when

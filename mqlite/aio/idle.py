@@ -21,8 +21,8 @@ class AsyncIdleWait(IdleWait):
 
     async def sleep_async(self, seconds: float, wake: asyncio.Event | None = None) -> bool:
         """Sleep `seconds` without blocking the loop, ended early when `wake` is set; True when woken."""
-        if self.bell is not None:
-            return await self._sleep_on_bell(seconds, wake)
+        if self.bell is not None and self.queues:
+            return await self._sleep_on_bell_async(seconds, wake)
         if wake is None:
             await asyncio.sleep(seconds)
             return False
@@ -32,10 +32,11 @@ class AsyncIdleWait(IdleWait):
         except asyncio.TimeoutError:
             return False
 
-    async def _sleep_on_bell(self, seconds: float, wake: asyncio.Event | None) -> bool:
+    async def _sleep_on_bell_async(self, seconds: float, wake: asyncio.Event | None) -> bool:
         assert self.bell is not None
         if wake is not None and wake.is_set():
             return True
+        seen = self._seen
         loop = asyncio.get_running_loop()
         rung = asyncio.Event()
         token = self.bell.subscribe(self.queues, self._seen, lambda: loop.call_soon_threadsafe(rung.set))
@@ -49,5 +50,5 @@ class AsyncIdleWait(IdleWait):
                 for task in waits:
                     task.cancel()
                 self.bell.unsubscribe(token)
-        seen, self._seen = self._seen, self.bell.generation
+        self._seen = self.bell.generation
         return seen != self._seen or (wake is not None and wake.is_set())
