@@ -14,6 +14,7 @@ from . import retry
 from .coalesce import Coalescer
 from .config import Settings
 from .counters import Counters
+from .ending import HistorySettings, worker_label
 from .failure import Backoff
 from .message import Receipt
 from .pool import Pool
@@ -46,6 +47,14 @@ class QueueCore:
     _acks: Coalescer[Receipt, bool]
     _last_recover: float
     _recover_lock: threading.Lock
+    _history: HistorySettings
+
+    def _recording(self, queue: str) -> str | None:
+        """The table name to record `queue`'s finished messages under, None when its history is off."""
+        return self.table if self._history.on(queue) else None
+
+    def _pop_history(self, queue: str) -> tuple[str, str] | None:
+        return (self.table, worker_label()) if self._history.on(queue) else None
 
     def _flush_counts(self, counts: dict[str, list[int]]) -> None:
         def attempt() -> None:

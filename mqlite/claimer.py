@@ -39,6 +39,7 @@ class Claimer:
         give_back: Callable[[list[Message]], None],
         on_consumed: Callable[[int], None] | None = None,
         gather_limit: int = 64,
+        history: Callable[[], tuple[str, str] | None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._st = st
@@ -47,6 +48,7 @@ class Claimer:
         self.lease_us = int(lease * 1e6)
         self._give_back = give_back
         self._on_consumed = on_consumed
+        self._history = history  # pop: (table, worker) while the queue keeps history, else None
         self._lock = threading.Lock()
         # Popped rows whose caller left after they were deleted: served before the next claim.
         self._buffer: deque[Message] = deque()
@@ -84,8 +86,9 @@ class Claimer:
 
     def _claim(self, wants: list[int]) -> list[list[Message]]:
         """One claim statement for every caller in the batch; rows handed out in order of arrival."""
+        history = self._history() if self.consume and self._history is not None else None
         with self._sessions.hold() as session:
-            rows = protocol.fetch(session, self._st, self.queue, sum(wants), self.lease_us, self.consume)
+            rows = protocol.fetch(session, self._st, self.queue, sum(wants), self.lease_us, self.consume, history)
         if self.consume and self._on_consumed is not None and rows:
             self._on_consumed(len(rows))
         results = []

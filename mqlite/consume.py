@@ -117,6 +117,7 @@ class Consuming(Settling):
                     claimer = Claimer(
                         self._sessions, self._sql, queue, consume=consume, lease=lease, give_back=self._give_back,
                         on_consumed=functools.partial(self._count_popped, queue) if consume else None,
+                        history=functools.partial(self._pop_history, queue) if consume else None,
                     )
                     self._claimers[key] = claimer
         return claimer
@@ -217,7 +218,9 @@ class Consuming(Settling):
             self._last_recover = time.monotonic()
             # Tried once: a consumer's call does not wait out retries of housekeeping (the next
             # pass comes soon), so it stays within its own retry bound.
-            return self._recover(None).total
+            back = self._recover(None).total
+            self.prune_history()  # type: ignore[attr-defined]  # history.Recording, in Queue
+            return back
         except Exception as exc:  # a consumer must not fail because housekeeping did
             log.warning("opportunistic recovery failed: %s", exc)
             return 0

@@ -14,8 +14,10 @@ it never touches a claim that was recovered and taken by someone else meanwhile.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from . import sql
 from .errors import Multiplexed
@@ -23,6 +25,7 @@ from .message import Message, Receipt
 from .sql import Statements
 
 _EPOCH = datetime(1970, 1, 1)
+T = TypeVar("T")
 
 
 class Session:
@@ -73,11 +76,14 @@ def multiplexed(opened_on: int, now: int, what: str) -> Multiplexed:
     )
 
 
-def fetch(session: Session, st: Statements, queue: str, n: int, lease_us: int, consume: bool) -> list[Message]:
+def fetch(
+    session: Session, st: Statements, queue: str, n: int, lease_us: int, consume: bool,
+    history: tuple[str, str] | None = None,
+) -> list[Message]:
     """Claim up to `n` ready rows of `queue` on `session` and read back exactly those.
 
-    `consume=True` (pop) deletes them before returning; otherwise they stay claimed and are
-    added to `session.out`.
+    `consume=True` (pop) deletes them before returning (recording them in history when given
+    `history` = (table name, worker label)); otherwise they stay claimed and are added to `session.out`.
     """
     cur = session.raw.cursor()
     try:
@@ -86,6 +92,8 @@ def fetch(session: Session, st: Statements, queue: str, n: int, lease_us: int, c
             return []
         rows = read_back(cur, st, queue, session, claimed)
         if consume:
+            if history is not None:
+                return _delete_recorded(cur, st, queue, rows, session, history)
             return delete_claimed(cur, st, queue, rows, session)
     finally:
         cur.close()
@@ -141,6 +149,40 @@ def delete_claimed(cur: Any, st: Statements, queue: str, rows: list[Message], se
     check_pinned(cur, session, "the delete of its claim")
     still_there = present(cur, st, [m.id for m in rows])
     return [m for m in rows if m.id not in still_there]
+
+
+def _delete_recorded(
+    cur: Any, st: Statements, queue: str, rows: list[Message], session: Session, history: tuple[str, str]
+) -> list[Message]:
+    """`delete_claimed` with a 'popped' history row per message, in one transaction."""
+    table, worker = history
+
+    def steps() -> list[Message]:
+        for stamp in {m.claimed_at for m in rows}:
+            keys = [v for m in rows if m.claimed_at == stamp for v in (m.available_at, m.id)]
+            copy = st.in_list(st.history_popped, len(keys) // 2, "(%s,%s)")
+            cur.execute(copy, (worker, table, queue, *keys, stamp))
+        gone = delete_claimed(cur, st, queue, rows, session)
+        if len(gone) != len(rows):  # the copies of rows that were not ours to delete go too
+            kept = [m for m in rows if m not in gone]
+            since = min(m.claimed_at or _EPOCH for m in kept)
+            cur.execute(st.in_list(sql.UNRECORD_POPPED, len(kept)), (table, queue, since, *[m.id for m in kept]))
+        return gone
+
+    return transaction(cur, steps)
+
+
+def transaction(cur: Any, steps: Callable[[], T]) -> T:
+    """Run `steps` (statements on `cur`) as one transaction on an autocommit connection."""
+    cur.execute(sql.BEGIN)
+    try:
+        result = steps()
+    except BaseException:
+        with contextlib.suppress(Exception):  # a connection gone has committed nothing
+            cur.execute(sql.ROLLBACK)
+        raise
+    cur.execute(sql.COMMIT)
+    return result
 
 
 def release_since(cur: Any, st: Statements, since: datetime) -> int:

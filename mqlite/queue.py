@@ -11,7 +11,9 @@ from .coalesce import Coalescer
 from .config import DEFAULT_TABLE, check_count, parse_dsn, resolve_dsn
 from .consume import Consuming
 from .counters import Counters
+from .ending import HistorySettings
 from .failure import Backoff
+from .history import HistoryEntry, Recording
 from .pool import Pool
 from .produce import Producing
 from .sessions import ClaimSessions
@@ -19,10 +21,10 @@ from .settle import ACK_GROUP
 from .sql import statements
 from .wake import Doorbell
 
-__all__ = ["Queue", "QueueStats", "Stats", "default_queue"]
+__all__ = ["HistoryEntry", "Queue", "QueueStats", "Stats", "default_queue"]
 
 
-class Queue(Producing, Consuming, Administering):
+class Queue(Producing, Consuming, Administering, Recording):
     """A handle on one messages table. Thread-safe; one per process is the intended use.
 
     `dsn=None` reads `MQLITE_DSN`. Connections are pooled (at most `pool_size`), opened lazily,
@@ -84,6 +86,7 @@ class Queue(Producing, Consuming, Administering):
         self._acks = Coalescer(self._delete_acked, limit=ACK_GROUP, keep_interrupted=True)
         self._last_recover = float("-inf")  # a fresh consumer recovers orphans the first time it finds nothing
         self._recover_lock = threading.Lock()
+        self._history = HistorySettings(self._read_history_settings)
 
     def __repr__(self) -> str:
         return f"Queue({self.settings.redacted()!r}, table={self.table!r})"

@@ -74,6 +74,10 @@ FORGET_VERSIONS = "DELETE FROM mqlite_schema_version WHERE table_name = %s"
 # A push on the caller's connection: a savepoint, so a duplicate unique key takes back only the push.
 PUSH_SAVEPOINT = "SAVEPOINT mqlite_push"
 UNDO_PUSH = "ROLLBACK TO SAVEPOINT mqlite_push"
+# A statement group that ends messages and records them in mqlite_history commits as one.
+BEGIN = "START TRANSACTION"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
 VERSION_TABLE_EXISTS = (
     "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
 )
@@ -142,6 +146,19 @@ class Statements:
     drop_table: str
     drop_push_procedure: str
     wake_next: str
+    cancel_lock: str
+    cancel_delete: str
+    cancel_mark: str
+    cancelling: str
+    finish_cancelled: str
+    history_acked: str
+    history_popped: str
+    history_failed: str
+    history_cancelled: str
+    history_ids: str
+    purge_ids: str
+    purge_failed_ids: str
+    delete_ids: str
 
     def push_many(self, rows: int) -> str:
         """A multi-row INSERT of `rows` messages."""
@@ -177,6 +194,20 @@ def statements(table: str) -> Statements:
     fence = "queue = %s AND available_at = %s AND id = %s AND owner = %s AND owner_node = %s AND claimed_at = %s"
     unclaim = "owner = 0, owner_node = 0, claimed_at = NULL, lease_until = NULL"
     mine = f"owner = CONNECTION_ID() AND owner_node = {NODE}"  # this session's claims, on this node
+    live = "cancelled_at IS NULL"
+    # History rows copy the message row in the statement before the one that ends it, in one
+    # transaction; the join keeps out queues whose history is off (a process's cached setting may lag).
+    record = (
+        "INSERT INTO mqlite_history (table_name, queue, finished_at, id, outcome, attempts, created_at, "
+        "first_claimed_at, duration, last_error, worker, body) SELECT h.table_name, m.queue, NOW(6), m.id, "
+    )
+    joined = "JOIN mqlite_queues h ON h.table_name = %s AND h.queue = m.queue AND h.history_days IS NOT NULL"
+    from_ready = f"FROM {t} AS m FORCE INDEX (mqlite_ready) {joined}"
+    last_run = "TIMESTAMPDIFF(MICROSECOND, m.claimed_at, NOW(6)) / 1e6"
+    fence_m = (
+        "m.queue = %s AND m.available_at = %s AND m.id = %s AND m.owner = %s AND m.owner_node = %s "
+        "AND m.claimed_at = %s"
+    )
     # Back in the queue after a delay; a message with a concurrency key gives up its slot and
     # waits parked until a promotion (due_at is read before it is assigned, as with `attempts`).
     back_later = (
@@ -186,9 +217,10 @@ def statements(table: str) -> Statements:
     # A recovered claim counts as a failed attempt (a message that kills its consumer every
     # time ends up failed, not in an endless loop). `attempts` is read before it is assigned:
     # the same under MySQL's left-to-right and MariaDB's simultaneous assignment.
+    # A cancelling claim whose consumer is gone is not retried: it comes back failed.
+    give_up = "cancelled_at IS NOT NULL OR attempts + 1 >= COALESCE(max_attempts, %s)"
     recover_set = (
-        "available_at = IF(attempts + 1 >= COALESCE(max_attempts, %s), NULL, available_at), "
-        "failed_at = IF(attempts + 1 >= COALESCE(max_attempts, %s), NOW(6), NULL), "
+        f"available_at = IF({give_up}, NULL, available_at), failed_at = IF({give_up}, NOW(6), NULL), "
         f"attempts = attempts + 1, last_error = %s, {unclaim}"
     )
     return Statements(
@@ -232,7 +264,7 @@ def statements(table: str) -> Statements:
         # queue's ready range from its head.
         claim=(
             f"UPDATE {by_queue} SET owner = CONNECTION_ID(), owner_node = {NODE}, claimed_at = NOW(6), "
-            "lease_until = NOW(6) + INTERVAL %s MICROSECOND "
+            "lease_until = NOW(6) + INTERVAL %s MICROSECOND, first_claimed_at = COALESCE(first_claimed_at, NOW(6)) "
             "WHERE queue = %s AND available_at <= NOW(6) AND owner = 0 "
             # A paused queue hands out nothing; the check is a constant subquery, read once.
             "AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
@@ -279,16 +311,20 @@ def statements(table: str) -> Statements:
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE "
             "(m.queue, m.available_at, m.id, m.owner, m.owner_node, m.claimed_at) IN ({ids})"
         ),
-        release=f"UPDATE {by_queue} SET {unclaim}, {back_later} WHERE {fence}",
-        retry_later=f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, {back_later} WHERE {fence}",
+        # A cancelling claim (cancelled_at set) matches none of these: the 0-row answer, rare, is then
+        # told apart from a lost claim by `cancelling`, and the message ends cancelled.
+        release=f"UPDATE {by_queue} SET {unclaim}, {back_later} WHERE {fence} AND {live}",
+        retry_later=(
+            f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, {back_later} WHERE {fence} AND {live}"
+        ),
         fail=(
             f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, "
-            f"available_at = NULL, failed_at = NOW(6) WHERE {fence}"
+            f"available_at = NULL, failed_at = NOW(6) WHERE {fence} AND {live}"
         ),
-        extend=f"UPDATE {by_queue} SET lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence}",
+        extend=f"UPDATE {by_queue} SET lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence} AND {live}",
         checkpoint=(
             f"UPDATE {by_queue} SET resume_cursor = %s, progress = %s, "
-            f"lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence}"
+            f"lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence} AND {live}"
         ),
         in_progress=(
             f"SELECT {MESSAGE_COLUMNS} FROM {t} FORCE INDEX (mqlite_owner) WHERE owner > 0 "
@@ -381,6 +417,49 @@ def statements(table: str) -> Statements:
             f"UPDATE {by_queue} SET available_at = NOW(6), failed_at = NULL, attempts = 0 "
             "WHERE queue = %s AND available_at IS NULL AND id IN ({ids})"
         ),
+        # Cancelling: the row locked by its id, then removed (not claimed) or marked (claimed).
+        cancel_lock=(
+            f"SELECT owner, available_at IS NULL, available_at > NOW(6), concurrency_key FROM {t} "
+            "WHERE id = %s AND queue = %s FOR UPDATE"
+        ),
+        cancel_delete=f"DELETE FROM {t} WHERE id = %s AND owner = 0",
+        cancel_mark=f"UPDATE {t} SET cancelled_at = COALESCE(cancelled_at, NOW(6)) WHERE id = %s AND owner <> 0",
+        cancelling=(
+            f"SELECT cancelled_at IS NOT NULL FROM {t} WHERE id = %s AND owner = %s AND owner_node = %s "
+            "AND claimed_at = %s"
+        ),
+        finish_cancelled=(
+            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE {fence_m} AND m.cancelled_at IS NOT NULL"
+        ),
+        # attempts in history count the attempt that ended the message (the table counts failed ones).
+        history_acked=(
+            f"{record}IF(m.cancelled_at IS NULL, 'acked', 'cancelled_late'), m.attempts + 1, m.created_at, "
+            f"m.first_claimed_at, {last_run}, m.last_error, %s, m.body {from_ready} "
+            "WHERE (m.queue, m.available_at, m.id, m.owner, m.owner_node, m.claimed_at) IN ({ids})"
+        ),
+        history_popped=(
+            f"{record}'popped', m.attempts + 1, m.created_at, m.first_claimed_at, {last_run}, m.last_error, "
+            f"%s, m.body {from_ready} WHERE m.queue = %s AND (m.available_at, m.id) IN ({{ids}}) "
+            f"AND m.owner = CONNECTION_ID() AND m.owner_node = {NODE} AND m.claimed_at = %s"
+        ),
+        history_failed=(
+            f"{record}'failed', %s, m.created_at, m.first_claimed_at, {last_run}, %s, %s, m.body {from_ready} "
+            f"WHERE {fence_m} AND m.cancelled_at IS NULL"
+        ),
+        history_cancelled=(
+            f"{record}'cancelled', m.attempts + 1, m.created_at, m.first_claimed_at, {last_run}, m.last_error, "
+            f"%s, m.body {from_ready} WHERE {fence_m} AND m.cancelled_at IS NOT NULL"
+        ),
+        history_ids=(
+            f"{record}%s, m.attempts, m.created_at, m.first_claimed_at, NULL, m.last_error, %s, m.body "
+            f"FROM {t} AS m {joined} WHERE m.id IN ({{ids}}) AND m.owner = 0"
+        ),
+        purge_ids=f"SELECT id FROM {t} WHERE queue = %s AND owner = 0 AND available_at IS NOT NULL LIMIT %s FOR UPDATE",
+        purge_failed_ids=(
+            f"SELECT id FROM {t} WHERE queue = %s AND available_at IS NULL "
+            "AND failed_at < NOW(6) - INTERVAL %s MICROSECOND LIMIT %s FOR UPDATE"
+        ),
+        delete_ids=f"DELETE FROM {t} WHERE id IN ({{ids}}) AND owner = 0",
         drop_table=f"DROP TABLE IF EXISTS {t}",
         drop_push_procedure=f"DROP PROCEDURE IF EXISTS `{push_procedure(table)}`",
         # The head of one queue's unclaimed rows (ready or not yet due), as the claim would see it.
@@ -404,3 +483,68 @@ def push_procedure(table: str) -> str:
     if len(name) > 64:
         name = f"{name[:55]}_{zlib.crc32(table.encode()):08x}"
     return name
+
+
+# History settings and rows (mqlite_queues.history_days, mqlite_history; schema/007).
+KEEP_HISTORY = (
+    "INSERT INTO mqlite_queues (table_name, queue, history_days) VALUES (%s, %s, %s) "
+    "ON DUPLICATE KEY UPDATE history_days = %s"
+)
+HISTORY_SETTINGS = "SELECT queue, history_days FROM mqlite_queues WHERE table_name = %s AND history_days IS NOT NULL"
+HISTORY_COLUMNS = (
+    "queue, id, outcome, attempts, created_at, first_claimed_at, finished_at, duration, last_error, worker, body"
+)
+# `since`: an absolute server time, else a duration back from now; outcomes widen `{ids}`.
+_HISTORY_RANGE = (
+    f"SELECT {HISTORY_COLUMNS} FROM mqlite_history WHERE table_name = %s AND queue = %s "
+    "AND finished_at >= COALESCE(%s, NOW(6) - INTERVAL %s MICROSECOND) AND outcome IN ({ids}) "
+)
+HISTORY_NEWEST = _HISTORY_RANGE + "ORDER BY finished_at DESC, id DESC LIMIT %s"
+HISTORY_OLDEST = _HISTORY_RANGE + "ORDER BY finished_at, id LIMIT %s"
+# Retention, a slice at a time: a range of the primary key (table_name, queue, finished_at, id).
+PRUNE_HISTORY = (
+    "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s "
+    "AND finished_at < NOW(6) - INTERVAL %s DAY ORDER BY finished_at LIMIT %s"
+)
+# A pop whose DELETE found fewer rows than its history copy (its claim was recovered meanwhile):
+# the copies of rows not deleted go, in the same transaction.
+UNRECORD_POPPED = (
+    "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s AND outcome = 'popped' "
+    "AND finished_at >= %s AND id IN ({ids})"
+)
+FORGET_HISTORY = "DELETE FROM mqlite_history WHERE table_name = %s"
+
+
+# The kombu transport's exchanges and expiring queues (schema/010; mqlite/contrib/kombu/routing.py).
+# Shared tables keyed by messages table and kombu queue_prefix; `{ids}` is filled by Statements.in_list.
+KOMBU_BIND = (
+    "INSERT INTO mqlite_kombu_bindings (table_name, prefix, exchange, routing_key, queue, pattern) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE pattern = pattern"
+)
+KOMBU_BINDINGS = (
+    "SELECT routing_key, pattern, queue FROM mqlite_kombu_bindings "
+    "WHERE table_name = %s AND prefix = %s AND exchange = %s"
+)
+KOMBU_UNBIND = (
+    "DELETE FROM mqlite_kombu_bindings "
+    "WHERE table_name = %s AND prefix = %s AND exchange = %s AND routing_key = %s AND queue = %s"
+)
+KOMBU_UNBIND_QUEUE = "DELETE FROM mqlite_kombu_bindings WHERE table_name = %s AND prefix = %s AND queue = %s"
+# expires_ms NULL: a queue that never expires (a redeclared durable queue cancels a pending deletion).
+KOMBU_DECLARE_QUEUE = (
+    "INSERT INTO mqlite_kombu_queues (table_name, prefix, queue, expires_ms, expires_at) "
+    "VALUES (%s, %s, %s, %s, NOW(6) + INTERVAL %s MICROSECOND) "
+    "ON DUPLICATE KEY UPDATE expires_ms = %s, expires_at = NOW(6) + INTERVAL %s MICROSECOND"
+)
+KOMBU_TOUCH_QUEUES = (
+    "UPDATE mqlite_kombu_queues SET expires_at = NOW(6) + INTERVAL (expires_ms * 1000) MICROSECOND "
+    "WHERE table_name = %s AND prefix = %s AND expires_ms IS NOT NULL AND queue IN ({ids})"
+)
+KOMBU_EXPIRED_QUEUES = (
+    "SELECT prefix, queue FROM mqlite_kombu_queues WHERE table_name = %s AND expires_at < NOW(6) "
+    "ORDER BY expires_at LIMIT %s"
+)
+# Only while still expired: a consumer that redeclared the queue meanwhile keeps it.
+KOMBU_FORGET_QUEUE = (
+    "DELETE FROM mqlite_kombu_queues WHERE table_name = %s AND prefix = %s AND queue = %s AND expires_at < NOW(6)"
+)

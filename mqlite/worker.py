@@ -33,7 +33,7 @@ from typing import Any
 
 from . import registry
 from .config import DEFAULT_LEASE, check_queue
-from .errors import Interrupted, MqliteError, NotClaimed
+from .errors import Cancelled, Interrupted, MqliteError, NotClaimed
 from .idle import IdleWait
 from .message import Message
 
@@ -287,6 +287,11 @@ class Worker:
         try:
             try:
                 self.handler(message)
+            except Cancelled as exc:
+                # Queue.cancel marked it and the handler checked in: it has ended, cancelled.
+                _exit_block(block, exc)
+                log.info("message %s of queue %r cancelled while running; ended", message.id, message.queue)
+                return False
             except Interrupted as exc:
                 # The handler saved a checkpoint while we are stopping: released at once, to resume
                 # elsewhere from its cursor.

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..config import COUNT_MAX, CURSOR_MAX, DEFAULT_LEASE, MAX_DELAY
-from ..errors import MqliteError, NotClaimed
+from ..errors import Cancelled, MqliteError, NotClaimed, NotFound
 from ..message import Receipt
 from .errors import ApiError
 from .parsing import allow_params, field_seconds, integer, json_object, key, number, queue_name, read_body, utf8_header
@@ -173,8 +173,27 @@ SETTLERS: dict[str, Settler] = {
 }
 
 
+async def cancel(request: Request) -> Response:
+    """POST /messages/{id}/cancel?queue=NAME: removed if waiting, marked cancelling if running."""
+    a = api(request)
+    a.guard.check(request)
+    message_id: int = request.path_params["id"]
+    allow_params(request, "queue")
+    name = request.query_params.get("queue")
+    if not name:
+        raise ApiError(400, "bad_parameter", "give the message's queue: ?queue=NAME")
+    try:
+        what = await a.aq.cancel(name, message_id)
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    a.stats.invalidate()
+    return JSONResponse({"id": message_id, "queue": name, "result": what})
+
+
 async def settle(request: Request) -> Response:
     action: str = request.path_params["action"]
+    if action == "cancel":
+        return await cancel(request)
     if action not in SETTLERS:
         raise HTTPException(404)
     a = api(request)
@@ -194,7 +213,11 @@ async def settle(request: Request) -> Response:
     error = data.get("error")
     if error is not None and not isinstance(error, str):
         raise ApiError(400, "bad_parameter", "error must be a string")
-    done = await SETTLERS[action](a, text, data, error)
+    try:
+        done = await SETTLERS[action](a, text, data, error)
+    except Cancelled:
+        a.leases.drop(text)
+        raise ApiError(409, "cancelled", f"message {message_id} was cancelled: it has ended") from None
     if action not in ("extend", "checkpoint"):
         a.leases.drop(text)
     if not done:
