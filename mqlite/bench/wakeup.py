@@ -4,14 +4,16 @@ process, and what an idle worker costs the server in statements a second.
 Each row gets a fresh table and one `mqlite worker` subprocess whose handler (`record`) appends
 the push time carried in the body and its own start time to a file. Messages are pushed one at
 a time, `gap_min`..`gap_max` seconds apart (random, seeded), so the worker is idle at each push.
-Then, nothing pushed, the server's `Questions` over `idle_seconds`: global, so on a shared
-server other clients count too (a throwaway server, without a DSN, counts only this run).
+Then, nothing pushed, the statements the idle worker sends over `idle_seconds`, counted by a
+relay between it and the server (`counting.py`), and the server's global `Questions` (on a
+shared server, other clients count too).
 Rows: `mqlite` (pushes ring the worker's doorbell) and `no-ring` (a pusher with `wake=False`:
 the worker finds messages by polling alone, as before the doorbell), alternated `rounds` times.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -26,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import sql
+from ..config import parse_dsn
 from ..message import Message
 from ..queue import Queue
 from . import drivers
+from .counting import CountingRelay
 
 LOG_ENV = "MQLITE_BENCH_WAKE_LOG"
 QUEUE = "wake"
@@ -57,7 +61,8 @@ class WakeRow:
     p90_ms: float | None
     p99_ms: float | None
     max_ms: float | None
-    idle_statements_per_s: float | None
+    idle_statements_per_s: float | None  # the worker's own, through the relay (None: unreadable, TLS)
+    server_questions_per_s: float | None  # the whole server's
     idle_seconds: float
     error: str | None = None
     latencies_ms: list[float] = field(default_factory=list, repr=False)
@@ -92,6 +97,17 @@ def _row(dsn: str, opts: WakeOptions, strategy: str, rng: random.Random) -> Wake
             row = _measure(q, log, worker, opts, strategy, rng)
         finally:
             _stop(worker)
+        # A second worker, connected through a counting relay (which would slow the first one's
+        # statements down), idle on the same queue: the statements it sends.
+        settings = parse_dsn(dsn)
+        relay = CountingRelay(*settings.hosts[0])
+        via_relay = dataclasses.replace(settings, hosts=(("127.0.0.1", relay.port),), unix_socket=None).url()
+        worker = _start_worker(via_relay, table, log, opts.idle_max)
+        try:
+            row.idle_statements_per_s, row.server_questions_per_s = _idle_rates(q, log, worker, relay, opts)
+        finally:
+            _stop(worker)
+            relay.close()
     drivers.drop_table(dsn, table)
     return row
 
@@ -107,18 +123,30 @@ def _measure(q: Queue, log: Path, worker: subprocess.Popen[bytes], opts: WakeOpt
         time.sleep(rng.uniform(opts.gap_min, opts.gap_max))
     _wait_lines(log, opts.messages + 1, 30.0, worker)
     latencies, seen, dups = _read(log)
-    time.sleep(opts.idle_max + 0.5)
-    before = _questions(q)
-    time.sleep(opts.idle_seconds)
-    after = _questions(q)
-    # Our own two SHOW STATUS count once (each counts itself before or after its read).
-    rate = (after - before - 1) / opts.idle_seconds
     return WakeRow(
         "wakeup", strategy, opts.messages, seen, dups, *_percentiles(latencies),
-        idle_statements_per_s=round(rate, 2), idle_seconds=opts.idle_seconds,
+        idle_statements_per_s=None, server_questions_per_s=None, idle_seconds=opts.idle_seconds,
         error=None if seen == opts.messages and not dups else f"received {seen} of {opts.messages}, {dups} twice",
         latencies_ms=latencies,
     )
+
+
+def _idle_rates(q: Queue, log: Path, worker: subprocess.Popen[bytes], relay: CountingRelay,
+                opts: WakeOptions) -> tuple[float | None, float | None]:
+    """(statements/s the idle worker sent, Questions/s of the whole server) over `idle_seconds`."""
+    lines = log.read_text(encoding="ascii").count("\n")
+    q.push(QUEUE, f"w {time.time():.6f}".encode())
+    if not _wait_lines(log, lines + 1, 60.0, worker):
+        return None, None
+    time.sleep(opts.idle_max + 2.0)  # its polling has backed off; the doorbell listens
+    before, mine = _questions(q), relay.commands
+    time.sleep(opts.idle_seconds)
+    after, mine_after = _questions(q), relay.commands
+    # Our own two SHOW STATUS count once (each counts itself before or after its read).
+    server = round((after - before - 1) / opts.idle_seconds, 2)
+    if mine is None or mine_after is None:
+        return None, server
+    return round((mine_after - mine) / opts.idle_seconds, 2), server
 
 
 def _percentiles(values: list[float]) -> tuple[float | None, float | None, float | None, float | None]:
@@ -177,7 +205,8 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
 
 
 def _failed(strategy: str, opts: WakeOptions, why: str) -> WakeRow:
-    return WakeRow("wakeup", strategy, opts.messages, 0, 0, None, None, None, None, None, opts.idle_seconds, why)
+    return WakeRow("wakeup", strategy, opts.messages, 0, 0, None, None, None, None, None, None, opts.idle_seconds,
+                   why)
 
 
 def as_dict(rows: list[WakeRow], opts: WakeOptions, dsn_redacted: str) -> dict[str, Any]:

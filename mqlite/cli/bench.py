@@ -92,11 +92,12 @@ def bench(
     goal, met}]; goals [{id, text, clients, target, value, met (null: not measured)}].
 
     --scenario wakeup (bench/wakeup.py): push → handler latency with an idle `mqlite worker` in
-    another process, --messages (default 200) pushed --gaps apart, and the idle worker's
-    statements a second (the server's global Questions: other clients count too); rows mqlite
-    and no-ring (polling alone). --json: config {messages, gap_min, gap_max, idle_seconds,
-    idle_max, rounds, seed, dsn, machine}; results [{scenario, strategy, messages, received,
-    duplicates, p50_ms, p90_ms, p99_ms, max_ms, idle_statements_per_s, idle_seconds, error}].
+    another process, --messages (default 200) pushed --gaps apart, and the statements a second
+    the idle worker sends (counted by a relay between it and the server; also the server's
+    global Questions, where other clients count too); rows mqlite and no-ring (polling alone).
+    --json: config {messages, gap_min, gap_max, idle_seconds, idle_max, rounds, seed, dsn,
+    machine}; results [{scenario, strategy, messages, received, duplicates, p50_ms, p90_ms,
+    p99_ms, max_ms, idle_statements_per_s, server_questions_per_s, idle_seconds, error}].
     """
     if scenario == "wakeup":
         _wakeup(dsn, messages or 200, gaps, idle_seconds, rounds, as_json)
@@ -163,11 +164,13 @@ def _wakeup(dsn: str | None, messages: int, gaps: str, idle_seconds: float, roun
 
     from .render import out
 
-    table = Table("strategy", "received", "p50 ms", "p90 ms", "p99 ms", "max ms", "idle stmt/s", "error",
+    table = Table("strategy", "received", "p50 ms", "p90 ms", "p99 ms", "max ms", "idle stmt/s", "server q/s",
+                  "error",
                   title="push → handler, idle `mqlite worker` in another process")
     for r in data["results"]:
         table.add_row(r["strategy"], f"{r['received']}/{r['messages']}", *(str(r[k]) for k in (
-            "p50_ms", "p90_ms", "p99_ms", "max_ms", "idle_statements_per_s")), r["error"] or "")
+            "p50_ms", "p90_ms", "p99_ms", "max_ms", "idle_statements_per_s", "server_questions_per_s")),
+            r["error"] or "")
     out.print(table)
 
 
