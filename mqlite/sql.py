@@ -19,6 +19,7 @@ MESSAGE_COLUMNS = (
 )
 # available_at of a message waiting for a concurrency slot: later than any claim ever looks.
 PARKED = "'9999-12-31 00:00:00'"
+FAR = "'9999-12-31 23:59:59'"  # later than any message, parked ones included: "nothing due"
 
 # The node a session runs on. Not @@server_id: Galera nodes often share one (and MariaDB has no
 # @@server_uuid); not @@wsrep_node_name: it defaults to the host name, the same for every node of
@@ -35,12 +36,25 @@ READ_COMMITTED = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 SERVER_CLOCK = "SELECT NOW(6)"
 SESSION_CIPHER = "SHOW SESSION STATUS LIKE 'Ssl_cipher'"  # value '' when the session is not encrypted
 SERVER_UPTIME = "SHOW GLOBAL STATUS LIKE 'Uptime'"
+SERVER_QUESTIONS = "SHOW GLOBAL STATUS LIKE 'Questions'"  # statements clients sent, server-wide
 LIVE_CONNECTIONS = "SELECT ID FROM information_schema.PROCESSLIST"
 # USER_PRIVILEGES names the grantee as 'user'@'host'; CURRENT_USER() gives user@host.
 HAS_PROCESS_PRIVILEGE = (
     "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'PROCESS' AND GRANTEE = "
     "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"
 )
+
+# Wake-ups (mqlite/wake.py): a listening session holds a slot lock per queue it waits on; a push
+# reads the holders of the slots and cuts their SLEEP short. Locks vanish with their session.
+WAKE_TAKE_SLOT = "SELECT GET_LOCK(%s, 0)"
+WAKE_LEAVE_SLOT = "SELECT RELEASE_LOCK(%s)"
+WAKE_RING = "KILL QUERY %s"
+
+
+def wake_holders(slots: int) -> str:
+    """The sessions holding each of `slots` slot locks (NULL where free), in one row."""
+    return "SELECT " + ", ".join(["IS_USED_LOCK(%s)"] * slots)
+
 
 # Schema bookkeeping: one row per applied migration file and messages table.
 SCHEMA_LOCK = "SELECT GET_LOCK(%s, %s)"
@@ -135,6 +149,7 @@ class Statements:
     retry_failed_ids: str
     drop_table: str
     drop_push_procedure: str
+    wake_next: str
     cancel_lock: str
     cancel_delete: str
     cancel_mark: str
@@ -154,6 +169,16 @@ class Statements:
         if ranked:
             return self.push_many_head_ranked + ",".join([self.push_many_row_ranked] * rows)
         return self.push_many_head + ",".join([self.push_many_row] * rows)
+
+    def wake_wait(self, queues: int) -> str:
+        """The listener's wait over `queues` queue names (params: the bound in seconds, then queue,
+        table, queue per name): seconds until the next message is due (<= 0: ready now; a paused
+        queue counts as empty), and a SLEEP until then, at most the bound. KILL QUERY cuts it short."""
+        firsts = ", ".join([f"COALESCE(({self.wake_next}), {FAR})"] * queues)
+        return (
+            "SELECT w.due, SLEEP(LEAST(GREATEST(w.due, 0), %s)) FROM "
+            f"(SELECT TIMESTAMPDIFF(MICROSECOND, NOW(6), LEAST({FAR}, {firsts})) / 1e6 AS due) AS w"
+        )
 
     @staticmethod
     def in_list(statement: str, count: int, item: str = "%s") -> str:
@@ -458,6 +483,13 @@ def statements(table: str) -> Statements:
         delete_ids=f"DELETE FROM {t} WHERE id IN ({{ids}}) AND owner = 0",
         drop_table=f"DROP TABLE IF EXISTS {t}",
         drop_push_procedure=f"DROP PROCEDURE IF EXISTS `{push_procedure(table)}`",
+        # The head of one queue's unclaimed rows (ready or not yet due), as the claim would see it.
+        wake_next=(
+            f"SELECT m.available_at FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s "
+            "AND m.available_at IS NOT NULL AND m.owner = 0 AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
+            "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL) "
+            "ORDER BY m.available_at, m.id LIMIT 1"
+        ),
     )
 
 

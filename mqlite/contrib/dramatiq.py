@@ -169,7 +169,8 @@ class _MqliteConsumer(Consumer):
         self.table_queue = broker.table_queue(queue_name)
         self.prefetch = max(1, prefetch)
         self.timeout = timeout / 1000
-        self._idle = IdleWait(_MIN_POLL, self.timeout)
+        # Woken by a push to its queue from any process, and when a delayed message falls due.
+        self._idle = IdleWait(_MIN_POLL, self.timeout, bell=self.mq.doorbell, queues=(self.table_queue,))
         self._cond = threading.Condition()
         self._held: dict[int, tuple[_MqliteMessageProxy, float]] = {}  # id -> (message, next renewal)
         self._next_renewal = 0.0
