@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from . import recovery, registry, retry
-from .base import QueueCore
+from . import ending, recovery, registry, retry
+from .base import _PURGE_SLICE, QueueCore
 from .config import check_queue, delay_us
 from .connector import session_cipher
 from .message import Message
@@ -54,7 +54,10 @@ class Administering(QueueCore):
     def purge_failed(self, queue: str, older_than: timedelta | float | None = None) -> int:
         """Delete failed messages of `queue` (those failed more than `older_than` ago); returns how many."""
         seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else (older_than or 0.0)
-        return self._sliced(self._sql.purge_failed, (check_queue(queue), delay_us(seconds, None)))
+        name = check_queue(queue)
+        if self._recording(name) is not None:
+            return self._purge_recorded(self._sql.purge_failed_ids, (name, delay_us(seconds, None)))
+        return self._sliced(self._sql.purge_failed, (name, delay_us(seconds, None)))
 
     # -- inspecting ------------------------------------------------------------
 
@@ -130,4 +133,25 @@ class Administering(QueueCore):
     def purge(self, queue: str) -> int:
         """Delete every ready and delayed message of `queue`; returns how many. Claimed messages are
         left to finish; failed ones stay for `purge_failed`."""
-        return self._sliced(self._sql.purge, (check_queue(queue),))
+        name = check_queue(queue)
+        if self._recording(name) is not None:
+            return self._purge_recorded(self._sql.purge_ids, (name,))
+        return self._sliced(self._sql.purge, (name,))
+
+    def _purge_recorded(self, select: str, params: tuple[object, ...]) -> int:
+        """Purge in slices, each slice's rows recorded 'purged' in history in the same transaction."""
+
+        def attempt() -> int:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                try:
+                    return ending.purge_slice(cur, self._sql, select, (*params, _PURGE_SLICE), self.table)
+                finally:
+                    cur.close()
+
+        total = 0
+        while True:
+            n = retry.call(self._policy, attempt)
+            total += n
+            if n < _PURGE_SLICE:
+                return total

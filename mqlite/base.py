@@ -14,11 +14,13 @@ from . import retry
 from .coalesce import Coalescer
 from .config import Settings
 from .counters import Counters
+from .ending import HistorySettings, worker_label
 from .failure import Backoff
 from .message import Receipt
 from .pool import Pool
 from .sessions import ClaimSessions
 from .sql import Statements
+from .wake import Doorbell
 
 if TYPE_CHECKING:
     from .retry import Policy
@@ -34,16 +36,26 @@ class QueueCore:
     max_attempts: int
     backoff: Backoff
     recover_every: float
+    doorbell: Doorbell
     _sql: Statements
     _pool: Pool
     _policy: Policy | None
     _claimers: dict[tuple[bool, float], Any]  # (consume, lease) -> claimer.Claimer
     _claimers_lock: threading.Lock
+    _levels: dict[str, Any]  # queue -> levels.Levels, the priorities known in it
     _sessions: ClaimSessions
     _counters: Counters
     _acks: Coalescer[list[Receipt], list[bool]]
     _last_recover: float
     _recover_lock: threading.Lock
+    _history: HistorySettings
+
+    def _recording(self, queue: str) -> str | None:
+        """The table name to record `queue`'s finished messages under, None when its history is off."""
+        return self.table if self._history.on(queue) else None
+
+    def _pop_history(self, queue: str) -> tuple[str, str] | None:
+        return (self.table, worker_label()) if self._history.on(queue) else None
 
     def _flush_counts(self, counts: dict[str, list[int]]) -> None:
         def attempt() -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from . import protocol
 from .coalesce import Coalescer
+from .levels import Levels
 from .message import Message
 from .sessions import ClaimSessions
 from .sql import Statements
@@ -29,7 +30,8 @@ class Claimer:
     `consume=True` (pop): rows are deleted before they are handed out.
     `consume=False` (claim): rows stay claimed until acknowledged or released, from any connection.
     `give_back(messages)` puts back claimed rows whose caller left before taking them.
-    `on_consumed(queue, n)` counts popped rows.
+    `on_consumed(queue, n)` counts popped rows. `levels(queue)`: the queue's known priorities
+    (levels.py). `history(queue)`: for a pop, (table, worker) while the queue keeps history, else None.
     """
 
     def __init__(
@@ -42,6 +44,8 @@ class Claimer:
         give_back: Callable[[list[Message]], None],
         on_consumed: Callable[[str, int], None] | None = None,
         gather_limit: int = 64,
+        levels: Callable[[str], Levels] | None = None,
+        history: Callable[[str], tuple[str, str] | None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._st = st
@@ -49,6 +53,8 @@ class Claimer:
         self.lease_us = int(lease * 1e6)
         self._give_back = give_back
         self._on_consumed = on_consumed
+        self._levels = levels
+        self._history = history
         self._lock = threading.Lock()
         # Popped rows whose caller left after they were deleted: served before the next claim.
         self._buffers: dict[str, deque[Message]] = {}
@@ -70,7 +76,7 @@ class Claimer:
         return self._coalescer.last_used
 
     def take(self, queue: str, n: int = 1) -> list[Message]:
-        """Up to `n` messages of `queue`, oldest first; empty when the queue has nothing ready."""
+        """Up to `n` messages of `queue`, most urgent priority first, then oldest; empty when none is ready."""
         if self._buffers.get(queue):
             with self._lock:
                 buffer = self._buffers.get(queue) or deque()
@@ -93,11 +99,7 @@ class Claimer:
         for queue, n in wants:
             asked[queue] = asked.get(queue, 0) + n
         with self._sessions.hold() as session:
-            if len(asked) == 1:
-                [(queue, n)] = asked.items()
-                got = {queue: protocol.fetch(session, self._st, queue, n, self.lease_us, self.consume)}
-            else:
-                got = protocol.fetch_many(session, self._st, asked, self.lease_us, self.consume)
+            got = self._fetch(session, asked)
         if self.consume and self._on_consumed is not None:
             for queue, rows in got.items():
                 if rows:
@@ -109,6 +111,25 @@ class Claimer:
             results.append(rows[at:at + want])
             start[queue] = at + want
         return results
+
+    def _fetch(self, session: protocol.Session, asked: dict[str, int]) -> dict[str, list[Message]]:
+        """One queue: its claim. Several: one statement for their heads, then each queue that came
+        back short (or keeps history, for a pop) claimed alone, as it would be by itself."""
+        alone = {q for q in asked if self._history_of(q) is not None} if len(asked) > 1 else set(asked)
+        together = {q: n for q, n in asked.items() if q not in alone}
+        got: dict[str, list[Message]] = {}
+        if together:
+            levels = {q: self._levels(q).current() for q in together} if self._levels is not None else None
+            got = protocol.fetch_many(session, self._st, together, self.lease_us, self.consume, levels)
+        for queue, n in asked.items():
+            rows = got.setdefault(queue, [])
+            if len(rows) < n:  # none left, a row taken meanwhile, or a priority not known yet
+                rows += protocol.fetch(session, self._st, queue, n - len(rows), self.lease_us, self.consume,
+                                       self._history_of(queue), None if self._levels is None else self._levels(queue))
+        return got
+
+    def _history_of(self, queue: str) -> tuple[str, str] | None:
+        return self._history(queue) if self.consume and self._history is not None else None
 
     def _abandoned(self, messages: list[Message]) -> None:
         """Messages for a caller who left: popped ones wait for the next caller, claimed ones go back."""

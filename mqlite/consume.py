@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -14,11 +15,13 @@ from . import recovery, retry
 from .claimer import MAX_BATCH, Claimer
 from .config import MAX_DELAY, check_queue
 from .errors import DatabaseError, MqliteError
+from .levels import Levels
 from .message import Message
 from .settle import Held, Settling
 
 log = logging.getLogger("mqlite")
 
+_LEVELS_KEPT = 4096  # queues whose known priorities are kept
 _RETIRE_ABOVE = 64  # claimers kept per Queue before idle ones are dropped
 _ER_DUP_ENTRY = 1062
 
@@ -115,10 +118,32 @@ class Consuming(Settling):
                         self._retire_claimers()
                     claimer = Claimer(
                         self._sessions, self._sql, consume=consume, lease=lease, give_back=self._give_back,
-                        on_consumed=self._count_popped if consume else None,
+                        on_consumed=self._count_popped if consume else None, levels=self._levels_of,
+                        history=self._pop_history if consume else None,
                     )
                     self._claimers[key] = claimer
         return claimer
+
+    def _levels_of(self, queue: str) -> Levels:
+        """The known priorities of `queue` (kept per queue name; a process touching many names keeps
+        a small tuple for each)."""
+        levels: Levels | None = self._levels.get(queue)
+        if levels is None:
+            if len(self._levels) >= _LEVELS_KEPT:
+                self._levels.clear()  # read again on next use: a process may touch endless names
+            levels = Levels(functools.partial(self._read_levels, queue))
+            self._levels[queue] = levels
+        return levels
+
+    def _read_levels(self, queue: str, limit: int) -> list[int]:
+        """The priorities in `queue`, on a pool connection (the claim's retry covers it)."""
+        with self._pool.connection() as conn:
+            cur = conn.cursor()
+            try:
+                cur.execute(self._sql.levels, (queue, limit))
+                return [int(r[0]) for r in cur.fetchall()]
+            finally:
+                cur.close()
 
     def _count_popped(self, queue: str, n: int) -> None:
         self._counters.add(queue, processed=n)
@@ -175,7 +200,8 @@ class Consuming(Settling):
                     cur = conn.cursor()
                     try:
                         cur.execute(self._sql.restore, (m.id, m.queue, m.body, m.created_at, m.available_at,
-                                                        m.attempts, m.max_attempts, m.unique_key, m.concurrency_key))
+                                                        m.attempts, m.max_attempts, m.unique_key, m.concurrency_key,
+                                                        m.priority))
                     finally:
                         cur.close()
 
@@ -216,7 +242,9 @@ class Consuming(Settling):
             self._last_recover = time.monotonic()
             # Tried once: a consumer's call does not wait out retries of housekeeping (the next
             # pass comes soon), so it stays within its own retry bound.
-            return self._recover(None).total
+            back = self._recover(None).total
+            self.prune_history()  # type: ignore[attr-defined]  # history.Recording, in Queue
+            return back
         except Exception as exc:  # a consumer must not fail because housekeeping did
             log.warning("opportunistic recovery failed: %s", exc)
             return 0

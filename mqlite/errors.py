@@ -101,6 +101,10 @@ class NotClaimed(MqliteError):
     """The message is no longer held by this consumer (acknowledged, released or recovered)."""
 
 
+class NotFound(MqliteError, LookupError):
+    """No message with this id is in this queue (`Queue.cancel`)."""
+
+
 class Interrupted(BaseException):
     """Raised by `message.checkpoint()` when the worker is stopping: the claim is released at once.
 
@@ -109,8 +113,19 @@ class Interrupted(BaseException):
     """
 
 
+class Cancelled(BaseException):
+    """Raised by `message.checkpoint()`, `touch()` or `extend()` once `Queue.cancel` marked the claimed
+    message cancelling: the message has ended, cancelled (deleted, and recorded in its queue's history).
+
+    A BaseException like `Interrupted`: a handler's `except Exception` does not swallow it, and the
+    claim block neither retries nor releases the message.
+    """
+
+
 __all__ = [
+    "Cancelled",
     "Interrupted",
+    "NotFound",
     "MqliteError",
     "ConfigError",
     "Multiplexed",

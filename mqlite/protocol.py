@@ -2,28 +2,32 @@
 
     fetch(session, st, queue, n, lease_us, consume)
       1. claim:     UPDATE … SET owner = CONNECTION_ID(), claimed_at = NOW(6) WHERE owner = 0
-                    ORDER BY available_at, id LIMIT n      -- two sessions never tag the same row
+                    AND priority IN (…) ORDER BY priority, available_at, id LIMIT n
+                                                            -- two sessions never tag the same row
       2. read back: SELECT … WHERE owner = CONNECTION_ID() AND claimed_at > <last claim>
                     -- must be the same physical connection: the session id is the tag
       3. pop:       DELETE … the rows just read, before they are handed out (at-most-once)
          claim:     the rows stay owned until `ack` (DELETE) or `release`, from any connection
 
-Every settling statement is fenced by (queue, available_at, id, owner, owner_node, claimed_at):
+Every settling statement is fenced by (queue, priority, available_at, id, owner, owner_node, claimed_at):
 it never touches a claim that was recovered and taken by someone else meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from . import sql
 from .errors import Multiplexed
+from .levels import Known, Levels
 from .message import Message, Receipt
 from .sql import Statements
 
 _EPOCH = datetime(1970, 1, 1)
+T = TypeVar("T")
 
 
 class Session:
@@ -74,19 +78,32 @@ def multiplexed(opened_on: int, now: int, what: str) -> Multiplexed:
     )
 
 
-def fetch(session: Session, st: Statements, queue: str, n: int, lease_us: int, consume: bool) -> list[Message]:
+def fetch(
+    session: Session, st: Statements, queue: str, n: int, lease_us: int, consume: bool,
+    history: tuple[str, str] | None = None, levels: Levels | None = None,
+) -> list[Message]:
     """Claim up to `n` ready rows of `queue` on `session` and read back exactly those.
 
-    `consume=True` (pop) deletes them before returning; otherwise they stay claimed and are
-    added to `session.out`.
+    `consume=True` (pop) deletes them before returning (recording them in history when given
+    `history` = (table name, worker label)); otherwise they stay claimed and are added to `session.out`.
+    `levels`: the queue's priorities known so far (levels.py); without, the claim walks the queue's
+    whole index range.
     """
     cur = session.raw.cursor()
     try:
-        claimed = claim(cur, st, queue, n, lease_us)
+        used = None if levels is None else levels.current()
+        claimed = claim(cur, st, queue, n, lease_us, used)
+        if claimed < n and levels is not None:
+            # Maybe rows of a priority the list does not know yet: read it again, claim the rest.
+            more = levels.recheck(used)
+            if more is not None:
+                claimed += claim(cur, st, queue, n - claimed, lease_us, more)
         if not claimed:
             return []
         rows = read_back(cur, st, queue, session, claimed)
         if consume:
+            if history is not None:
+                return _delete_recorded(cur, st, queue, rows, session, history)
             return delete_claimed(cur, st, queue, rows, session)
     finally:
         cur.close()
@@ -95,63 +112,45 @@ def fetch(session: Session, st: Statements, queue: str, n: int, lease_us: int, c
 
 
 MANY_QUEUES = 32  # queues one multi-queue claim statement names at most
-CLAIM_ROUNDS = 3  # multi-queue: rounds asking again for queues that came back short
 
 
 def fetch_many(
-    session: Session, st: Statements, wants: dict[str, int], lease_us: int, consume: bool
+    session: Session, st: Statements, wants: dict[str, int], lease_us: int, consume: bool,
+    levels: dict[str, Known] | None = None,
 ) -> dict[str, list[Message]]:
     """`fetch` for several queues at once: their heads claimed by one statement (per MANY_QUEUES).
 
-    The statement finds each queue's head unlocked, then takes the rows still free; a queue that
-    came back short (empty, or a row taken by another session in between) is asked again, with
-    the others short, until a round claims nothing. Rows of a queue come back oldest first.
+    The statement finds each queue's head unlocked (over `levels[queue]`, its known priorities,
+    when given), then takes the rows still free: a queue may come back short because it has no
+    more, or because another session took a row in between; the caller claims its rest alone.
+    Rows of a queue come back most urgent first, then oldest. Not for pops that keep history.
     """
     got: dict[str, list[Message]] = {q: [] for q in wants}
+    known = levels or {}
     cur = session.raw.cursor()
     try:
-        short = {q: n for q, n in wants.items() if n > 0}
-        for round_ in range(CLAIM_ROUNDS):
-            before = session.last_claim
-            try:
-                rows = _claim_round(cur, st, session, short, lease_us, consume)
-            except Exception:
-                if round_ == 0:
-                    raise  # the session's hold() puts back what the round claimed
-                # A later round failed: hand out what the earlier ones took; its own claims go back.
-                with contextlib.suppress(Exception):
-                    release_since(cur, st, before)
-                break
-            if not rows:
-                break
-            for m in rows:
-                got[m.queue].append(m)
-            short = {q: n - len(got[q]) for q, n in wants.items() if len(got[q]) < n}
-            if not short:
-                break
+        names = [q for q, n in wants.items() if n > 0]
+        claimed = 0
+        for start in range(0, len(names), MANY_QUEUES):
+            chunk = names[start:start + MANY_QUEUES]
+            used = [known.get(q) for q in chunk]
+            params = [v for q, lv in zip(chunk, used, strict=True) for v in (q, *(lv or ()), wants[q])]
+            statement = st.claim_many([None if lv is None else len(lv) for lv in used])
+            claimed += int(cur.execute(statement, (*params, lease_us, st.table)))
+        if not claimed:
+            return got
+        rows = read_back_any(cur, st, session, claimed)
+        if consume:
+            rows = delete_claimed_any(cur, st, rows, session)
+        else:
+            session.out.update(m.id for m in rows)
     finally:
         cur.close()
-    for rows in got.values():
-        rows.sort(key=lambda m: (m.available_at, m.id))
+    for m in rows:
+        got.setdefault(m.queue, []).append(m)
+    for queue_rows in got.values():
+        queue_rows.sort(key=lambda m: (m.priority, m.available_at, m.id))
     return got
-
-
-def _claim_round(
-    cur: Any, st: Statements, session: Session, wants: dict[str, int], lease_us: int, consume: bool
-) -> list[Message]:
-    names = list(wants)
-    claimed = 0
-    for start in range(0, len(names), MANY_QUEUES):
-        chunk = names[start:start + MANY_QUEUES]
-        params = [v for q in chunk for v in (q, wants[q])]
-        claimed += int(cur.execute(st.claim_many(len(chunk)), (*params, lease_us, st.table)))
-    if not claimed:
-        return []
-    rows = read_back_any(cur, st, session, claimed)
-    if consume:
-        return delete_claimed_any(cur, st, rows, session)
-    session.out.update(m.id for m in rows)
-    return rows
 
 
 def read_back_any(cur: Any, st: Statements, session: Session, claimed: int) -> list[Message]:
@@ -180,8 +179,8 @@ def delete_claimed_any(cur: Any, st: Statements, rows: list[Message], session: S
     """`delete_claimed` for rows of several queues; returns those provably gone from the table."""
     deleted = 0
     for stamp in {m.claimed_at for m in rows}:
-        keys = [v for m in rows if m.claimed_at == stamp for v in (m.queue, m.available_at, m.id)]
-        deleted += cur.execute(st.in_list(st.delete_claimed_many, len(keys) // 3, "(%s,%s,%s)"), (*keys, stamp))
+        keys = [v for m in rows if m.claimed_at == stamp for v in (m.queue, m.priority, m.available_at, m.id)]
+        deleted += cur.execute(st.in_list(st.delete_claimed_many, len(keys) // 4, "(%s,%s,%s,%s)"), (*keys, stamp))
     if deleted == len(rows):
         return rows
     check_pinned(cur, session, "the delete of its claim")
@@ -189,9 +188,13 @@ def delete_claimed_any(cur: Any, st: Statements, rows: list[Message], session: S
     return [m for m in rows if m.id not in still_there]
 
 
-def claim(cur: Any, st: Statements, queue: str, n: int, lease_us: int) -> int:
-    """Tag up to `n` ready rows of `queue` with this session's id; returns how many."""
-    return int(cur.execute(st.claim, (lease_us, queue, st.table, queue, n)))
+def claim(cur: Any, st: Statements, queue: str, n: int, lease_us: int, levels: Known) -> int:
+    """Tag up to `n` ready rows of `queue` with this session's id, of the priorities `levels` (None:
+    any); returns how many."""
+    if levels is None:
+        return int(cur.execute(st.claim, (lease_us, queue, st.table, queue, n)))
+    statement = st.in_list(st.claim_levels, len(levels))
+    return int(cur.execute(statement, (lease_us, queue, *levels, st.table, queue, n)))
 
 
 def read_back(cur: Any, st: Statements, queue: str, session: Session, claimed: int) -> list[Message]:
@@ -228,8 +231,8 @@ def delete_claimed(cur: Any, st: Statements, queue: str, rows: list[Message], se
     """Delete the rows one claim read back (pop); returns those provably gone from the table."""
     deleted = 0
     for stamp in {m.claimed_at for m in rows}:
-        keys = [v for m in rows if m.claimed_at == stamp for v in (m.available_at, m.id)]
-        deleted += cur.execute(st.in_list(st.delete_claimed, len(keys) // 2, "(%s,%s)"), (queue, *keys, stamp))
+        keys = [v for m in rows if m.claimed_at == stamp for v in (m.priority, m.available_at, m.id)]
+        deleted += cur.execute(st.in_list(st.delete_claimed, len(keys) // 3, "(%s,%s,%s)"), (queue, *keys, stamp))
     if deleted == len(rows):
         return rows
     # Some row was not ours to delete any more (the session was killed and its rows recovered
@@ -237,6 +240,40 @@ def delete_claimed(cur: Any, st: Statements, queue: str, rows: list[Message], se
     check_pinned(cur, session, "the delete of its claim")
     still_there = present(cur, st, [m.id for m in rows])
     return [m for m in rows if m.id not in still_there]
+
+
+def _delete_recorded(
+    cur: Any, st: Statements, queue: str, rows: list[Message], session: Session, history: tuple[str, str]
+) -> list[Message]:
+    """`delete_claimed` with a 'popped' history row per message, in one transaction."""
+    table, worker = history
+
+    def steps() -> list[Message]:
+        for stamp in {m.claimed_at for m in rows}:
+            keys = [v for m in rows if m.claimed_at == stamp for v in (m.priority, m.available_at, m.id)]
+            copy = st.in_list(st.history_popped, len(keys) // 3, "(%s,%s,%s)")
+            cur.execute(copy, (worker, table, queue, *keys, stamp))
+        gone = delete_claimed(cur, st, queue, rows, session)
+        if len(gone) != len(rows):  # the copies of rows that were not ours to delete go too
+            kept = [m for m in rows if m not in gone]
+            since = min(m.claimed_at or _EPOCH for m in kept)
+            cur.execute(st.in_list(sql.UNRECORD_POPPED, len(kept)), (table, queue, since, *[m.id for m in kept]))
+        return gone
+
+    return transaction(cur, steps)
+
+
+def transaction(cur: Any, steps: Callable[[], T]) -> T:
+    """Run `steps` (statements on `cur`) as one transaction on an autocommit connection."""
+    cur.execute(sql.BEGIN)
+    try:
+        result = steps()
+    except BaseException:
+        with contextlib.suppress(Exception):  # a connection gone has committed nothing
+            cur.execute(sql.ROLLBACK)
+        raise
+    cur.execute(sql.COMMIT)
+    return result
 
 
 def release_since(cur: Any, st: Statements, since: datetime) -> int:
@@ -267,7 +304,7 @@ def ack(cur: Any, st: Statements, r: Receipt) -> bool:
 def ack_many(cur: Any, st: Statements, receipts: list[Receipt]) -> set[int]:
     """Delete many claimed messages in one statement; returns the ids that were still held."""
     fences = [v for r in receipts for v in r.fence()]
-    deleted = cur.execute(st.in_list(st.ack_many, len(receipts), "(%s,%s,%s,%s,%s,%s)"), fences)
+    deleted = cur.execute(st.in_list(st.ack_many, len(receipts), "(%s,%s,%s,%s,%s,%s,%s)"), fences)
     if deleted == len(receipts):
         return {r.id for r in receipts}
     if not deleted:

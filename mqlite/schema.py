@@ -154,5 +154,8 @@ def drop(conn: Any, table: str) -> None:
         cur.execute(sql.statements(table).drop_push_procedure)
         cur.execute(sql.CREATE_VERSION_TABLE)
         cur.execute(sql.FORGET_VERSIONS, (table,))
+        cur.execute(sql.VERSION_TABLE_EXISTS, ("mqlite_history",))
+        if cur.fetchone()[0]:
+            cur.execute(sql.FORGET_HISTORY, (table,))
     finally:
         cur.close()

@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Union
 
-from . import protocol, retry
+from . import ending, protocol, retry
 from .base import QueueCore
 from .config import delay_us
-from .errors import Interrupted, NotClaimed
+from .errors import Cancelled, Interrupted, NotClaimed
 from .failure import describe
 from .message import Message, Receipt
 from .txn import Borrowed, borrow
@@ -39,7 +40,7 @@ class Held:
         self.extend(m, self.lease)
 
     def extend(self, m: Message, seconds: float) -> None:
-        if not self.owner.extend(m, seconds):
+        if not self.owner.extend(m, seconds):  # Cancelled: ended, and marked finished there
             raise NotClaimed(f"message {m.id}: the claim was lost (recovered after its lease or owner died)")
 
     def fail(self, m: Message, reason: str | BaseException) -> None:
@@ -111,7 +112,7 @@ class Settling(QueueCore):
         attempts, limit, ckey = self._known_of(message, r)
         text = describe(error)
         if attempts + 1 >= limit:
-            done = self._settle(r, protocol.fail, attempts + 1, text, key=ckey)
+            done = self._fail(r, attempts + 1, text, ckey)
         else:
             wait = self.backoff.delay(attempts + 1) if delay is None else delay
             done = self._settle(r, protocol.retry_later, attempts + 1, text, delay_us(wait, None), key=ckey)
@@ -123,10 +124,16 @@ class Settling(QueueCore):
         """Give up on a claimed message: failed at once, kept with `reason`. False if the claim was lost."""
         r = self._settling(message)
         attempts, _, ckey = self._known_of(message, r)
-        done = self._settle(r, protocol.fail, attempts + 1, describe(reason), key=ckey)
+        done = self._fail(r, attempts + 1, describe(reason), ckey)
         if done:
             self._counters.add(r.queue, failed=1)
         return done
+
+    def _fail(self, r: Receipt, attempts: int, error: str, key: str | None) -> bool:
+        table = self._recording(r.queue)
+        if table is None:
+            return self._settle(r, protocol.fail, attempts, error, key=key)
+        return self._settle(r, ending.fail, attempts, error, table, key=key)
 
     def release(self, message: Claimable, delay: float = 0.0) -> bool:
         """Put a claimed message back, available after `delay` seconds, without counting an attempt."""
@@ -134,10 +141,12 @@ class Settling(QueueCore):
         return self._settle(r, protocol.release, delay_us(delay, None), key=self._known_of(message, r)[2])
 
     def extend(self, message: Claimable, seconds: float) -> bool:
-        """Make a claim's lease run until `seconds` from now. False if the claim was lost."""
+        """Make a claim's lease run until `seconds` from now. False if the claim was lost; raises
+        Cancelled (the message has ended, cancelled) if `Queue.cancel` marked it meanwhile."""
         if isinstance(message, Message) and message._handle is not None and message._handle.finished:
             raise NotClaimed(f"message {message.id} was already settled")
-        return self._settle(receipt_of(message), protocol.extend, delay_us(seconds, None), finishing=False)
+        with _ends_if_cancelled(message):
+            return self._settle(receipt_of(message), protocol.extend, delay_us(seconds, None), finishing=False)
 
     def checkpoint(
         self, message: Claimable, cursor: str, progress: float | None = None, *, lease: float = 30.0
@@ -145,14 +154,15 @@ class Settling(QueueCore):
         """Save `cursor` (and `progress`) on a claimed message and renew its lease for `lease` seconds.
 
         The next consumer of this message, after a release, failure or recovery, sees them on
-        `message.cursor` / `message.progress`. False if the claim was lost.
+        `message.cursor` / `message.progress`. False if the claim was lost; Cancelled as `extend`.
         """
         if not isinstance(cursor, str) or len(cursor) > 16_000:
             raise ValueError("cursor must be a string of at most 16000 characters")
         if progress is not None and not (isinstance(progress, (int, float)) and math.isfinite(progress)):
             raise ValueError(f"progress must be a finite number, got {progress!r}")
         args = (cursor, None if progress is None else float(progress), delay_us(lease, None))
-        return self._settle(receipt_of(message), protocol.checkpoint, *args, finishing=False)
+        with _ends_if_cancelled(message):
+            return self._settle(receipt_of(message), protocol.checkpoint, *args, finishing=False)
 
     # -- in the caller's transaction (`connection=`) ------------------------------------------
 
@@ -163,6 +173,10 @@ class Settling(QueueCore):
         try:
             cur = held.raw.cursor()
             try:
+                table = self._recording(r.queue)
+                if table is not None:  # the copy, in the caller's transaction like the DELETE
+                    copy = self._sql.in_list(self._sql.history_acked, 1, "(%s,%s,%s,%s,%s,%s,%s)")
+                    cur.execute(copy, (ending.worker_label(), table, *r.fence()))
                 done = protocol.ack(cur, self._sql, r)
             finally:
                 cur.close()
@@ -249,11 +263,34 @@ class Settling(QueueCore):
 
         try:
             done = retry.call(self._policy, attempt)
+            if not done and step in _SPARING_CANCELLING and self._end_cancelled(r):
+                self._settled(r, True, key=key)
+                if not finishing:  # extend, checkpoint: the handler learns it here
+                    raise Cancelled(f"message {r.id} was cancelled: it has ended, not to be retried")
+                return True  # released, retried or failed: it ends cancelled instead
         except BaseException:
             if finishing:
                 self._sessions.settled(r.owner, r.id)
             raise
         return self._settled(r, done, finishing=finishing, key=key)
+
+    def _end_cancelled(self, r: Receipt) -> bool:
+        """A fenced statement matched nothing: if the claim is cancelling, end it (deleted, and
+        recorded 'cancelled'); False if the claim was simply lost."""
+        table = self._recording(r.queue)
+
+        def attempt() -> bool:
+            with self._pool.connection() as conn:
+                cur = conn.cursor()
+                try:
+                    return ending.is_cancelling(cur, self._sql, r) and ending.finish_cancelled(cur, self._sql, r, table)
+                finally:
+                    cur.close()
+
+        ended = retry.call(self._policy, attempt)
+        if ended:
+            log.info("message %s of queue %r: cancelled while its handler ran; ended", r.id, r.queue)
+        return ended
 
     def _settled(self, r: Receipt, done: bool, *, finishing: bool = True, key: str | None = None) -> bool:
         if finishing:
@@ -273,10 +310,14 @@ class Settling(QueueCore):
     def _delete_acked(self, receipts: list[Receipt]) -> list[bool]:
         """One fenced DELETE for a group of acknowledgements; whether each was still held."""
 
+        recorded = any(self._history.on(q) for q in {r.queue for r in receipts})
+
         def attempt() -> set[int]:
             with self._pool.connection() as conn:
                 cur = conn.cursor()
                 try:
+                    if recorded:
+                        return ending.ack_many(cur, self._sql, receipts, self.table)
                     return protocol.ack_many(cur, self._sql, receipts)
                 finally:
                     cur.close()
@@ -291,6 +332,23 @@ class Settling(QueueCore):
                 self._settle(m.receipt, protocol.release, 0, key=m.concurrency_key)
             except Exception as exc:  # the claim stays; it comes back by recovery once its lease ends
                 log.warning("message %s: could not give back an unwanted claim: %s", m.id, exc)
+
+# Steps whose statement leaves a cancelling claim alone (sql.Statements: `cancelled_at IS NULL`).
+_SPARING_CANCELLING = (
+    protocol.release, protocol.retry_later, protocol.fail, ending.fail, protocol.extend, protocol.checkpoint,
+)
+
+
+@contextmanager
+def _ends_if_cancelled(message: Claimable) -> Iterator[None]:
+    """A message whose extend/checkpoint raised Cancelled is settled: its claim block leaves it be."""
+    try:
+        yield
+    except Cancelled:
+        if isinstance(message, Message) and message._handle is not None:
+            message._handle.finished = True
+        raise
+
 
 def receipt_of(message: Claimable) -> Receipt:
     """The claim receipt of a Message, a Receipt, or a receipt's text form."""

@@ -15,10 +15,11 @@ from .config import DEFAULT_TABLE, check_table
 # Columns a Message is built from, in this order (see Message.from_row).
 MESSAGE_COLUMNS = (
     "id, queue, body, created_at, owner, owner_node, claimed_at, available_at, lease_until, "
-    "attempts, max_attempts, unique_key, failed_at, last_error, resume_cursor, progress, concurrency_key"
+    "attempts, max_attempts, unique_key, failed_at, last_error, resume_cursor, progress, concurrency_key, priority"
 )
 # available_at of a message waiting for a concurrency slot: later than any claim ever looks.
 PARKED = "'9999-12-31 00:00:00'"
+FAR = "'9999-12-31 23:59:59'"  # later than any message, parked ones included: "nothing due"
 
 # The node a session runs on. Not @@server_id: Galera nodes often share one (and MariaDB has no
 # @@server_uuid); not @@wsrep_node_name: it defaults to the host name, the same for every node of
@@ -35,12 +36,25 @@ READ_COMMITTED = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 SERVER_CLOCK = "SELECT NOW(6)"
 SESSION_CIPHER = "SHOW SESSION STATUS LIKE 'Ssl_cipher'"  # value '' when the session is not encrypted
 SERVER_UPTIME = "SHOW GLOBAL STATUS LIKE 'Uptime'"
+SERVER_QUESTIONS = "SHOW GLOBAL STATUS LIKE 'Questions'"  # statements clients sent, server-wide
 LIVE_CONNECTIONS = "SELECT ID FROM information_schema.PROCESSLIST"
 # USER_PRIVILEGES names the grantee as 'user'@'host'; CURRENT_USER() gives user@host.
 HAS_PROCESS_PRIVILEGE = (
     "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'PROCESS' AND GRANTEE = "
     "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"
 )
+
+# Wake-ups (mqlite/wake.py): a listening session holds a slot lock per queue it waits on; a push
+# reads the holders of the slots and cuts their SLEEP short. Locks vanish with their session.
+WAKE_TAKE_SLOT = "SELECT GET_LOCK(%s, 0)"
+WAKE_LEAVE_SLOT = "SELECT RELEASE_LOCK(%s)"
+WAKE_RING = "KILL QUERY %s"
+
+
+def wake_holders(slots: int) -> str:
+    """The sessions holding each of `slots` slot locks (NULL where free), in one row."""
+    return "SELECT " + ", ".join(["IS_USED_LOCK(%s)"] * slots)
+
 
 # Schema bookkeeping: one row per applied migration file and messages table.
 SCHEMA_LOCK = "SELECT GET_LOCK(%s, %s)"
@@ -60,6 +74,10 @@ FORGET_VERSIONS = "DELETE FROM mqlite_schema_version WHERE table_name = %s"
 # A push on the caller's connection: a savepoint, so a duplicate unique key takes back only the push.
 PUSH_SAVEPOINT = "SAVEPOINT mqlite_push"
 UNDO_PUSH = "ROLLBACK TO SAVEPOINT mqlite_push"
+# A statement group that ends messages and records them in mqlite_history commits as one.
+BEGIN = "START TRANSACTION"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
 VERSION_TABLE_EXISTS = (
     "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
 )
@@ -74,6 +92,8 @@ class Statements:
     push_with: str
     push_many_head: str
     push_many_row: str
+    push_many_head_ranked: str
+    push_many_row_ranked: str
     push_keyed: str
     set_cap: str
     lock_key: str
@@ -84,8 +104,11 @@ class Statements:
     find_unique_locked: str
     find_attempts: str
     claim: str
+    claim_levels: str
     claim_many_part: str
+    claim_many_part_levels: str
     claim_many_update: str
+    levels: str
     read_claimed: str
     read_claimed_since: str
     read_claimed_any: str
@@ -132,14 +155,42 @@ class Statements:
     retry_failed_ids: str
     drop_table: str
     drop_push_procedure: str
+    wake_next: str
+    cancel_lock: str
+    cancel_delete: str
+    cancel_mark: str
+    cancelling: str
+    finish_cancelled: str
+    history_acked: str
+    history_popped: str
+    history_failed: str
+    history_cancelled: str
+    history_ids: str
+    purge_ids: str
+    purge_failed_ids: str
+    delete_ids: str
 
-    def push_many(self, rows: int) -> str:
-        """A multi-row INSERT of `rows` messages."""
+    def push_many(self, rows: int, ranked: bool = False) -> str:
+        """A multi-row INSERT of `rows` messages (`ranked`: with a priority each)."""
+        if ranked:
+            return self.push_many_head_ranked + ",".join([self.push_many_row_ranked] * rows)
         return self.push_many_head + ",".join([self.push_many_row] * rows)
 
-    def claim_many(self, queues: int) -> str:
-        """One claim for the heads of `queues` queues (params: queue, n for each; lease µs, table name)."""
-        return self.claim_many_update.replace("{parts}", " UNION ALL ".join([self.claim_many_part] * queues))
+    def wake_wait(self, queues: int) -> str:
+        """The listener's wait over `queues` queue names (params: the bound in seconds, then queue,
+        table, queue per name): seconds until the next message is due (<= 0: ready now; a paused
+        queue counts as empty), and a SLEEP until then, at most the bound. KILL QUERY cuts it short."""
+        firsts = ", ".join([f"COALESCE(({self.wake_next}), {FAR})"] * queues)
+        return (
+            "SELECT w.due, SLEEP(LEAST(GREATEST(w.due, 0), %s)) FROM "
+            f"(SELECT TIMESTAMPDIFF(MICROSECOND, NOW(6), LEAST({FAR}, {firsts})) / 1e6 AS due) AS w"
+        )
+
+    def claim_many(self, levels: list[int | None]) -> str:
+        """One claim for the heads of several queues, one part per queue: None walks the queue's whole
+        range, k the k priorities named (params per part: queue, priorities…, n; then lease µs, table)."""
+        parts = [self.claim_many_part if k is None else self.in_list(self.claim_many_part_levels, k) for k in levels]
+        return self.claim_many_update.replace("{parts}", " UNION ALL ".join(parts))
 
     @staticmethod
     def in_list(statement: str, count: int, item: str = "%s") -> str:
@@ -154,13 +205,30 @@ def statements(table: str) -> Statements:
     # Statements scoped to one queue name the index: left alone, the optimizer may pick
     # mqlite_owner for `owner = 0` and sort every ready row of the queue (see schema/001).
     by_queue = f"{t} FORCE INDEX (mqlite_ready)"
-    # The claim fence: a claimed row is addressed through mqlite_ready (queue, available_at, id),
+    # The claim fence: a claimed row is addressed through mqlite_ready (queue, priority, available_at, id),
     # the index the claim walks, so acks and releases lock in the claim's order (index entry,
     # then primary key) instead of the reverse order that deadlocks against it. Owner and claim
     # time make sure a claim that was recovered and taken by someone else is left alone.
-    fence = "queue = %s AND available_at = %s AND id = %s AND owner = %s AND owner_node = %s AND claimed_at = %s"
+    fence = (
+        "queue = %s AND priority = %s AND available_at = %s AND id = %s AND owner = %s AND owner_node = %s "
+        "AND claimed_at = %s"
+    )
     unclaim = "owner = 0, owner_node = 0, claimed_at = NULL, lease_until = NULL"
     mine = f"owner = CONNECTION_ID() AND owner_node = {NODE}"  # this session's claims, on this node
+    live = "cancelled_at IS NULL"
+    # History rows copy the message row in the statement before the one that ends it, in one
+    # transaction; the join keeps out queues whose history is off (a process's cached setting may lag).
+    record = (
+        "INSERT INTO mqlite_history (table_name, queue, finished_at, id, outcome, attempts, created_at, "
+        "first_claimed_at, duration, last_error, worker, body) SELECT h.table_name, m.queue, NOW(6), m.id, "
+    )
+    joined = "JOIN mqlite_queues h ON h.table_name = %s AND h.queue = m.queue AND h.history_days IS NOT NULL"
+    from_ready = f"FROM {t} AS m FORCE INDEX (mqlite_ready) {joined}"
+    last_run = "TIMESTAMPDIFF(MICROSECOND, m.claimed_at, NOW(6)) / 1e6"
+    fence_m = (
+        "m.queue = %s AND m.priority = %s AND m.available_at = %s AND m.id = %s AND m.owner = %s "
+        "AND m.owner_node = %s AND m.claimed_at = %s"
+    )
     # Back in the queue after a delay; a message with a concurrency key gives up its slot and
     # waits parked until a promotion (due_at is read before it is assigned, as with `attempts`).
     back_later = (
@@ -170,23 +238,35 @@ def statements(table: str) -> Statements:
     # A recovered claim counts as a failed attempt (a message that kills its consumer every
     # time ends up failed, not in an endless loop). `attempts` is read before it is assigned:
     # the same under MySQL's left-to-right and MariaDB's simultaneous assignment.
+    # A cancelling claim whose consumer is gone is not retried: it comes back failed.
+    give_up = "cancelled_at IS NOT NULL OR attempts + 1 >= COALESCE(max_attempts, %s)"
     recover_set = (
-        "available_at = IF(attempts + 1 >= COALESCE(max_attempts, %s), NULL, available_at), "
-        "failed_at = IF(attempts + 1 >= COALESCE(max_attempts, %s), NOW(6), NULL), "
+        f"available_at = IF({give_up}, NULL, available_at), failed_at = IF({give_up}, NOW(6), NULL), "
         f"attempts = attempts + 1, last_error = %s, {unclaim}"
+    )
+    claim = (
+        f"UPDATE {by_queue} SET owner = CONNECTION_ID(), owner_node = {NODE}, claimed_at = NOW(6), "
+        "lease_until = NOW(6) + INTERVAL %s MICROSECOND, first_claimed_at = COALESCE(first_claimed_at, NOW(6)) "
+        "WHERE queue = %s AND available_at <= NOW(6) AND owner = 0 "
+        # A paused queue hands out nothing; the check is a constant subquery, read once.
+        "AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
+        "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL) "
+        "ORDER BY priority, available_at, id LIMIT %s"
     )
     return Statements(
         table=table,
         push=f"INSERT INTO {t} (queue, body) VALUES (%s, %s)",
         push_with=(
-            f"INSERT INTO {t} (queue, body, available_at, unique_key, max_attempts) "
-            "VALUES (%s, %s, NOW(6) + INTERVAL %s MICROSECOND, %s, %s)"
+            f"INSERT INTO {t} (queue, body, available_at, unique_key, max_attempts, priority) "
+            "VALUES (%s, %s, NOW(6) + INTERVAL %s MICROSECOND, %s, %s, %s)"
         ),
         push_many_head=f"INSERT INTO {t} (queue, body) VALUES ",
         push_many_row="(%s,%s)",
+        push_many_head_ranked=f"INSERT INTO {t} (queue, body, priority) VALUES ",
+        push_many_row_ranked="(%s,%s,%s)",
         push_keyed=(
-            f"INSERT INTO {t} (queue, body, available_at, due_at, unique_key, max_attempts, concurrency_key) "
-            f"VALUES (%s, %s, {PARKED}, NOW(6) + INTERVAL %s MICROSECOND, %s, %s, %s)"
+            f"INSERT INTO {t} (queue, body, available_at, due_at, unique_key, max_attempts, concurrency_key, "
+            f"priority) VALUES (%s, %s, {PARKED}, NOW(6) + INTERVAL %s MICROSECOND, %s, %s, %s, %s)"
         ),
         set_cap=(
             "INSERT INTO mqlite_keys (table_name, concurrency_key, max_running) VALUES (%s, %s, %s) "
@@ -213,40 +293,45 @@ def statements(table: str) -> Statements:
         find_unique_locked=f"SELECT id FROM {t} WHERE queue = %s AND unique_key = %s LOCK IN SHARE MODE",
         find_attempts=f"SELECT attempts, max_attempts, concurrency_key FROM {t} WHERE id = %s",
         # The optimistic pop: one atomic UPDATE tags rows with this session's id, walking the
-        # queue's ready range from its head.
-        claim=(
-            f"UPDATE {by_queue} SET owner = CONNECTION_ID(), owner_node = {NODE}, claimed_at = NOW(6), "
-            "lease_until = NOW(6) + INTERVAL %s MICROSECOND "
-            "WHERE queue = %s AND available_at <= NOW(6) AND owner = 0 "
-            # A paused queue hands out nothing; the check is a constant subquery, read once.
-            "AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
-            "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL) "
-            "ORDER BY available_at, id LIMIT %s"
-        ),
+        # queue's ready ranges from their heads, most urgent priority first (schema/006).
+        claim_levels=claim.replace("WHERE queue = %s AND", "WHERE queue = %s AND priority IN ({ids}) AND"),
+        # The same over more priorities than claim_levels names: bounded by the queue alone, so it
+        # also reads the failed, delayed and parked rows it passes.
+        claim=claim,
         # The heads of several queues in one statement (a process consuming many queues): each
-        # part walks one queue's ready range as `claim` does, unlocked; the UPDATE then locks the
+        # part walks one queue's ready ranges as `claim` does, unlocked; the UPDATE then locks the
         # rows found and takes those still free (a row another session took meanwhile is skipped,
-        # and its queue asked again). A UNION is materialized, so the UPDATE may read its own table.
-        # A paused queue's heads are found, then left (the check runs once per row found).
+        # and its queue claimed again alone). A UNION is materialized, so the UPDATE may read its
+        # own table. A paused queue's heads are found, then left (checked once per row found).
         claim_many_part=(
             f"(SELECT id FROM {by_queue} WHERE queue = %s AND available_at <= NOW(6) AND owner = 0 "
-            "ORDER BY available_at, id LIMIT %s)"
+            "ORDER BY priority, available_at, id LIMIT %s)"
+        ),
+        claim_many_part_levels=(
+            f"(SELECT id FROM {by_queue} WHERE queue = %s AND priority IN ({{ids}}) AND available_at <= NOW(6) "
+            "AND owner = 0 ORDER BY priority, available_at, id LIMIT %s)"
         ),
         claim_many_update=(
             f"UPDATE {t} AS m JOIN ({{parts}}) AS heads ON m.id = heads.id "
             f"SET m.owner = CONNECTION_ID(), m.owner_node = {NODE}, m.claimed_at = NOW(6), "
-            "m.lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE m.owner = 0 "
+            "m.lease_until = NOW(6) + INTERVAL %s MICROSECOND, "
+            "m.first_claimed_at = COALESCE(m.first_claimed_at, NOW(6)) WHERE m.owner = 0 "
             "AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
             "WHERE p.table_name = %s AND p.queue = m.queue AND p.paused_at IS NOT NULL)"
+        ),
+        # The priorities of a queue: a loose index scan (one dive per priority, not one per row).
+        levels=(
+            f"SELECT priority FROM {by_queue} WHERE queue = %s GROUP BY queue, priority "
+            "ORDER BY priority LIMIT %s"
         ),
         # Must run on the connection that ran `claim`: CONNECTION_ID() is the claim's tag.
         read_claimed=(
             f"SELECT {MESSAGE_COLUMNS} FROM {t} WHERE {mine} AND queue = %s "
-            "ORDER BY available_at, id"
+            "ORDER BY priority, available_at, id"
         ),
         read_claimed_since=(
             f"SELECT {MESSAGE_COLUMNS} FROM {t} "
-            f"WHERE {mine} AND claimed_at > %s AND queue = %s ORDER BY available_at, id"
+            f"WHERE {mine} AND claimed_at > %s AND queue = %s ORDER BY priority, available_at, id"
         ),
         # The same for a claim of several queues: every row this session claimed since, any queue.
         read_claimed_any=f"SELECT {MESSAGE_COLUMNS} FROM {t} FORCE INDEX (mqlite_owner) WHERE {mine}",
@@ -257,12 +342,12 @@ def statements(table: str) -> Statements:
         # Single-table DELETE takes no index hint; the multi-table form does.
         delete_claimed=(
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s "
-            f"AND (m.available_at, m.id) IN ({{ids}}) AND m.owner = CONNECTION_ID() AND m.owner_node = {NODE} "
-            "AND m.claimed_at = %s"
+            f"AND (m.priority, m.available_at, m.id) IN ({{ids}}) AND m.owner = CONNECTION_ID() "
+            f"AND m.owner_node = {NODE} AND m.claimed_at = %s"
         ),
         delete_claimed_many=(
-            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE (m.queue, m.available_at, m.id) IN ({{ids}}) "
-            f"AND m.owner = CONNECTION_ID() AND m.owner_node = {NODE} AND m.claimed_at = %s"
+            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE (m.queue, m.priority, m.available_at, m.id) "
+            f"IN ({{ids}}) AND m.owner = CONNECTION_ID() AND m.owner_node = {NODE} AND m.claimed_at = %s"
         ),
         # Undo a fetch that failed half-way, on its own (still live) session.
         release_since=f"UPDATE {t} SET {unclaim} WHERE {mine} AND claimed_at > %s",
@@ -272,32 +357,37 @@ def statements(table: str) -> Statements:
         # Puts a consumed-but-never-returned message back where it was (same id, same place).
         restore=(
             f"INSERT INTO {t} (id, queue, body, created_at, available_at, attempts, max_attempts, unique_key, "
-            "concurrency_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            "concurrency_key, priority) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ),
         ack=(
-            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.available_at = %s "
-            "AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s"
+            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.priority = %s "
+            "AND m.available_at = %s AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s"
         ),
         # Whether a claim is still held and free, without waiting for a transaction that locks it
         # (SKIP LOCKED: MySQL 8.0, MariaDB 10.6).
         held_unlocked=(
-            f"SELECT m.id FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.available_at = %s "
-            "AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s FOR UPDATE SKIP LOCKED"
+            f"SELECT m.id FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.priority = %s "
+            "AND m.available_at = %s AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s "
+            "FOR UPDATE SKIP LOCKED"
         ),
         ack_many=(
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE "
-            "(m.queue, m.available_at, m.id, m.owner, m.owner_node, m.claimed_at) IN ({ids})"
+            "(m.queue, m.priority, m.available_at, m.id, m.owner, m.owner_node, m.claimed_at) IN ({ids})"
         ),
-        release=f"UPDATE {by_queue} SET {unclaim}, {back_later} WHERE {fence}",
-        retry_later=f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, {back_later} WHERE {fence}",
+        # A cancelling claim (cancelled_at set) matches none of these: the 0-row answer, rare, is then
+        # told apart from a lost claim by `cancelling`, and the message ends cancelled.
+        release=f"UPDATE {by_queue} SET {unclaim}, {back_later} WHERE {fence} AND {live}",
+        retry_later=(
+            f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, {back_later} WHERE {fence} AND {live}"
+        ),
         fail=(
             f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, "
-            f"available_at = NULL, failed_at = NOW(6) WHERE {fence}"
+            f"available_at = NULL, failed_at = NOW(6) WHERE {fence} AND {live}"
         ),
-        extend=f"UPDATE {by_queue} SET lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence}",
+        extend=f"UPDATE {by_queue} SET lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence} AND {live}",
         checkpoint=(
             f"UPDATE {by_queue} SET resume_cursor = %s, progress = %s, "
-            f"lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence}"
+            f"lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence} AND {live}"
         ),
         in_progress=(
             f"SELECT {MESSAGE_COLUMNS} FROM {t} FORCE INDEX (mqlite_owner) WHERE owner > 0 "
@@ -369,7 +459,7 @@ def statements(table: str) -> Statements:
         ),
         peek=(
             f"SELECT {MESSAGE_COLUMNS} FROM {by_queue} WHERE queue = %s AND available_at IS NOT NULL "
-            "ORDER BY available_at, id LIMIT %s"
+            "ORDER BY priority, available_at, id LIMIT %s"
         ),
         peek_failed=(
             f"SELECT {MESSAGE_COLUMNS} FROM {by_queue} WHERE queue = %s AND available_at IS NULL "
@@ -390,8 +480,58 @@ def statements(table: str) -> Statements:
             f"UPDATE {by_queue} SET available_at = NOW(6), failed_at = NULL, attempts = 0 "
             "WHERE queue = %s AND available_at IS NULL AND id IN ({ids})"
         ),
+        # Cancelling: the row locked by its id, then removed (not claimed) or marked (claimed).
+        cancel_lock=(
+            f"SELECT owner, available_at IS NULL, available_at > NOW(6), concurrency_key FROM {t} "
+            "WHERE id = %s AND queue = %s FOR UPDATE"
+        ),
+        cancel_delete=f"DELETE FROM {t} WHERE id = %s AND owner = 0",
+        cancel_mark=f"UPDATE {t} SET cancelled_at = COALESCE(cancelled_at, NOW(6)) WHERE id = %s AND owner <> 0",
+        cancelling=(
+            f"SELECT cancelled_at IS NOT NULL FROM {t} WHERE id = %s AND owner = %s AND owner_node = %s "
+            "AND claimed_at = %s"
+        ),
+        finish_cancelled=(
+            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE {fence_m} AND m.cancelled_at IS NOT NULL"
+        ),
+        # attempts in history count the attempt that ended the message (the table counts failed ones).
+        history_acked=(
+            f"{record}IF(m.cancelled_at IS NULL, 'acked', 'cancelled_late'), m.attempts + 1, m.created_at, "
+            f"m.first_claimed_at, {last_run}, m.last_error, %s, m.body {from_ready} "
+            "WHERE (m.queue, m.priority, m.available_at, m.id, m.owner, m.owner_node, m.claimed_at) IN ({ids})"
+        ),
+        history_popped=(
+            f"{record}'popped', m.attempts + 1, m.created_at, m.first_claimed_at, {last_run}, m.last_error, "
+            f"%s, m.body {from_ready} WHERE m.queue = %s AND (m.priority, m.available_at, m.id) IN ({{ids}}) "
+            f"AND m.owner = CONNECTION_ID() AND m.owner_node = {NODE} AND m.claimed_at = %s"
+        ),
+        history_failed=(
+            f"{record}'failed', %s, m.created_at, m.first_claimed_at, {last_run}, %s, %s, m.body {from_ready} "
+            f"WHERE {fence_m} AND m.cancelled_at IS NULL"
+        ),
+        history_cancelled=(
+            f"{record}'cancelled', m.attempts + 1, m.created_at, m.first_claimed_at, {last_run}, m.last_error, "
+            f"%s, m.body {from_ready} WHERE {fence_m} AND m.cancelled_at IS NOT NULL"
+        ),
+        history_ids=(
+            f"{record}%s, m.attempts, m.created_at, m.first_claimed_at, NULL, m.last_error, %s, m.body "
+            f"FROM {t} AS m {joined} WHERE m.id IN ({{ids}}) AND m.owner = 0"
+        ),
+        purge_ids=f"SELECT id FROM {t} WHERE queue = %s AND owner = 0 AND available_at IS NOT NULL LIMIT %s FOR UPDATE",
+        purge_failed_ids=(
+            f"SELECT id FROM {t} WHERE queue = %s AND available_at IS NULL "
+            "AND failed_at < NOW(6) - INTERVAL %s MICROSECOND LIMIT %s FOR UPDATE"
+        ),
+        delete_ids=f"DELETE FROM {t} WHERE id IN ({{ids}}) AND owner = 0",
         drop_table=f"DROP TABLE IF EXISTS {t}",
         drop_push_procedure=f"DROP PROCEDURE IF EXISTS `{push_procedure(table)}`",
+        # The head of one queue's unclaimed rows (ready or not yet due), as the claim would see it.
+        wake_next=(
+            f"SELECT m.available_at FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s "
+            "AND m.available_at IS NOT NULL AND m.owner = 0 AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
+            "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL) "
+            "ORDER BY m.available_at, m.id LIMIT 1"
+        ),
     )
 
 
@@ -406,3 +546,68 @@ def push_procedure(table: str) -> str:
     if len(name) > 64:
         name = f"{name[:55]}_{zlib.crc32(table.encode()):08x}"
     return name
+
+
+# History settings and rows (mqlite_queues.history_days, mqlite_history; schema/007).
+KEEP_HISTORY = (
+    "INSERT INTO mqlite_queues (table_name, queue, history_days) VALUES (%s, %s, %s) "
+    "ON DUPLICATE KEY UPDATE history_days = %s"
+)
+HISTORY_SETTINGS = "SELECT queue, history_days FROM mqlite_queues WHERE table_name = %s AND history_days IS NOT NULL"
+HISTORY_COLUMNS = (
+    "queue, id, outcome, attempts, created_at, first_claimed_at, finished_at, duration, last_error, worker, body"
+)
+# `since`: an absolute server time, else a duration back from now; outcomes widen `{ids}`.
+_HISTORY_RANGE = (
+    f"SELECT {HISTORY_COLUMNS} FROM mqlite_history WHERE table_name = %s AND queue = %s "
+    "AND finished_at >= COALESCE(%s, NOW(6) - INTERVAL %s MICROSECOND) AND outcome IN ({ids}) "
+)
+HISTORY_NEWEST = _HISTORY_RANGE + "ORDER BY finished_at DESC, id DESC LIMIT %s"
+HISTORY_OLDEST = _HISTORY_RANGE + "ORDER BY finished_at, id LIMIT %s"
+# Retention, a slice at a time: a range of the primary key (table_name, queue, finished_at, id).
+PRUNE_HISTORY = (
+    "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s "
+    "AND finished_at < NOW(6) - INTERVAL %s DAY ORDER BY finished_at LIMIT %s"
+)
+# A pop whose DELETE found fewer rows than its history copy (its claim was recovered meanwhile):
+# the copies of rows not deleted go, in the same transaction.
+UNRECORD_POPPED = (
+    "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s AND outcome = 'popped' "
+    "AND finished_at >= %s AND id IN ({ids})"
+)
+FORGET_HISTORY = "DELETE FROM mqlite_history WHERE table_name = %s"
+
+
+# The kombu transport's exchanges and expiring queues (schema/010; mqlite/contrib/kombu/routing.py).
+# Shared tables keyed by messages table and kombu queue_prefix; `{ids}` is filled by Statements.in_list.
+KOMBU_BIND = (
+    "INSERT INTO mqlite_kombu_bindings (table_name, prefix, exchange, routing_key, queue, pattern) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE pattern = pattern"
+)
+KOMBU_BINDINGS = (
+    "SELECT routing_key, pattern, queue FROM mqlite_kombu_bindings "
+    "WHERE table_name = %s AND prefix = %s AND exchange = %s"
+)
+KOMBU_UNBIND = (
+    "DELETE FROM mqlite_kombu_bindings "
+    "WHERE table_name = %s AND prefix = %s AND exchange = %s AND routing_key = %s AND queue = %s"
+)
+KOMBU_UNBIND_QUEUE = "DELETE FROM mqlite_kombu_bindings WHERE table_name = %s AND prefix = %s AND queue = %s"
+# expires_ms NULL: a queue that never expires (a redeclared durable queue cancels a pending deletion).
+KOMBU_DECLARE_QUEUE = (
+    "INSERT INTO mqlite_kombu_queues (table_name, prefix, queue, expires_ms, expires_at) "
+    "VALUES (%s, %s, %s, %s, NOW(6) + INTERVAL %s MICROSECOND) "
+    "ON DUPLICATE KEY UPDATE expires_ms = %s, expires_at = NOW(6) + INTERVAL %s MICROSECOND"
+)
+KOMBU_TOUCH_QUEUES = (
+    "UPDATE mqlite_kombu_queues SET expires_at = NOW(6) + INTERVAL (expires_ms * 1000) MICROSECOND "
+    "WHERE table_name = %s AND prefix = %s AND expires_ms IS NOT NULL AND queue IN ({ids})"
+)
+KOMBU_EXPIRED_QUEUES = (
+    "SELECT prefix, queue FROM mqlite_kombu_queues WHERE table_name = %s AND expires_at < NOW(6) "
+    "ORDER BY expires_at LIMIT %s"
+)
+# Only while still expired: a consumer that redeclared the queue meanwhile keeps it.
+KOMBU_FORGET_QUEUE = (
+    "DELETE FROM mqlite_kombu_queues WHERE table_name = %s AND prefix = %s AND queue = %s AND expires_at < NOW(6)"
+)

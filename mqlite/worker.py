@@ -6,7 +6,8 @@
 Each thread claims from the listed queues in order (the first queue with a ready message wins,
 and the sweep starts again from the first after every message), calls the handler, and lets the
 claim acknowledge the message when the handler returns or record the failure when it raises.
-When every queue is empty the thread waits `idle_min` seconds, doubling up to `idle_max`; the
+When every queue is empty the thread waits `idle_min` seconds, doubling up to `idle_max`, or
+until the queue's doorbell rings (a push from any process, mqlite/wake.py): milliseconds; the
 first message found resets the wait.
 
 Stopping (first SIGTERM/SIGINT, `stop()`, `max_messages`, `max_seconds`, or an empty sweep with
@@ -32,7 +33,7 @@ from typing import Any
 
 from . import registry
 from .config import DEFAULT_LEASE, check_queue
-from .errors import Interrupted, MqliteError, NotClaimed
+from .errors import Cancelled, Interrupted, MqliteError, NotClaimed
 from .idle import IdleWait
 from .message import Message
 
@@ -112,6 +113,7 @@ class Worker:
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 1 <= prefetch <= _PREFETCH_MAX:
             raise ValueError(f"prefetch must be a whole number from 1 to {_PREFETCH_MAX}")
         self.queue = queue
+        self._bell = getattr(queue, "doorbell", None)  # a Queue's (duck-typed stand-ins may have none)
         self.queues = [check_queue(name) for name in queues]
         self.handler = handler
         self.concurrency = concurrency
@@ -202,6 +204,8 @@ class Worker:
             while not self._stop.is_set():
                 # Wake now and then even without news: a signal handler runs between waits.
                 self._stop.wait(0.5)
+            if self._bell is not None:
+                self._bell.interrupt_waiters()  # threads asleep on the bell stop waiting
             deadline = time.monotonic() + self.stop_timeout
             for t in threads:
                 # Short joins: a signal delivered to another thread does not interrupt a long one,
@@ -228,7 +232,7 @@ class Worker:
         return WorkerResult(counts["processed"], counts["failed"], counts["errors"], abandoned, reason)
 
     def _loop(self) -> None:
-        idle = IdleWait(self.idle_min, self.idle_max)
+        idle = IdleWait(self.idle_min, self.idle_max, bell=self._bell, queues=self.queues)
         try:
             while not self._stop.is_set():
                 if self._deadline is not None and time.monotonic() >= self._deadline:
@@ -290,6 +294,11 @@ class Worker:
         try:
             try:
                 self.handler(message)
+            except Cancelled as exc:
+                # Queue.cancel marked it and the handler checked in: it has ended, cancelled.
+                _exit_block(block, exc)
+                log.info("message %s of queue %r cancelled while running; ended", message.id, message.queue)
+                return False
             except Interrupted as exc:
                 # The handler saved a checkpoint while we are stopping: released at once, to resume
                 # elsewhere from its cursor.

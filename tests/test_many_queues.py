@@ -51,12 +51,13 @@ def test_a_head_taken_by_another_session_meanwhile_is_skipped_and_the_queue_aske
     other = q.push_many("mq-other", ["o1"])
     st = statements(q.table)
     mine, theirs = session_on(dsn), session_on(dsn)
+    mine.raw.cursor().execute("SET SESSION innodb_lock_wait_timeout = 30")  # never hangs the suite
     try:
         # The other session claims the head in a transaction left open: the statement's look finds
         # it still free (committed state), its take waits on the lock, and skips it once they commit.
         their_cur = theirs.raw.cursor()
         their_cur.execute("START TRANSACTION")
-        assert protocol.claim(their_cur, st, "mq-race", 1, 30_000_000) == 1
+        assert protocol.claim(their_cur, st, "mq-race", 1, 30_000_000, None) == 1
         got: dict[str, list[mqlite.Message]] = {}
         worker = threading.Thread(target=lambda: got.update(
             protocol.fetch_many(mine, st, {"mq-race": 2, "mq-other": 1}, 30_000_000, consume=False)))
@@ -64,12 +65,15 @@ def test_a_head_taken_by_another_session_meanwhile_is_skipped_and_the_queue_aske
         admin_cur = admin.cursor()
 
         def waiting() -> bool:
-            admin_cur.execute("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'")
+            admin_cur.execute("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT' "
+                              "AND trx_mysql_thread_id = %s", (mine.id,))
             return int(admin_cur.fetchone()[0]) > 0
 
-        wait_for(waiting, timeout=20)
-        their_cur.execute("COMMIT")
-        worker.join(20)
+        try:
+            wait_for(lambda: waiting() or not worker.is_alive(), timeout=20)
+        finally:
+            their_cur.execute("COMMIT")
+            worker.join(40)
         assert [m.id for m in got["mq-race"]] == ids[1:] and [m.id for m in got["mq-other"]] == other
     finally:
         mine.raw.close()

@@ -13,7 +13,7 @@ from ..admin import Stats
 from ..config import DEFAULT_LEASE, check_queue
 from ..consume import check_batch
 from ..message import Body, Message, as_bytes
-from ..queue import Queue
+from ..queue import HistoryEntry, Queue
 from ..settle import Claimable
 from .batches import GROUP_BODY_MAX, Batches
 from .offload import Offload
@@ -72,7 +72,7 @@ class AsyncQueue:
     # -- producing -------------------------------------------------------------------------------
 
     async def push(self, queue: str, body: Body, **options: Any) -> int:
-        """`Queue.push`: append one message (same options: delay, run_at, unique_key, …); its id.
+        """`Queue.push`: append one message (same options: delay, run_at, unique_key, priority, …); its id.
 
         Plain pushes (no options, small bodies) made while another is in flight go together into
         one multi-row INSERT.
@@ -85,9 +85,9 @@ class AsyncQueue:
             return await self._offload.run(self.queue.push, name, data)
         return await self._batches.push(name, data)
 
-    async def push_many(self, queue: str, bodies: Iterable[Body]) -> list[int]:
-        """`Queue.push_many`: append many messages in one transaction; their ids in order."""
-        return await self._offload.run(self.queue.push_many, queue, list(bodies))
+    async def push_many(self, queue: str, bodies: Iterable[Body], *, priority: int = 0) -> list[int]:
+        """`Queue.push_many`: append many messages in one transaction (of `priority`); their ids in order."""
+        return await self._offload.run(self.queue.push_many, queue, list(bodies), priority=priority)
 
     # -- consuming -------------------------------------------------------------------------------
 
@@ -185,6 +185,26 @@ class AsyncQueue:
     ) -> bool:
         """`Queue.checkpoint`: save where a handler has got to, and renew the lease."""
         return await self._offload.finish(self.queue.checkpoint, message, cursor, progress, lease=lease)
+
+    async def cancel(self, queue: str, message_id: int) -> str:
+        """`Queue.cancel`: cancel a message (removed, or marked cancelling while it runs)."""
+        return await self._offload.finish(self.queue.cancel, queue, message_id)
+
+    async def keep_history(self, queue: str, days: int | None = 7) -> None:
+        """`Queue.keep_history`: keep (or, with None, stop keeping) `queue`'s finished messages."""
+        await self._offload.run(self.queue.keep_history, queue, days)
+
+    async def history_days(self, queue: str) -> int | None:
+        """`Queue.history_days`: days of history `queue` keeps (None: off)."""
+        return await self._offload.run(self.queue.history_days, queue)
+
+    async def history(self, queue: str, **options: Any) -> list[HistoryEntry]:
+        """`Queue.history`: finished messages of `queue`, newest first."""
+        return await self._offload.run(self.queue.history, queue, **options)
+
+    async def replay(self, queue: str, **options: Any) -> list[int]:
+        """`Queue.replay`: push copies of finished messages back."""
+        return await self._offload.finish(self.queue.replay, queue, **options)
 
     # -- looking and tidying ---------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import registry
 from ..config import DEFAULT_LEASE, check_queue
-from ..errors import Interrupted, MqliteError, NotClaimed
+from ..errors import Cancelled, Interrupted, MqliteError, NotClaimed
 from ..message import Message
 from ..queue import Queue
 from ..worker import WorkerResult, _one_line, attempt_number
@@ -194,7 +194,8 @@ class AsyncWorker:
 
     async def _consume(self) -> None:
         assert self._stop is not None
-        idle = self.idle_wait(self.idle_min, self.idle_max)
+        bell = getattr(self.queue.queue, "doorbell", None)
+        idle = self.idle_wait(self.idle_min, self.idle_max, bell=bell, queues=self.queues)
         try:
             while not self._stop.is_set():
                 if self._deadline is not None and time.monotonic() >= self._deadline:
@@ -252,6 +253,9 @@ class AsyncWorker:
         self._in_hand[id(message)] = message
         try:
             await self.handler(message)
+        except Cancelled:
+            log.info("message %s of queue %r cancelled while running; ended", message.id, message.queue)
+            return False
         except Interrupted:
             log.info("message %s of queue %r interrupted at its checkpoint; released", message.id, message.queue)
             await self.queue.release(message)

@@ -272,8 +272,8 @@ class ThrowawayServer:
             self.process.wait(timeout=30)
         self.process = None
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Shut the server down and remove its datadir. Safe to call twice."""
+    def shut_down(self, timeout: float = 30.0) -> None:
+        """SIGTERM the server and wait for it (SIGKILL after `timeout`); the datadir stays."""
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -282,6 +282,10 @@ class ThrowawayServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut the server down and remove its datadir. Safe to call twice."""
+        self.shut_down(timeout)
         shutil.rmtree(self.root, ignore_errors=True)
         atexit.unregister(self.stop)
 

@@ -12,6 +12,9 @@ Routes (JSON unless said otherwise; every error is `{"error": code, "message": t
          ?lease=S&wait=S&encoding=auto|base64                                     "attempts", "receipt", …}; 204
     POST /messages/{id}/ack|nack|release|fail|extend|checkpoint             200; 409 when the claim is gone
          receipt in X-Mqlite-Receipt or the JSON body {"receipt", "error", "delay", "lease", "cursor", "progress"}
+                                        extend/checkpoint of a cancelled message: 409 {"error": "cancelled"}
+    POST /messages/{id}/cancel?queue=Q  cancel: 200 {"result": "cancelled (was ready)" | "cancelling"}; 404
+    GET  /q/{queue}/history[?outcome=O&since=S&limit=N]   finished messages, newest first (history on)
     GET  /q/{queue}/failed[?limit=N]    failed messages with their last error
     POST /q/{queue}/failed/retry[?id=N…]   POST /q/{queue}/failed/purge[?older_than=S]
     POST /control/{queue}/pause|resume
@@ -58,6 +61,7 @@ ROUTES = [
     Route("/q/{queue}/failed", routes_admin.failed, methods=["GET"]),
     Route("/q/{queue}/failed/retry", routes_admin.retry, methods=["POST"]),
     Route("/q/{queue}/failed/purge", routes_admin.purge, methods=["POST"]),
+    Route("/q/{queue}/history", routes_admin.history, methods=["GET"]),
     Route("/messages/{id:int}/{action:str}", routes_messages.settle, methods=["POST"]),
     Route("/control/{queue}/{action:str}", routes_admin.control, methods=["POST"]),
     Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

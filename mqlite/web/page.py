@@ -1,4 +1,5 @@
-"""The HTML status page (`GET /`): depth of every queue and the last failures, polled by `static/status.js`."""
+"""The HTML status page (`GET /`): depth of every queue, the last failures (each with Retry and Cancel)
+and the newest finished messages of queues keeping history; polled by `static/status.js`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .state import api
 HERE = Path(__file__).resolve().parent
 PAGE_FAILED_QUEUES = 20  # queues whose failed messages the page lists
 PAGE_FAILED_PER_QUEUE = 20
+PAGE_HISTORY_PER_QUEUE = 10  # newest finished messages listed per queue whose history is on
 
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(HERE / "templates")),
@@ -32,12 +34,16 @@ async def page(request: Request) -> Response:
     listed = [  # one after the other: the page must not take a pool connection per queue at once
         await a.aq.peek(n, PAGE_FAILED_PER_QUEUE, failed=True) for n in with_failures
     ]
+    history = {}
+    for n in list(s.queues)[:PAGE_FAILED_QUEUES]:
+        if await a.aq.history_days(n) is not None:
+            history[n] = await a.aq.history(n, limit=PAGE_HISTORY_PER_QUEUE)
     biggest = max((v.ready + v.delayed + v.claimed + v.failed for v in s.queues.values()), default=0)
     html = _templates.get_template("index.html").render(
         table=a.queue.table, queues=list(s.queues.values()), failed=dict(zip(with_failures, listed, strict=True)),
         preview=lambda m: failed_json(m)["body_preview"], age=_age, biggest=max(biggest, 1),
         auth_required=a.guard.required, refresh_ms=int(a.refresh * 1000),
-        sees_all=s.sees_all_connections, now=datetime.now().strftime("%H:%M:%S"),
+        sees_all=s.sees_all_connections, history=history, now=datetime.now().strftime("%H:%M:%S"),
     )
     return HTMLResponse(html)
 

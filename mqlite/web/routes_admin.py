@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from ..config import MAX_DELAY
 from .errors import ApiError
 from .parsing import allow_params, integer, number, queue_name
-from .shapes import failed_json, stats_json
+from .shapes import failed_json, history_json, stats_json
 from .state import api
 
 FAILED_LIMIT = 200  # failed messages one GET may list
@@ -24,6 +24,18 @@ async def failed(request: Request) -> Response:
     limit = integer(request.query_params.get("limit", "50"), "limit", 1, FAILED_LIMIT)
     found = await a.aq.peek(name, limit, failed=True)
     return JSONResponse({"queue": name, "messages": [failed_json(m) for m in found]})
+
+
+async def history(request: Request) -> Response:
+    a = api(request)
+    name = queue_name(request)
+    allow_params(request, "outcome", "since", "limit")
+    limit = integer(request.query_params.get("limit", "50"), "limit", 1, FAILED_LIMIT)
+    since = number(request, "since", None, 0.0, MAX_DELAY)
+    outcome = request.query_params.get("outcome")
+    found = await a.aq.history(name, outcome=outcome, since=since, limit=limit)
+    return JSONResponse({"queue": name, "history_days": await a.aq.history_days(name),
+                         "messages": [history_json(e) for e in found]})
 
 
 async def retry(request: Request) -> Response:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from ..message import Message
-from ..queue import QueueStats
+from ..queue import HistoryEntry, QueueStats
 
 PREVIEW_BYTES = 1000  # of a failed message's body shown in listings and on the page
 
@@ -40,4 +40,14 @@ def failed_json(m: Message) -> dict[str, Any]:
         "id": m.id, "attempts": m.attempts, "failed_at": iso(m.failed_at), "created_at": iso(m.created_at),
         "last_error": m.last_error, "body_preview": preview, "body_bytes": len(m.body),
         "truncated": len(m.body) > PREVIEW_BYTES,
+    }
+
+
+def history_json(e: HistoryEntry) -> dict[str, Any]:
+    return {
+        "id": e.id, "outcome": e.outcome, "attempts": e.attempts, "created_at": iso(e.created_at),
+        "first_claimed_at": iso(e.first_claimed_at), "finished_at": iso(e.finished_at), "duration": e.duration,
+        "last_error": e.last_error, "worker": e.worker,
+        "body_preview": e.body[:PREVIEW_BYTES].decode("utf-8", "replace"),
+        "body_bytes": len(e.body), "truncated": len(e.body) > PREVIEW_BYTES,
     }

@@ -86,21 +86,11 @@ class SmallDiskServer(ThrowawayServer):
             self._filler = None
         if not self.mounted:
             self.extra_args = tuple(a.replace("max:48M", "max:256M") for a in self.extra_args)
-            proc, self.process = self.process, None
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=60)
+            self.shut_down(timeout=60)
             self.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
+        self.shut_down(timeout)
         if self.mounted:
             subprocess.run(["umount", "-l", str(self.datadir)], capture_output=True, timeout=30)
             self.mounted = False

@@ -192,7 +192,9 @@
       row.appendChild(el("td", {}, (m.failed_at || "").slice(0, 19)));
       row.appendChild(el("td")).appendChild(el("pre", { class: "error" }, m.last_error || ""));
       row.appendChild(el("td")).appendChild(el("pre", { class: "body" }, m.body_preview + (m.truncated ? "…" : "")));
-      row.appendChild(el("td")).appendChild(button("retry-one", "Retry", { "data-id": m.id }));
+      const actions = row.appendChild(el("td"));
+      actions.appendChild(button("retry-one", "Retry", { "data-id": m.id }));
+      actions.appendChild(button("cancel-one", "Cancel", { "data-id": m.id }));
       tbody.appendChild(row);
     }
     return table;
@@ -257,6 +259,7 @@
     if (action === "pause" || action === "resume") url = "/control/" + encodeURIComponent(name) + "/" + action;
     else if (action === "retry-all") url = q(name) + "/failed/retry";
     else if (action === "retry-one") url = q(name) + "/failed/retry?id=" + encodeURIComponent(b.dataset.id);
+    else if (action === "cancel-one") url = cancelUrl(name, b.dataset.id);
     else if (action === "purge-all") {
       if (!window.confirm("Delete every failed message of " + name + "?")) return;
       url = q(name) + "/failed/purge";
@@ -269,7 +272,8 @@
     b.dataset.busy = "1";
     try {
       const data = await write(url);
-      if ("retried" in data) say("retried " + data.retried + " message(s) of " + name);
+      if ("result" in data) say("message " + data.id + " of " + name + ": " + data.result);
+      else if ("retried" in data) say("retried " + data.retried + " message(s) of " + name);
       else if ("purged" in data) say("purged " + data.purged + " message(s) of " + name);
       else say(name + (data.paused ? " paused" : " resumed"));
     } catch (e) {
@@ -279,6 +283,27 @@
       b.disabled = false;
       refresh();
     }
+  });
+
+  function cancelUrl(name, id) {
+    return "/messages/" + encodeURIComponent(id) + "/cancel?queue=" + encodeURIComponent(name);
+  }
+
+  // Cancel any message by queue and id: removed if it waits, marked cancelling if it runs.
+  $("#cancel-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (AUTH && !token()) {
+      askToken("enter the token first");
+      return;
+    }
+    const name = $("#cancel-queue").value;
+    try {
+      const data = await write(cancelUrl(name, $("#cancel-id").value));
+      say("message " + data.id + " of " + name + ": " + data.result);
+    } catch (e) {
+      /* said already */
+    }
+    refresh();
   });
 
   if (AUTH && !token()) askToken();

@@ -1,0 +1,163 @@
+"""Ending a message and leaving its history row, in one transaction on one connection.
+
+A queue with history on (`Queue.keep_history`) gets, in the statement group that ends a message,
+`INSERT INTO mqlite_history SELECT … FROM <messages> WHERE <the same fence>` just before the DELETE
+(or UPDATE) that ends it. A grouped acknowledgement stays one group: BEGIN, the copy, the DELETE,
+COMMIT, whatever the number of messages in it. Queues without history run the plain statements:
+`HistorySettings` caches which queues keep history, so the hot path asks the server nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import protocol
+from .errors import MqliteError
+from .message import Receipt
+from .sql import Statements
+
+log = logging.getLogger("mqlite")
+
+SETTINGS_TTL = 5.0  # seconds a process may go on using a queue's old history setting
+_label: tuple[int, str] | None = None
+
+
+def worker_label() -> str:
+    """`host:pid` of this process: the worker recorded in history rows."""
+    global _label
+    pid = os.getpid()
+    if _label is None or _label[0] != pid:  # a forked child is another worker
+        _label = (pid, f"{socket.gethostname()}:{pid}"[:255])
+    return _label[1]
+
+
+class HistorySettings:
+    """Days of history each queue of a table keeps, read at most every `ttl` seconds (one query for
+    every queue). Errors keep the last known settings (a table from before schema 007 has none)."""
+
+    def __init__(self, fetch: Callable[[], dict[str, int]], ttl: float = SETTINGS_TTL) -> None:
+        self._fetch = fetch
+        self.ttl = ttl
+        self._days: dict[str, int] = {}
+        self._at = float("-inf")
+        self._lock = threading.Lock()
+
+    def days(self, queue: str) -> int | None:
+        """Days kept for `queue`; None when its history is off."""
+        if time.monotonic() - self._at >= self.ttl:
+            self._refresh()
+        return self._days.get(queue)
+
+    def on(self, queue: str) -> bool:
+        return self.days(queue) is not None
+
+    def all(self) -> dict[str, int]:
+        """Every queue with history on, and its days."""
+        if time.monotonic() - self._at >= self.ttl:
+            self._refresh()
+        return dict(self._days)
+
+    def invalidate(self) -> None:
+        self._at = float("-inf")
+
+    def _refresh(self) -> None:
+        if not self._lock.acquire(blocking=self._at == float("-inf")):
+            return  # another thread is reading them; the old ones serve meanwhile
+        try:
+            if time.monotonic() - self._at < self.ttl:
+                return
+            try:
+                self._days = self._fetch()
+            except MqliteError as exc:
+                log.debug("history settings unreadable (schema 007 applied?): %s", exc)
+            self._at = time.monotonic()
+        finally:
+            self._lock.release()
+
+
+def ack_many(cur: Any, st: Statements, receipts: list[Receipt], table: str) -> set[int]:
+    """`protocol.ack_many`, each message still held leaving a history row ('acked', or
+    'cancelled_late' when it was cancelled while its handler ran). The copy's locking read holds
+    the rows until the DELETE, so both see the same ones."""
+    fences = [v for r in receipts for v in r.fence()]
+    copy = st.in_list(st.history_acked, len(receipts), "(%s,%s,%s,%s,%s,%s,%s)")
+
+    def steps() -> set[int]:
+        cur.execute(copy, (worker_label(), table, *fences))
+        return protocol.ack_many(cur, st, receipts)
+
+    return protocol.transaction(cur, steps)
+
+
+def fail(cur: Any, st: Statements, r: Receipt, attempts: int, error: str, table: str) -> bool:
+    """`protocol.fail` with a 'failed' history row (failed for good: no attempt left, or given up)."""
+
+    def steps() -> bool:
+        cur.execute(st.history_failed, (attempts, error, worker_label(), table, *r.fence()))
+        return protocol.fail(cur, st, r, attempts, error)
+
+    return protocol.transaction(cur, steps)
+
+
+def finish_cancelled(cur: Any, st: Statements, r: Receipt, table: str | None) -> bool:
+    """End a cancelling claim: deleted, with a 'cancelled' history row when `table` keeps history.
+    False if the claim is not (or no longer) a cancelling one."""
+
+    def steps() -> bool:
+        if table is not None:
+            cur.execute(st.history_cancelled, (worker_label(), table, *r.fence()))
+        return bool(cur.execute(st.finish_cancelled, r.fence()) == 1)
+
+    return protocol.transaction(cur, steps)
+
+
+def is_cancelling(cur: Any, st: Statements, r: Receipt) -> bool:
+    """Whether this claim is still held and marked cancelling (after a fenced statement matched nothing)."""
+    cur.execute(st.cancelling, (r.id, r.owner, r.node, r.claimed_at))
+    row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def cancel(cur: Any, st: Statements, queue: str, message_id: int, table: str | None) -> tuple[str, str | None] | None:
+    """Cancel one message: (what happened, its concurrency key), None when it is not in `queue`.
+
+    Not claimed (ready, delayed, parked or failed): deleted, 'cancelled (was ready)' etc., with a
+    history row when `table` keeps history. Claimed: marked, 'cancelling'; its handler learns it
+    at its next checkpoint, touch or extend."""
+
+    def steps() -> tuple[str, str | None] | None:
+        cur.execute(st.cancel_lock, (message_id, queue))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        owner, failed, later, key = row
+        if int(owner):
+            cur.execute(st.cancel_mark, (message_id,))
+            return "cancelling", None
+        was = "failed" if failed else "delayed" if later else "ready"
+        if table is not None:
+            cur.execute(st.in_list(st.history_ids, 1), ("cancelled", worker_label(), table, message_id))
+        cur.execute(st.in_list(st.delete_ids, 1), (message_id,))
+        return f"cancelled (was {was})", key
+
+    return protocol.transaction(cur, steps)
+
+
+def purge_slice(cur: Any, st: Statements, select: str, params: tuple[Any, ...], table: str) -> int:
+    """Delete one slice of what `select` lists (ids, locked), each leaving a 'purged' history row."""
+
+    def steps() -> int:
+        cur.execute(select, params)
+        ids = [int(r[0]) for r in cur.fetchall()]
+        if not ids:
+            return 0
+        cur.execute(st.in_list(st.history_ids, len(ids)), ("purged", worker_label(), table, *ids))
+        return int(cur.execute(st.in_list(st.delete_ids, len(ids)), ids))
+
+    return protocol.transaction(cur, steps)
