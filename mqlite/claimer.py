@@ -119,7 +119,7 @@ class Claimer:
         together = {q: n for q, n in asked.items() if q not in alone}
         got: dict[str, list[Message]] = {}
         if together:
-            levels = {q: self._levels(q).current() for q in together} if self._levels is not None else None
+            levels = {q: self._levels(q).cached() for q in together} if self._levels is not None else None
             got = protocol.fetch_many(session, self._st, together, self.lease_us, self.consume, levels)
         for queue, n in asked.items():
             rows = got.setdefault(queue, [])

@@ -34,6 +34,11 @@ class Levels:
             return self._known
         return self.read()
 
+    def cached(self) -> Known:
+        """The priorities if read within `FRESH` seconds, else None (claim over the whole queue):
+        never a read, for a claim of many queues that must not wait on one read per queue."""
+        return self._known if time.monotonic() - self._at < FRESH else None
+
     def recheck(self, used: Known) -> Known:
         """After a claim over `used` came back short: the priorities read anew when that may find
         others, else None (nothing more to claim)."""

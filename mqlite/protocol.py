@@ -111,7 +111,7 @@ def fetch(
     return rows
 
 
-MANY_QUEUES = 32  # queues one multi-queue claim statement names at most
+MANY_QUEUES = 64  # queues one multi-queue claim statement names at most (a batch is about 64 callers)
 
 
 def fetch_many(
