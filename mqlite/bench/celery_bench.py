@@ -1,6 +1,6 @@
-"""Celery task throughput on mqlite vs Celery on kombu's SQLAlchemy transport, same server, same run.
+"""Celery task throughput on mqlite vs Celery on kombu's SQLAlchemy transport and on Redis, same run.
 
-    python -m mqlite.bench.celery_bench [--tasks 2000] [--rounds 2] [--dsn mysql://…]
+    python -m mqlite.bench.celery_bench [--tasks 2000] [--rounds 2] [--dsn mysql://…] [--redis-url URL]
 
 Without --dsn (or MQLITE_DSN) a throwaway MariaDB is started. Each transport gets a fresh
 database on that server; per round and transport:
@@ -14,7 +14,10 @@ database on that server; per round and transport:
 Both transports run the same worker command; the SQLAlchemy transport runs with its default
 `polling_interval` (1 s) and, as a second baseline, with 0.01 s (its best case: it sleeps a
 whole interval whenever the prefetch window is full). The ratio is taken against the better
-SQLAlchemy result of the round. This module is also the worker's app module
+SQLAlchemy result of the round. Celery on its Redis transport (the broker most Celery users run)
+runs in the same rounds when a Redis answers at --redis-url (default: this machine's, in the
+first database number holding no keys; only the keys Celery made there are deleted afterwards,
+never FLUSHALL). This module is also the worker's app module
 (`-A mqlite.bench.celery_bench`). Needs the celery extra (and SQLAlchemy for the baseline).
 """
 
@@ -47,6 +50,8 @@ def make_app(kind: str, dsn: str, polling_interval: float | None = None, extra: 
 
     if kind == "mqlite":
         app = Celery("bench", broker=dsn, broker_transport="mqlite.contrib.kombu:Transport")
+    elif kind == "redis":
+        app = Celery("bench", broker=dsn)  # a redis:// URL
     else:
         s = parse_dsn(dsn)
         host, port = s.hosts[0]
@@ -153,6 +158,36 @@ def consume(kind: str, dsn: str, polling: float | None, tasks: int, concurrency:
         out.with_suffix(".log").unlink(missing_ok=True)
 
 
+REDIS_KEYS = ("celery", "_kombu.*", "unacked*")  # what Celery leaves in the broker's database
+
+
+def free_redis_db(url: str) -> str | None:
+    """`url` with the first database number (1-15) holding no keys, or None without a Redis there."""
+    try:
+        import redis
+    except ImportError:
+        return None
+    base = url.rstrip("/")
+    try:
+        client = redis.Redis.from_url(base, socket_timeout=2)
+        used = client.info("keyspace")
+    except Exception:  # noqa: BLE001 - no Redis: its rows are skipped
+        return None
+    for n in range(1, 16):
+        if f"db{n}" not in used:
+            return f"{base}/{n}"
+    return None
+
+
+def clean_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    for pattern in REDIS_KEYS:
+        for key in client.scan_iter(match=pattern):
+            client.delete(key)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m mqlite.bench.celery_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", default=None, help="server to use (default: MQLITE_DSN, else a throwaway one)")
@@ -165,6 +200,8 @@ def main() -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="an mqlite transport option, e.g. claim_batch=8 (numbers are parsed as JSON)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per drain")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379",
+                        help="Redis for the Celery-on-Redis rows (a free database number is picked); 'none' to skip")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -180,7 +217,10 @@ def main() -> None:
             extra[key] = value
     os.environ["BENCH_MQLITE_OPTIONS"] = json.dumps(extra)
 
-    variants = [("mqlite", None), ("sqla", None), ("sqla", 0.01)]
+    variants: list[tuple[str, float | None]] = [("mqlite", None), ("sqla", None), ("sqla", 0.01)]
+    redis_url = None if args.redis_url == "none" else free_redis_db(args.redis_url)
+    if redis_url is not None:
+        variants.append(("redis", None))
     if args.only:
         variants = [v for v in variants if v[0] == args.only]
     results: list[dict] = []
@@ -191,6 +231,21 @@ def main() -> None:
             if rnd % 2:
                 order.reverse()
             for vi, (kind, polling) in order:
+                if kind == "redis":
+                    assert redis_url is not None
+                    try:
+                        app = make_app(kind, redis_url)
+                        push_rate = publish(app, args.tasks, args.producers)
+                        app.pool.force_close_all()
+                        drain_rate = consume(kind, redis_url, None, args.tasks, args.concurrency, args.timeout,
+                                             args.pool)
+                    finally:
+                        clean_redis(redis_url)
+                    results.append({"round": rnd + 1, "transport": "redis", "publish_per_s": round(push_rate),
+                                    "consume_per_s": round(drain_rate)})
+                    print(f"round {rnd + 1}  {'redis':38s} publish {push_rate:8,.0f}/s   consume {drain_rate:8,.0f}/s",
+                          file=sys.stderr if args.json else sys.stdout, flush=True)
+                    continue
                 # A new name each time: kombu caches SQLAlchemy engines (and creates tables) per URL.
                 with scratch_database(server_dsn, f"mqlite_celery_bench_{rnd}_{vi}") as dsn:
                     if kind == "mqlite":
@@ -219,6 +274,15 @@ def main() -> None:
                 ratios.append(round(mine[0] / max(theirs), 2))
         return ratios
 
+    def redis_ratios(key: str) -> list[float]:
+        ratios = []
+        for rnd in sorted({r["round"] for r in results}):
+            mine = [r[key] for r in results if r["round"] == rnd and r["transport"] == "mqlite"]
+            theirs = [r[key] for r in results if r["round"] == rnd and r["transport"] == "redis"]
+            if mine and theirs:
+                ratios.append(round(mine[0] / theirs[0], 2))
+        return ratios
+
     summary = {}
     sqla_labels = sorted({r["transport"] for r in results if r["transport"].startswith("sqla")})
     for key in ("publish_per_s", "consume_per_s"):
@@ -227,10 +291,16 @@ def main() -> None:
                         "sqla_best": max((median(lbl, key) for lbl in sqla_labels), default=None),
                         "ratio_per_round": ratios,
                         "ratio": statistics.median(ratios) if ratios else None}
+        vs_redis = redis_ratios(key)
+        summary[key].update({
+            "redis": median("redis", key) if vs_redis else None, "redis_ratio_per_round": vs_redis,
+            "redis_ratio": statistics.median(vs_redis) if vs_redis else None,
+        })
     report = {
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}",
         "tasks": args.tasks, "rounds": args.rounds, "producers": args.producers,
-        "concurrency": args.concurrency, "pool": args.pool, "mqlite_options": extra, "results": results,
+        "concurrency": args.concurrency, "pool": args.pool, "mqlite_options": extra,
+        "redis_url": redis_url, "results": results,
         "median": summary,
     }
     if args.json:
@@ -241,6 +311,9 @@ def main() -> None:
                 continue
             print(f"median {key:14s} mqlite {s['mqlite']:8,.0f}/s   sqla (best) {s['sqla_best']:8,.0f}/s   "
                   f"ratio {s['ratio']:.1f}x (per round, against that round's better sqla: {s['ratio_per_round']})")
+            if s["redis_ratio"] is not None:
+                print(f"median {key:14s} redis  {s['redis']:8,.0f}/s   mqlite ÷ redis {s['redis_ratio']:.2f}x "
+                      f"(per round: {s['redis_ratio_per_round']})")
         print(report["machine"])
 
 
