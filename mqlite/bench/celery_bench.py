@@ -236,7 +236,7 @@ def main() -> None:
                     try:
                         app = make_app(kind, redis_url)
                         push_rate = publish(app, args.tasks, args.producers)
-                        app.pool.force_close_all()
+                        app.close()
                         drain_rate = consume(kind, redis_url, None, args.tasks, args.concurrency, args.timeout,
                                              args.pool)
                     finally:
