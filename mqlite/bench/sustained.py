@@ -27,7 +27,8 @@ from .workerprocs import WorkerProcesses
 P99_LIMIT = 0.100  # seconds: push -> handler p99 of a rate kept up
 HALF_P99_LIMIT = 0.025  # seconds: the goal at 0.5x the claim-alone rate
 TREND_SHARE = 0.02  # a backlog growing faster than this share of the rate is not kept up
-PRODUCER_RATE = 1500  # msg/s one producer thread is given (more threads for higher rates)
+PRODUCER_RATE = 150  # msg/s one producer thread is given (a push takes 2-5 ms on a loaded 2-core machine)
+PRODUCERS_MAX = 64
 DRAIN_GRACE = 5.0  # seconds after a paced run for the last messages to be handled
 SEARCH_STEPS = 3  # bisections after the 0.5x and 0.7x probes
 
@@ -89,7 +90,7 @@ def paced_once(q: Queue, workers: WorkerProcesses, case: drivers.Case, rate: flo
     """Push `rate` msg/s for `seconds` (open loop) while the workers consume; judge push -> handler."""
     row = _row("mixed", consumers)
     row.target_rate = round(rate, 1)
-    threads = max(1, min(32, math.ceil(rate / PRODUCER_RATE)))
+    threads = max(1, min(PRODUCERS_MAX, math.ceil(rate / PRODUCER_RATE)))
     pushed = [0] * threads
     last = [0.0] * threads  # when each producer's last push returned
     stop = threading.Event()
@@ -225,7 +226,8 @@ def paced_rows(
     """
     drivers.create_table(case.dsn, case.table)
     try:
-        with Queue(case.dsn, table=case.table, pool_size=34) as q, _workers(case, consumers, "record") as workers:
+        pool = PRODUCERS_MAX + 2
+        with Queue(case.dsn, table=case.table, pool_size=pool) as q, _workers(case, consumers, "record") as workers:
             def probe(r: float) -> Result:
                 return paced_once(q, workers, case, r, seconds, consumers, tell)
 
