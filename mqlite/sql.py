@@ -521,6 +521,7 @@ SCHEDULE_UPSERT = (
     "queue = %s, body = %s, cron = %s, every_us = %s, timezone = %s, priority = %s, max_attempts = %s, catch_up = %s"
 )
 SCHEDULE_DELETE = "DELETE FROM mqlite_schedules WHERE table_name = %s AND name = %s"
+FORGET_SCHEDULES = "DELETE FROM mqlite_schedules WHERE table_name = %s"
 SCHEDULE_LIST = f"SELECT {SCHEDULE_COLUMNS} FROM mqlite_schedules WHERE table_name = %s ORDER BY name"
 # A scheduler's poll: one statement, whatever the number due (at most a batch).
 SCHEDULES_DUE = (

@@ -52,7 +52,7 @@ def test_two_scheduler_processes_push_each_tick_once(q: mqlite.Queue, dsn: str) 
         start = time.monotonic()
         # Consumed as they come, so the unique key (which holds only while a message waits) is
         # not what keeps a tick from being pushed twice: the conditional UPDATE is.
-        while time.monotonic() - start < 5:
+        while time.monotonic() - start < 5.5:
             seen += pop_all(q, "ticks")
             time.sleep(0.05)  # pacing the reads of a 5 s window, not waiting for an event
         assert all(p.poll() is None for p in procs)
@@ -63,8 +63,10 @@ def test_two_scheduler_processes_push_each_tick_once(q: mqlite.Queue, dsn: str) 
     assert codes == [0, 0], [p.stderr.read() for p in procs if p.stderr]
     ticks = [tick_of(m) for m in seen]
     assert len(ticks) == len(set(ticks)), ticks
-    assert 4 <= len(ticks) <= 7, ticks
-    assert ticks == sorted(ticks) and all(b - a == timedelta(seconds=1) for a, b in zip(ticks, ticks[1:])), ticks
+    window = [t for t in ticks if t < ticks[0] + timedelta(seconds=5)]  # the ticks of 5 s
+    assert 4 <= len(window) <= 6, ticks
+    assert ticks == sorted(ticks), ticks
+    assert all(b - a == timedelta(seconds=1) for a, b in zip(ticks, ticks[1:], strict=False)), ticks
 
 
 def test_a_killed_scheduler_catches_up_by_at_most_one_message(q: mqlite.Queue, dsn: str, admin) -> None:
