@@ -7,7 +7,8 @@ it applies its own tree's schema, pushes `--messages` ready messages (at priorit
 spread over 10 priorities, interleaved so the claim order differs from the id order), then pops
 them all with `--threads` threads calling `Queue.pop`, and reports messages per second. The
 variants run in turn, each round in another order (before/plain, this/plain, this/levels …), so
-drift on a shared machine hits them alike. Prints the median per variant and the two ratios.
+drift on a shared machine hits them alike. Prints the median rate and client CPU per message of
+each variant, and the two ratios as medians of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -40,19 +41,19 @@ def work(i):
     while q.pop("cost") is not None:
         got[i] += 1
 workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-wall = time.perf_counter()
+wall, cpu = time.perf_counter(), time.process_time()
 for w in workers:
     w.start()
 for w in workers:
     w.join()
-wall = time.perf_counter() - wall
+wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 assert sum(got) == messages, sum(got)
 q.close()
-print(json.dumps(messages / wall))
+print(json.dumps([messages / wall, cpu / messages * 1e6]))
 """
 
 
-def _run(tree: str, dsn: str, messages: int, threads: int, levels: int) -> float:
+def _run(tree: str, dsn: str, messages: int, threads: int, levels: int) -> list[float]:
     env = dict(os.environ)
     if tree:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (tree, os.environ.get("PYTHONPATH")) if p)
@@ -60,7 +61,7 @@ def _run(tree: str, dsn: str, messages: int, threads: int, levels: int) -> float
         done = subprocess.run([sys.executable, "-c", _CHILD, db, str(messages), str(threads), str(levels)],
                               env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=600,
                               check=True)
-    return float(json.loads(done.stdout))
+    return [float(v) for v in json.loads(done.stdout)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,24 +77,31 @@ def main(argv: list[str] | None = None) -> None:
     variants = {"this/levels": ("", 10), "this/plain": ("", 0)}
     if before:
         variants["before/plain"] = (before, 0)
-    results: dict[str, list[float]] = {label: [] for label in variants}
+    results: dict[str, list[list[float]]] = {label: [] for label in variants}
     order = list(variants)
     with dsn_or_throwaway(args.dsn) as dsn:
         for r in range(args.runs):
             for label in order[r % len(order):] + order[:r % len(order)]:
                 tree, levels = variants[label]
                 results[label].append(_run(tree, dsn, args.messages, args.threads, levels))
-    medians = {label: statistics.median(runs) for label, runs in results.items()}
-    ratios = {"levels / plain": medians["this/levels"] / medians["this/plain"]}
+    medians = {label: statistics.median(r[0] for r in runs) for label, runs in results.items()}
+    cpu = {label: statistics.median(r[1] for r in runs) for label, runs in results.items()}
+
+    def paired(a: str, b: str) -> float:
+        # The median of the ratios within each round: the variants of a round ran back to back.
+        return statistics.median(x[0] / y[0] for x, y in zip(results[a], results[b], strict=True))
+
+    ratios = {"levels / plain": paired("this/levels", "this/plain")}
     if before:
-        ratios["plain / before"] = medians["this/plain"] / medians["before/plain"]
+        ratios["plain / before"] = paired("this/plain", "before/plain")
     if args.json:
-        print(json.dumps({"runs": results, "medians": medians, "ratios": ratios}))
+        print(json.dumps({"runs": results, "medians": medians, "cpu_us": cpu, "ratios": ratios}))
         return
     for label, runs in results.items():
-        print(f"{label:14} median {medians[label]:8.0f} msg/s  runs {' '.join(f'{v:.0f}' for v in runs)}")
+        print(f"{label:14} median {medians[label]:6.0f} msg/s, client CPU {cpu[label]:5.0f} us/msg;  runs "
+              f"{' '.join(f'{r[0]:.0f}' for r in runs)}")
     for name, value in ratios.items():
-        print(f"{name:14} {value:.2f}")
+        print(f"{name:14} {value:.2f} (median of the per-round ratios)")
 
 
 if __name__ == "__main__":
