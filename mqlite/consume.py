@@ -14,6 +14,7 @@ from dataclasses import replace
 from . import recovery, retry
 from .claimer import MAX_BATCH, Claimer
 from .config import MAX_DELAY, check_queue
+from .ending import worker_label
 from .errors import DatabaseError, MqliteError
 from .message import Message
 from .settle import Held, Settling
@@ -195,9 +196,12 @@ class Consuming(Settling):
         return self._recover(self._policy)
 
     def _recover(self, policy: retry.Policy | None) -> recovery.Recovery:
+        # Any queue keeping history: the claims given up are recorded (the join picks the queues).
+        history = (self.table, worker_label()) if self._history.all() else None
+
         def attempt() -> recovery.Recovery:
             with self._pool.connection() as conn:
-                return recovery.recover(conn, self._sql, self.max_attempts)
+                return recovery.recover(conn, self._sql, self.max_attempts, history)
 
         report = retry.call(policy, attempt)
         if report.total:

@@ -69,6 +69,22 @@ VERSION_TABLE_EXISTS = (
 )
 
 
+# History rows copy the message row in the statement before the one that ends it, in one
+# transaction; the join keeps out queues whose history is off (a process's cached setting may lag).
+HISTORY_RECORD = (
+    "INSERT INTO mqlite_history (table_name, queue, finished_at, id, outcome, attempts, created_at, "
+    "first_claimed_at, duration, last_error, worker, body) SELECT h.table_name, m.queue, NOW(6), m.id, "
+)
+# STRAIGHT_JOIN: the messages first (their fence or ids, a few rows), then one primary-key lookup;
+# left to itself the optimizer starts from the setting and walks the whole queue (locking it).
+HISTORY_JOIN = (
+    "STRAIGHT_JOIN mqlite_queues h ON h.table_name = %s AND h.queue = m.queue AND h.history_days IS NOT NULL"
+)
+LAST_RUN = "TIMESTAMPDIFF(MICROSECOND, m.claimed_at, NOW(6)) / 1e6"
+# When a recovered claim is given up (failed, not retried): out of attempts, or cancelling.
+GIVE_UP = "cancelled_at IS NOT NULL OR attempts + 1 >= COALESCE(max_attempts, %s)"
+
+
 @dataclass(frozen=True)
 class Statements:
     """The statements over one messages table."""
@@ -149,6 +165,17 @@ class Statements:
         """A multi-row INSERT of `rows` messages."""
         return self.push_many_head + ",".join([self.push_many_row] * rows)
 
+    def recovered_history(self, recover: str) -> str:
+        """The history copy of what the recovery UPDATE `recover` gives up: its rows that become
+        failed, recorded 'failed' ('cancelled' when cancelling). Parameters: error, worker, table
+        name, the UPDATE's own WHERE parameters, max attempts."""
+        where = recover.split(" WHERE ", 1)[1]
+        return (
+            f"{HISTORY_RECORD}IF(m.cancelled_at IS NULL, 'failed', 'cancelled'), m.attempts + 1, m.created_at, "
+            f"m.first_claimed_at, {LAST_RUN}, %s, %s, m.body FROM `{self.table}` AS m {HISTORY_JOIN} "
+            f"WHERE {where} AND ({GIVE_UP})"
+        )
+
     @staticmethod
     def in_list(statement: str, count: int, item: str = "%s") -> str:
         """`statement` with its `{ids}` slot widened to `count` placeholders shaped like `item`."""
@@ -170,15 +197,9 @@ def statements(table: str) -> Statements:
     unclaim = "owner = 0, owner_node = 0, claimed_at = NULL, lease_until = NULL"
     mine = f"owner = CONNECTION_ID() AND owner_node = {NODE}"  # this session's claims, on this node
     live = "cancelled_at IS NULL"
-    # History rows copy the message row in the statement before the one that ends it, in one
-    # transaction; the join keeps out queues whose history is off (a process's cached setting may lag).
-    record = (
-        "INSERT INTO mqlite_history (table_name, queue, finished_at, id, outcome, attempts, created_at, "
-        "first_claimed_at, duration, last_error, worker, body) SELECT h.table_name, m.queue, NOW(6), m.id, "
-    )
-    joined = "JOIN mqlite_queues h ON h.table_name = %s AND h.queue = m.queue AND h.history_days IS NOT NULL"
+    record, joined = HISTORY_RECORD, HISTORY_JOIN
     from_ready = f"FROM {t} AS m FORCE INDEX (mqlite_ready) {joined}"
-    last_run = "TIMESTAMPDIFF(MICROSECOND, m.claimed_at, NOW(6)) / 1e6"
+    last_run = LAST_RUN
     fence_m = (
         "m.queue = %s AND m.available_at = %s AND m.id = %s AND m.owner = %s AND m.owner_node = %s "
         "AND m.claimed_at = %s"
@@ -193,7 +214,7 @@ def statements(table: str) -> Statements:
     # time ends up failed, not in an endless loop). `attempts` is read before it is assigned:
     # the same under MySQL's left-to-right and MariaDB's simultaneous assignment.
     # A cancelling claim whose consumer is gone is not retried: it comes back failed.
-    give_up = "cancelled_at IS NOT NULL OR attempts + 1 >= COALESCE(max_attempts, %s)"
+    give_up = GIVE_UP
     recover_set = (
         f"available_at = IF({give_up}, NULL, available_at), failed_at = IF({give_up}, NOW(6), NULL), "
         f"attempts = attempts + 1, last_error = %s, {unclaim}"

@@ -26,7 +26,7 @@ RATIO_FIELDS = {f.name for f in dataclasses.fields(bench.Ratio)}
 GOAL_FIELDS = {f.name for f in dataclasses.fields(bench.Goal)}
 CONFIG_FIELDS = {
     "run_id", "started_at", "dsn", "server", "clients", "seconds", "messages", "cap_s", "body_size", "batch",
-    "backlog", "scenarios", "processes", "compare", "api", "redis_url", "machine", "duration_s",
+    "backlog", "scenarios", "processes", "compare", "api", "history", "redis_url", "machine", "duration_s",
 }
 
 

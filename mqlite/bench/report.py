@@ -108,6 +108,9 @@ RATIOS: list[tuple[tuple[str, str], tuple[str, str], float | None]] = [
     (("pop", "mqlite"), ("pop", "huey"), 20.0),
     (("pop", "mqlite"), ("pop", "rq"), 3.0),
     (("claim", "mqlite"), ("pop", "mqlite"), 0.7),
+    # `--history`: the same scenario with the queue's history on, against the plain row of the run.
+    (("pop", "mqlite-history"), ("pop", "mqlite"), 0.7),
+    (("claim", "mqlite-history"), ("claim", "mqlite"), 0.7),
     # `--api async`: the asyncio rows against the sync API's at the same count (tasks vs threads).
     (("push", "mqlite-async"), ("push", "mqlite"), 0.8),
     (("pop", "mqlite-async"), ("pop", "mqlite"), None),
@@ -138,6 +141,12 @@ ASYNC_GOALS: list[tuple[str, str, str, str, float]] = [
     ("loop_lag_max_ms", "event-loop lag max ≤ 50 ms", "", "", 50.0),
 ]
 
+# Goals of `--history` (issue 17): keeping history costs at most 30 %.
+HISTORY_GOALS: list[tuple[str, str, str, str, float]] = [
+    ("history_claim", "claim + ack, history on ≥ 0.7× off", "claim/mqlite-history", "claim/mqlite", 0.7),
+    ("history_pop", "pop, history on ≥ 0.7× off", "pop/mqlite-history", "pop/mqlite", 0.7),
+]
+
 
 def add_ratios(report: Report, counts: Sequence[int]) -> None:
     for c in counts:
@@ -156,9 +165,10 @@ def add_ratios(report: Report, counts: Sequence[int]) -> None:
             report.ratios.append(Ratio("pop/mqlite", "pop/mqlite", top, base, ratio, 0.8, ratio >= 0.8))
 
 
-def add_goals(report: Report, counts: Sequence[int], api: str = "sync") -> None:
+def add_goals(report: Report, counts: Sequence[int], api: str = "sync", history: bool = False) -> None:
     top = max(counts)
-    for gid, text, num, den, target in GOALS + (ASYNC_GOALS if api == "async" else []):
+    extra = (ASYNC_GOALS if api == "async" else []) + (HISTORY_GOALS if history else [])
+    for gid, text, num, den, target in GOALS + extra:
         goal = Goal(gid, text, top, target)
         if gid.startswith("loop_lag_"):
             lags = [getattr(r, gid) for r in report.results

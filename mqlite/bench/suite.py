@@ -55,6 +55,7 @@ class Options:
     redis_url: str = DEFAULT_REDIS_URL
     cap: float = 120.0  # no row runs longer than this, whatever the bound
     api: str = "sync"  # "async": also the asyncio rows (tasks on one event loop) of push, pop and claim
+    history: bool = False  # also pop and claim on a queue keeping history, right after the plain rows
 
     def bound(self) -> Bound:
         if self.messages is not None:
@@ -80,6 +81,7 @@ class Plan:
     seeded: bool = False
     per_call: int = 1
     tasks: bool = False  # clients are asyncio tasks on one event loop (aio_harness), not threads
+    history: bool = False  # the queue keeps history (`Queue.keep_history`) before the row runs
 
 
 PLANS: dict[str, list[Plan]] = {
@@ -121,6 +123,11 @@ ASYNC_PLANS: dict[str, list[Plan]] = {
     ],
 }
 APIS = ("sync", "async")
+# `--history`: pop and claim + ack again with the queue's history on, next to the plain rows.
+HISTORY_PLANS: dict[str, list[Plan]] = {
+    "pop": [Plan("pop", "mqlite-history", "mqlite", "table", MqliteDriver, "pop", seeded=True, history=True)],
+    "claim": [Plan("claim", "mqlite-history", "mqlite", "table", MqliteDriver, "claim", seeded=True, history=True)],
+}
 
 
 def parse_scenarios(text: str) -> tuple[str, ...]:
@@ -262,6 +269,8 @@ def _setup(run: _Run, plan: Plan, case: Case, label: str) -> int | None:
     if plan.store in ("table", "reftable"):
         mqlite = plan.store == "table"
         (drivers.create_table if mqlite else drivers.create_reference_table)(case.dsn, case.table)
+        if plan.history:
+            drivers.keep_history(case.dsn, case.table, case.queue)
         if rows:
             run.tell(f"seeding {label}", 0.0, 0)
             rows = (drivers.seed if mqlite else drivers.seed_reference)(
@@ -383,11 +392,13 @@ def run(dsn: str, opts: Options, progress: Progress | None = None) -> Report:
                 if opts.api == "async":
                     more = ASYNC_PLANS.get(scenario, [])
                     plans = plans + (more if opts.compare else more[:1])
+                if opts.history:
+                    plans = plans + HISTORY_PLANS.get(scenario, [])
                 for plan in plans:
                     report.results.append(run_row(bench, plan, clients))
                     bench.probe.settle(bench.baseline + 2)
         add_ratios(report, opts.client_counts)
-        add_goals(report, opts.client_counts, api=opts.api)
+        add_goals(report, opts.client_counts, api=opts.api, history=opts.history)
         report.config["duration_s"] = round(time.monotonic() - began, 1)
         return report
     finally:
@@ -412,6 +423,7 @@ def _config(bench: _Run, opts: Options) -> dict[str, Any]:
         "processes": opts.processes,
         "compare": opts.compare,
         "api": opts.api,
+        "history": opts.history,
         "redis_url": peers.redact_url(opts.redis_url) if opts.compare else None,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": sys.platform},
         "duration_s": None,

@@ -38,6 +38,10 @@ def bench(
         str, typer.Option(help="sync, or async: also push, pop and claim through mqlite.aio (one asyncio task per "
                           "client), with the event-loop lag; with --compare, a native async driver too.")
     ] = "sync",
+    history: Annotated[
+        bool, typer.Option("--history", help="Also pop and claim + ack with the queue's history on, each right "
+                           "after its plain row (ratios and goals against it).")
+    ] = False,
     dsn: Dsn = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -49,7 +53,7 @@ def bench(
 
     --json prints one object (format 1; fields are only ever added):
     config {run_id, started_at, dsn (redacted), server, clients (a list of counts), seconds, messages, cap_s,
-    body_size, batch, backlog, scenarios, processes, compare, api, redis_url, machine, duration_s};
+    body_size, batch, backlog, scenarios, processes, compare, api, history, redis_url, machine, duration_s};
     results [{scenario, strategy, kind (mqlite|sql|peer), clients, processes, messages, seconds,
     rate (msg/s), p50_ms, p99_ms (one call), backlog (ready at start; mixed: left at end), drained,
     truncated, errors, error, skipped (why, or null), client_cpu_s, server_cpu_s, lock_waits,
@@ -80,7 +84,7 @@ def bench(
     opts = harness.Options(
         clients=clients, seconds=seconds, messages=messages, body_size=body_size, scenarios=scenarios,
         processes=processes, compare=compare, sweep=counts, batch=batch, backlog=backlog,
-        redis_url=redis_url or harness.DEFAULT_REDIS_URL, api=api,
+        redis_url=redis_url or harness.DEFAULT_REDIS_URL, api=api, history=history,
     )
     with dsn_or_throwaway(dsn) as target, _progress_bar() as progress:
         report = harness.run(target, opts, progress)
