@@ -179,3 +179,18 @@ def test_http_history_and_the_status_page_list(q: mqlite.Queue) -> None:
         assert [m["body_preview"] for m in got.json()["messages"]] == ["seen on the page"]
         assert client.get("/q/jobs/history?outcome=won").status_code == 400
         assert "seen on the page" in client.get("/").text
+
+
+def test_claims_recovery_gives_up_are_recorded(q: mqlite.Queue, admin) -> None:
+    q.keep_history("jobs")
+    out_of_attempts = q.push("jobs", b"dies", max_attempts=1)
+    cancelling = q.push("jobs", b"cancelled, then dies")
+    held = q.take_many("jobs", 2)
+    assert {m.id for m in held} == {out_of_attempts, cancelling}
+    q.cancel("jobs", cancelling)
+    for (owner,) in rows(admin, "SELECT DISTINCT owner FROM mqlite_messages WHERE owner <> 0"):
+        admin.cursor().execute(f"KILL {int(owner)}")  # the claim session dies with its claims
+    assert q.recover().dead_owner == 2
+    assert outcomes(q) == [(b"cancelled, then dies", "cancelled"), (b"dies", "failed")]
+    assert all("owner session gone" in (e.last_error or "") for e in q.history("jobs"))
+    assert len(q.peek("jobs", failed=True)) == 2  # both stay failed in the table, not retried
