@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import protocol
+from . import protocol, sql
 from .errors import MqliteError
 from .message import Receipt
 from .sql import Statements
@@ -84,18 +84,27 @@ class HistorySettings:
 def ack_many(cur: Any, st: Statements, receipts: list[Receipt], table: str) -> set[int]:
     """`protocol.ack_many`, each message still held leaving a history row ('acked', or
     'cancelled_late' when it was cancelled while its handler ran): the copy and the DELETE in one
-    round trip. The copy's locking read (REPEATABLE READ) holds the rows until the DELETE, so both
-    see the same ones."""
+    round trip, at READ COMMITTED so that the copy locks nothing (the DELETE locks what it deletes).
+
+    A claim lost between the copy's read and the DELETE (recovered in that instant) leaves a copy
+    of a row not deleted: seen by the counts, that copy is deleted right after."""
     fences = tuple(v for r in receipts for v in r.fence())
     item = "(%s,%s,%s,%s,%s,%s)"
     copy = st.in_list(st.history_acked, len(receipts), item)
-    _, deleted = protocol.group(cur, [(copy, (worker_label(), table, *fences)),
-                                      (st.in_list(st.ack_many, len(receipts), item), fences)])
+    copied, deleted = protocol.group(cur, [(copy, (worker_label(), table, *fences)),
+                                           (st.in_list(st.ack_many, len(receipts), item), fences)],
+                                     read_committed=True)
     if deleted == len(receipts):
         return {r.id for r in receipts}
-    if not deleted:
+    if not deleted and not copied:
         return set()
     still = protocol.present(cur, st, [r.id for r in receipts])  # as protocol.ack_many
+    if copied > deleted:
+        kept = [r for r in receipts if r.id in still]
+        for q in {r.queue for r in kept}:
+            ids = [r.id for r in kept if r.queue == q]
+            since = min(r.claimed_at for r in kept if r.queue == q)
+            cur.execute(st.in_list(sql.UNRECORD_ACKED, len(ids)), (table, q, since, *ids))
     return {r.id for r in receipts if r.id not in still}
 
 

@@ -179,15 +179,19 @@ def _delete_recorded(
     return [m for m in rows if m.id not in still_there]
 
 
-def group(cur: Any, steps: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+def group(cur: Any, steps: list[tuple[str, tuple[Any, ...]]], *, read_committed: bool = False) -> list[int]:
     """Run `steps` (statement, parameters) as one transaction in one round trip: `START TRANSACTION;
     s1; s2; …; COMMIT` as a multi-statement query (mysqlclient connects with multi-statements on).
-    Returns each step's row count. A step that fails stops the server there: rolled back, raised."""
-    text = ";\n".join([sql.BEGIN, *(statement for statement, _ in steps), sql.COMMIT])
+    Returns each step's row count. A step that fails stops the server there: rolled back, raised.
+    `read_committed`: that transaction runs at READ COMMITTED (its reads take no locks)."""
+    head = [sql.NEXT_READ_COMMITTED, sql.BEGIN] if read_committed else [sql.BEGIN]
+    text = ";\n".join([*head, *(statement for statement, _ in steps), sql.COMMIT])
     params = tuple(v for _, values in steps for v in values)
     counts: list[int] = []
     try:
-        cur.execute(text, params)  # the first result is START TRANSACTION's
+        cur.execute(text, params)  # the first result is START TRANSACTION's (or SET TRANSACTION's)
+        if read_committed:
+            cur.nextset()
         for _ in steps:
             cur.nextset()
             counts.append(int(cur.rowcount))

@@ -63,6 +63,7 @@ UNDO_PUSH = "ROLLBACK TO SAVEPOINT mqlite_push"
 # A statement group that ends messages and records them in mqlite_history commits as one.
 BEGIN = "START TRANSACTION"
 COMMIT = "COMMIT"
+NEXT_READ_COMMITTED = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"  # the next transaction only
 ROLLBACK = "ROLLBACK"
 VERSION_TABLE_EXISTS = (
     "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
@@ -495,10 +496,14 @@ PRUNE_HISTORY = (
     "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s "
     "AND finished_at < NOW(6) - INTERVAL %s DAY ORDER BY finished_at LIMIT %s"
 )
-# A pop whose DELETE found fewer rows than its history copy (its claim was recovered meanwhile):
-# the copies of rows not deleted go, in the same transaction.
+# A pop or grouped ack whose DELETE found fewer rows than its history copy (a claim recovered in
+# between): the copies of the rows not deleted go, right after.
 UNRECORD_POPPED = (
     "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s AND outcome = 'popped' "
+    "AND finished_at >= %s AND id IN ({ids})"
+)
+UNRECORD_ACKED = (
+    "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s AND outcome IN ('acked', 'cancelled_late') "
     "AND finished_at >= %s AND id IN ({ids})"
 )
 FORGET_HISTORY = "DELETE FROM mqlite_history WHERE table_name = %s"
