@@ -7,7 +7,7 @@ SWEEP ?= 1,8,32,64
 # The peers of `bench --compare` (huey, RQ) and matplotlib: optional; missing ones are reported as skipped.
 BENCH_EXTRAS := $(VENV)/.mqlite-bench-extras
 
-.PHONY: bench bench-sweep test test-fast test-cluster test-faults lint soak bootstrap clean
+.PHONY: bench bench-sweep test test-fast test-cluster test-faults test-celery-suite lint soak bootstrap clean
 
 bench: bootstrap $(BENCH_EXTRAS)
 	$(VENV)/bin/mqlite bench --clients $(CLIENTS) --compare
@@ -38,6 +38,14 @@ test-cluster: bootstrap
 # printing the figures docs/RELIABILITY.md records.
 test-faults: bootstrap
 	MQLITE_FAULT_SECONDS=20 $(PY) -m pytest tests/test_faults.py -s -p no:cacheprovider
+
+# Not part of `make test` (about half an hour): Celery's own integration tests (t/integration/
+# test_tasks.py, test_canvas.py, from the source distribution of the installed Celery, fetched by
+# pip into build/) against mqlite and, as the control, the local Redis (database
+# CELERY_SUITE_REDIS_DB, default 13, which must be empty). Counts and differences: docs/celery.md.
+test-celery-suite: bootstrap
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,celery-suite]'
+	$(PY) scripts/celery_suite.py
 
 # Not part of `make test`: 10 minutes of mixed load on a throwaway server, 4 worker processes (one
 # SIGKILLed every 10 s), one server restart; nothing lost, RSS flat, connections bounded

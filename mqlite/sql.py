@@ -507,3 +507,38 @@ UNRECORD_ACKED = (
     "AND finished_at >= %s AND id IN ({ids})"
 )
 FORGET_HISTORY = "DELETE FROM mqlite_history WHERE table_name = %s"
+
+
+# The kombu transport's exchanges and expiring queues (schema/010; mqlite/contrib/kombu/routing.py).
+# Shared tables keyed by messages table and kombu queue_prefix; `{ids}` is filled by Statements.in_list.
+KOMBU_BIND = (
+    "INSERT INTO mqlite_kombu_bindings (table_name, prefix, exchange, routing_key, queue, pattern) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE pattern = pattern"
+)
+KOMBU_BINDINGS = (
+    "SELECT routing_key, pattern, queue FROM mqlite_kombu_bindings "
+    "WHERE table_name = %s AND prefix = %s AND exchange = %s"
+)
+KOMBU_UNBIND = (
+    "DELETE FROM mqlite_kombu_bindings "
+    "WHERE table_name = %s AND prefix = %s AND exchange = %s AND routing_key = %s AND queue = %s"
+)
+KOMBU_UNBIND_QUEUE = "DELETE FROM mqlite_kombu_bindings WHERE table_name = %s AND prefix = %s AND queue = %s"
+# expires_ms NULL: a queue that never expires (a redeclared durable queue cancels a pending deletion).
+KOMBU_DECLARE_QUEUE = (
+    "INSERT INTO mqlite_kombu_queues (table_name, prefix, queue, expires_ms, expires_at) "
+    "VALUES (%s, %s, %s, %s, NOW(6) + INTERVAL %s MICROSECOND) "
+    "ON DUPLICATE KEY UPDATE expires_ms = %s, expires_at = NOW(6) + INTERVAL %s MICROSECOND"
+)
+KOMBU_TOUCH_QUEUES = (
+    "UPDATE mqlite_kombu_queues SET expires_at = NOW(6) + INTERVAL (expires_ms * 1000) MICROSECOND "
+    "WHERE table_name = %s AND prefix = %s AND expires_ms IS NOT NULL AND queue IN ({ids})"
+)
+KOMBU_EXPIRED_QUEUES = (
+    "SELECT prefix, queue FROM mqlite_kombu_queues WHERE table_name = %s AND expires_at < NOW(6) "
+    "ORDER BY expires_at LIMIT %s"
+)
+# Only while still expired: a consumer that redeclared the queue meanwhile keeps it.
+KOMBU_FORGET_QUEUE = (
+    "DELETE FROM mqlite_kombu_queues WHERE table_name = %s AND prefix = %s AND queue = %s AND expires_at < NOW(6)"
+)

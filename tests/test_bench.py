@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mqlite import bench
-from mqlite.bench import drivers, harness, plot, procs
+from mqlite.bench import drivers, harness, plot, procs, sustained
 from mqlite.bench.harness import Bound, Empty, Group
 from mqlite.bench.reference_sql import reference_statements
 from mqlite.cli import app
@@ -27,6 +27,7 @@ GOAL_FIELDS = {f.name for f in dataclasses.fields(bench.Goal)}
 CONFIG_FIELDS = {
     "run_id", "started_at", "dsn", "server", "clients", "seconds", "messages", "cap_s", "body_size", "batch",
     "backlog", "scenarios", "processes", "compare", "api", "history", "redis_url", "machine", "duration_s",
+    "queues", "rate", "find_max", "workers", "worker_threads",
 }
 
 
@@ -94,7 +95,8 @@ def test_compare_runs_references_and_prints_ratios(dsn: str) -> None:
     strategies = {(r["scenario"], r["strategy"]) for r in report["results"]}
     assert strategies == {
         ("push", "mqlite"), ("push", "raw-insert"), ("push", "huey"), ("push", "rq"),
-        ("pop", "mqlite"), ("pop", "naive-pop"), ("pop", "skip-locked"), ("pop", "huey"), ("pop", "rq"),
+        ("pop", "mqlite"), ("pop", "bare-group-claim"), ("pop", "naive-pop"), ("pop", "skip-locked"),
+        ("pop", "huey"), ("pop", "rq"),
     }
     server = report["config"]["server"]
     for r in report["results"]:
@@ -114,6 +116,7 @@ def test_compare_runs_references_and_prints_ratios(dsn: str) -> None:
     assert ratios[("push/mqlite", "push/raw-insert")]["ratio"] == round(push["rate"] / insert["rate"], 3)
     assert ratios[("push/mqlite", "push/raw-insert")]["goal"] == 0.8
     assert ("pop/mqlite", "pop/naive-pop") in ratios and ("pop/mqlite", "push/raw-insert") in ratios
+    assert ratios[("pop/mqlite", "pop/bare-group-claim")]["goal"] == 0.8
     peers_ok = {s for s in ("huey", "rq") if not rows_[("push", s, 3)]["skipped"]}
     assert {k[1].split("/")[1] for k in ratios if k[1].split("/")[1] in ("huey", "rq")} == peers_ok
     assert leftover_tables(dsn) == []
@@ -174,6 +177,60 @@ def test_processes_split_the_clients_and_sum(dsn: str) -> None:
     assert leftover_tables(dsn) == []
 
 
+def test_queues_adds_round_robin_rows_and_their_ratio(dsn: str) -> None:
+    report = run_bench("--dsn", dsn, "--messages", "200", "--clients", "4", "--scenario", "push,pop,claim",
+                       "--queues", "5")
+    rows_ = by_key(report)
+    for scenario in ("push", "pop", "claim"):
+        one, many = rows_[(scenario, "mqlite", 4)], rows_[(scenario, "mqlite-5q", 4)]
+        assert one["queues"] is None and many["queues"] == 5
+        assert many["messages"] == 200 and many["errors"] == 0, many
+    assert rows_[("pop", "mqlite-5q", 4)]["backlog"] == 200  # 40 in each of the 5 queues
+    ratios = {(r["numerator"], r["denominator"]): r for r in report["ratios"]}
+    assert ratios[("pop/mqlite-5q", "pop/mqlite")]["goal"] == 0.7
+    goals = {g["id"]: g for g in report["goals"]}
+    assert goals["pop_5_queues"]["value"] == ratios[("pop/mqlite-5q", "pop/mqlite")]["ratio"]
+    assert leftover_tables(dsn) == []
+
+
+def test_drain_runs_worker_processes_until_every_message_is_acknowledged(dsn: str) -> None:
+    report = run_bench("--dsn", dsn, "--scenario", "drain", "--messages", "300", "--workers", "2",
+                       "--worker-threads", "2")
+    [row] = report["results"]
+    assert (row["scenario"], row["strategy"], row["processes"], row["clients"]) == ("drain", "mqlite-worker", 2, 4)
+    assert row["messages"] == 300 and row["backlog"] == 300 and row["drained"] and row["rate"] > 0
+    assert row["client_cpu_s"] > 0
+    goals = {g["id"]: g for g in report["goals"]}
+    assert goals["drain_rate"]["value"] == row["rate"] and goals["drain_rate"]["target"] == 10_000
+    assert leftover_tables(dsn) == []
+
+
+def test_mixed_at_a_fixed_rate_measures_push_to_handler(dsn: str) -> None:
+    report = run_bench("--dsn", dsn, "--scenario", "mixed", "--rate", "100", "--seconds", "1", "--workers", "1",
+                       "--worker-threads", "2")
+    [row] = report["results"]
+    assert row["strategy"] == "mqlite-worker" and row["target_rate"] == 100
+    assert 90 <= row["pushed"] <= 101 and row["consumed"] == row["pushed"] and row["unhandled"] == 0
+    assert 0 < row["e2e_p50_ms"] <= row["e2e_p99_ms"] and isinstance(row["kept_up"], bool)
+    assert row["backlog_trend"] is not None
+    assert leftover_tables(dsn) == []
+
+
+def test_find_max_searches_the_rate_kept_up_against_claim_alone(dsn: str) -> None:
+    report = run_bench("--dsn", dsn, "--scenario", "mixed", "--find-max", "--seconds", "0.5", "--messages", "300",
+                       "--workers", "1", "--worker-threads", "2")
+    alone, *paced = report["results"]
+    assert alone["strategy"] == "mqlite-worker-claim-alone" and alone["messages"] == 300 and alone["rate"] > 0
+    assert paced[0]["target_rate"] == round(alone["rate"] / 2, 1)
+    assert 3 <= len(paced) <= 2 + sustained.SEARCH_STEPS
+    kept = [r["target_rate"] for r in paced if r["kept_up"]]
+    goals = {g["id"]: g for g in report["goals"]}
+    best = goals["mixed_max_vs_claim_alone"]["value"]
+    assert best == (round(max(kept) / alone["rate"], 3) if kept else None)
+    assert goals["mixed_p99_at_half_ms"]["value"] == paced[0]["e2e_p99_ms"]
+    assert leftover_tables(dsn) == []
+
+
 def test_sweep_runs_each_client_count(dsn: str) -> None:
     report = run_bench("--dsn", dsn, "--messages", "120", "--sweep", "2,1", "--scenario", "pop,mixed")
     assert report["config"]["clients"] == [1, 2]
@@ -209,6 +266,8 @@ def test_reference_plans_walk_the_head_and_a_sorting_plan_is_caught(dsn: str) ->
         (["--sweep", "1,x"], "--sweep wants"),
         (["--plot", "out.png"], "give --sweep too"),
         (["--api", "trio"], "must be one of sync, async"),
+        (["--rate", "100", "--scenario", "pop"], "pace the mixed scenario"),
+        (["--rate", "100", "--find-max", "--scenario", "mixed"], "--rate or --find-max"),
     ],
 )
 def test_bad_options_fail_before_running(args: list[str], fragment: str) -> None:

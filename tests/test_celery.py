@@ -41,7 +41,7 @@ class Workers:
         self.logs = logs
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *, acks_late: bool = False, queues: str = "celery,reports,urgent") -> subprocess.Popen[bytes]:
+    def start(self, *extra: str, acks_late: bool = False, queues: str = "celery,reports,urgent") -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -51,7 +51,7 @@ class Workers:
         log = open(self.logs / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "-P", "prefork", "-c", "2",
-             "-Q", queues, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING"],
+             "-Q", queues, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING", *extra],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
         )
         log.close()

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import MySQLdb
@@ -21,7 +22,7 @@ from .. import schema
 from ..config import check_table, parse_dsn
 from ..queue import Queue
 from .harness import Empty
-from .reference_sql import reference_statements
+from .reference_sql import GROUP, bare_group_claim, reference_statements
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 SEED_CHUNK = 2000  # rows per multi-row INSERT while seeding
@@ -40,6 +41,11 @@ class Case:
     batch: int = 100  # messages per push-many call
     pool_size: int = 16
     redis_url: str = DEFAULT_REDIS_URL
+    queues: int = 1  # > 1: the clients go round this many queues (`queue_names`), each its own turn
+
+    @property
+    def queue_names(self) -> list[str]:
+        return [self.queue] if self.queues <= 1 else [f"{self.queue}-{k}" for k in range(self.queues)]
 
 
 def body(size: int) -> bytes:
@@ -245,6 +251,8 @@ class MqliteDriver:
 
     def worker(self, role: str, index: int) -> _Op:
         q, queue, data, case = self.q, self.case.queue, self._body, self.case
+        if case.queues > 1:
+            return self._round_robin(role, index)
         if role == "push":
             return _Op(lambda: q.push(queue, data) and 1)
         if role == "push-many":
@@ -282,6 +290,34 @@ class MqliteDriver:
             return _Op(handle)
         raise ValueError(f"unknown mqlite role {role!r}")
 
+    def _round_robin(self, role: str, index: int) -> _Op:
+        """Each call on the next of the case's queues; client `index` starts at queue `index`."""
+        q, data, names = self.q, self._body, self.case.queue_names
+        turn = [index % len(names)]
+
+        def next_name() -> str:
+            k = turn[0]
+            turn[0] = (k + 1) % len(names)
+            return names[k]
+
+        if role == "push":
+            return _Op(lambda: q.push(next_name(), data) and 1)
+        if role in ("pop", "claim"):
+            def take() -> int:
+                # An empty queue is passed over; only a whole round of empty queues is Empty.
+                for _ in range(len(names)):
+                    if role == "pop":
+                        if q.pop(next_name()) is not None:
+                            return 1
+                    else:
+                        with q.claim(next_name()) as message:
+                            if message is not None:
+                                return 1
+                raise Empty
+
+            return _Op(take)
+        raise ValueError(f"role {role!r} has no round-robin form (push, pop, claim)")
+
     def samples(self) -> dict[str, list[float]]:
         return self._samples.collect()
 
@@ -314,6 +350,7 @@ class RawDriver:
         self.case = case
         self.rs = reference_statements(case.table)
         self._body = body(case.body_size)
+        self._in_flight = threading.Lock()  # group-claim: one statement set at a time, as one claimer
 
     def prepare(self, clients: int) -> None:
         pass
@@ -343,6 +380,8 @@ class RawDriver:
                 return n
 
             return _Op(insert_many, close)
+        if role == "group-claim":
+            return self._group_claim(conn, cur, close)
         if role == "naive-pop":
 
             def naive() -> int:
@@ -375,6 +414,29 @@ class RawDriver:
             return _Op(_retrying(skip_locked), close)
         close()
         raise ValueError(f"unknown reference role {role!r}")
+
+    def _group_claim(self, conn: Any, cur: Any, close: Callable[[], None]) -> _Op:
+        """mqlite's own claim / read-back / delete of up to GROUP rows, one statement set in flight."""
+        gs, queue, lease_us = bare_group_claim(self.case.table), self.case.queue, 30_000_000
+        cur.execute(gs.read_committed)
+        cur.execute(gs.connection_id)
+        me = int(cur.fetchone()[0])
+        last = [datetime(1970, 1, 1)]
+
+        def group() -> int:
+            with self._in_flight:
+                if not cur.execute(gs.claim, (lease_us, queue, gs.table, queue, GROUP)):
+                    raise Empty
+                cur.execute(gs.read_back, (last[0], queue))
+                rows = cur.fetchall()
+                stamp = rows[0][gs.claimed_at_column]
+                last[0] = max(r[gs.claimed_at_column] for r in rows)
+                keys = [v for r in rows for v in (r[gs.available_at_column], r[0])]
+                cur.execute(gs.delete(len(rows)), (queue, *keys, stamp))
+                assert rows[0][gs.owner_column] == me
+                return len(rows)
+
+        return _Op(_retrying(group), close)
 
     def samples(self) -> dict[str, list[float]]:
         return {}

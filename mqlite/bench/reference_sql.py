@@ -14,7 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .. import sql
 from ..config import check_table
+
+GROUP = 64  # rows per bare group claim
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,37 @@ CREATE TABLE {t} (
             f"SELECT id, body FROM {head} WHERE queue = %s AND owner = 0 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
         ),
         skip_locked_delete=f"DELETE FROM {t} WHERE id = %s",
+    )
+
+
+@dataclass(frozen=True)
+class BareGroupClaim:
+    """mqlite's own claim, read-back and group delete (from `mqlite.sql`, so they never drift apart),
+    for the "bare group claim" reference: what the SQL costs with no library around it."""
+
+    table: str
+    read_committed: str
+    connection_id: str
+    claim: str  # params: lease µs, queue, table name, queue, limit
+    read_back: str  # params: claimed after, queue
+    delete_head: str  # params: queue, (available_at, id)…, claimed_at
+    claimed_at_column: int  # positions in read_back's rows
+    available_at_column: int
+    owner_column: int
+
+    def delete(self, rows: int) -> str:
+        return sql.Statements.in_list(self.delete_head, rows, "(%s,%s)")
+
+
+@lru_cache(maxsize=8)
+def bare_group_claim(table: str) -> BareGroupClaim:
+    st = sql.statements(table)
+    columns = [c.strip() for c in sql.MESSAGE_COLUMNS.split(",")]
+    return BareGroupClaim(
+        table=table, read_committed=sql.READ_COMMITTED, connection_id=sql.CONNECTION_ID, claim=st.claim,
+        read_back=st.read_claimed_since, delete_head=st.delete_claimed,
+        claimed_at_column=columns.index("claimed_at"), available_at_column=columns.index("available_at"),
+        owner_column=columns.index("owner"),
     )
 
 

@@ -41,6 +41,10 @@ class Result:
     loop_lag_max_ms: float | None = None
     idle_lag_p99_ms: float | None = None  # the same probe on the same loop alone, just before: the floor
     idle_lag_max_ms: float | None = None
+    target_rate: float | None = None  # mixed --rate / --find-max: what the paced producer was asked for
+    backlog_trend: float | None = None  # paced: slope of the ready backlog over the run's second half, msg/s
+    unhandled: int | None = None  # paced: messages pushed and never handled within the grace after the run
+    queues: int | None = None  # --queues N rows: how many queues the clients went round
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,9 +109,10 @@ RATIOS: list[tuple[tuple[str, str], tuple[str, str], float | None]] = [
     (("pop", "mqlite"), ("push", "raw-insert"), 0.5),
     (("pop", "mqlite"), ("pop", "naive-pop"), 20.0),
     (("pop", "mqlite"), ("pop", "skip-locked"), None),
+    (("pop", "mqlite"), ("pop", "bare-group-claim"), 0.8),
     (("pop", "mqlite"), ("pop", "huey"), 20.0),
     (("pop", "mqlite"), ("pop", "rq"), 3.0),
-    (("claim", "mqlite"), ("pop", "mqlite"), 0.7),
+    (("claim", "mqlite"), ("pop", "mqlite"), 0.8),
     # `--history`: the same scenario with the queue's history on, against the plain row of the run.
     (("pop", "mqlite-history"), ("pop", "mqlite"), 0.7),
     (("claim", "mqlite-history"), ("claim", "mqlite"), 0.7),
@@ -127,7 +132,8 @@ GOALS: list[tuple[str, str, str, str, float]] = [
     ("pop_vs_insert", "pop ≥ 0.5× raw INSERT", "pop/mqlite", "push/raw-insert", 0.5),
     ("pop_vs_naive", "pop ≥ 20× naive Dwango pop", "pop/mqlite", "pop/naive-pop", 20.0),
     ("pop_scaling", "pop at 64 ≥ 0.8× pop at 8", "pop/mqlite", "pop/mqlite", 0.8),
-    ("claim_vs_pop", "claim + ack ≥ 0.7× pop", "claim/mqlite", "pop/mqlite", 0.7),
+    ("pop_vs_bare", "pop ≥ 0.8× bare group claim", "pop/mqlite", "pop/bare-group-claim", 0.8),
+    ("claim_vs_pop", "claim + ack ≥ 0.8× pop", "claim/mqlite", "pop/mqlite", 0.8),
     ("push_vs_huey", "push ≥ 2.5× huey SqlHuey push", "push/mqlite", "push/huey", 2.5),
     ("pop_vs_huey", "pop ≥ 20× huey SqlHuey pop", "pop/mqlite", "pop/huey", 20.0),
     ("push_vs_rq", "push ≥ 3× RQ enqueue", "push/mqlite", "push/rq", 3.0),
@@ -148,9 +154,19 @@ HISTORY_GOALS: list[tuple[str, str, str, str, float]] = [
 ]
 
 
-def add_ratios(report: Report, counts: Sequence[int]) -> None:
+QUEUES_GOAL = 0.7  # `--queues N`: round-robin over N queues against one queue, same run
+
+
+def _round_robin_ratios(queues: int) -> list[tuple[tuple[str, str], tuple[str, str], float | None]]:
+    if queues <= 1:
+        return []
+    return [((s, f"mqlite-{queues}q"), (s, "mqlite"), QUEUES_GOAL if s == "pop" else None)
+            for s in ("push", "pop", "claim")]
+
+
+def add_ratios(report: Report, counts: Sequence[int], queues: int = 1) -> None:
     for c in counts:
-        for (ns, nn), (ds, dn), goal in RATIOS:
+        for (ns, nn), (ds, dn), goal in RATIOS + _round_robin_ratios(queues):
             num, den = report.row(ns, nn, c), report.row(ds, dn, c)
             if num and den:
                 ratio = round(num.rate / den.rate, 3)
@@ -165,9 +181,13 @@ def add_ratios(report: Report, counts: Sequence[int]) -> None:
             report.ratios.append(Ratio("pop/mqlite", "pop/mqlite", top, base, ratio, 0.8, ratio >= 0.8))
 
 
-def add_goals(report: Report, counts: Sequence[int], api: str = "sync", history: bool = False) -> None:
+def add_goals(
+    report: Report, counts: Sequence[int], api: str = "sync", queues: int = 1, history: bool = False
+) -> None:
     top = max(counts)
-    extra = (ASYNC_GOALS if api == "async" else []) + (HISTORY_GOALS if history else [])
+    more = [(f"pop_{queues}_queues", f"pop over {queues} queues round-robin ≥ {QUEUES_GOAL}× one queue",
+             f"pop/mqlite-{queues}q", "pop/mqlite", QUEUES_GOAL)] if queues > 1 else []
+    extra = (ASYNC_GOALS if api == "async" else []) + more + (HISTORY_GOALS if history else [])
     for gid, text, num, den, target in GOALS + extra:
         goal = Goal(gid, text, top, target)
         if gid.startswith("loop_lag_"):
@@ -186,3 +206,34 @@ def add_goals(report: Report, counts: Sequence[int], api: str = "sync", history:
                 if (r.numerator, r.denominator, r.clients, r.denominator_clients) == (num, den, top, base):
                     goal.value, goal.met = r.ratio, r.ratio >= target
         report.goals.append(goal)
+
+
+# Goals of the worker-process scenarios (drain, paced mixed / find-max).
+DRAIN_GOAL = 10_000.0  # msg/s through `mqlite worker` processes, acknowledged
+MAX_RATE_GOAL = 0.7  # highest rate kept up ÷ the claim-alone rate of the same workers
+HALF_RATE_P99_MS = 25.0  # push -> handler p99 at 0.5× the claim-alone rate
+
+
+def add_worker_goals(
+    report: Report, rows: Sequence[Result], claim_alone: float | None, best: float | None
+) -> None:
+    """Goals from the rows of `sustained`: the drain rate; with find-max, the best rate and p99 at 0.5×."""
+    for r in rows:
+        if r.scenario == "drain" and r.strategy == "mqlite-worker":
+            report.goals.append(Goal("drain_rate", f"drain ≥ {DRAIN_GOAL:,.0f} msg/s through worker processes",
+                                     r.clients, DRAIN_GOAL, r.rate, r.rate >= DRAIN_GOAL))
+    if not claim_alone:
+        return
+    clients = rows[0].clients
+    value = None if best is None else round(best / claim_alone, 3)
+    report.ratios.append(Ratio("mixed/mqlite-worker (best kept up)", "drain/mqlite-worker-claim-alone", clients,
+                               clients, value or 0.0, MAX_RATE_GOAL, bool(value and value >= MAX_RATE_GOAL)))
+    report.goals.append(Goal("mixed_max_vs_claim_alone", f"highest rate kept up (p99 ≤ 100 ms) ≥ {MAX_RATE_GOAL}× "
+                             "claim-alone", clients, MAX_RATE_GOAL, value, bool(value and value >= MAX_RATE_GOAL)))
+    half = next((r for r in rows if r.target_rate and abs(r.target_rate - round(claim_alone / 2, 1)) < 0.11), None)
+    goal = Goal("mixed_p99_at_half_ms", f"push → handler p99 ≤ {HALF_RATE_P99_MS:g} ms at 0.5× claim-alone",
+                clients, HALF_RATE_P99_MS)
+    if half is not None:
+        goal.value = half.e2e_p99_ms
+        goal.met = half.e2e_p99_ms is not None and half.e2e_p99_ms <= HALF_RATE_P99_MS
+    report.goals.append(goal)

@@ -15,21 +15,23 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
 from ..config import parse_dsn
-from . import aio_harness, drivers, harness, peers
+from . import aio_harness, drivers, harness, peers, sustained
 from .aio_drivers import AsyncMqliteDriver, NativeDriver
 from .drivers import DEFAULT_REDIS_URL, Case, MqliteDriver, RawDriver
 from .harness import Bound, Group
 from .peers import HueyDriver, RqDriver, Skip
 from .reference_sql import reference_statements
-from .report import Report, Result, add_goals, add_ratios
+from .report import Report, Result, add_goals, add_ratios, add_worker_goals
 
-SCENARIOS = ("push", "push-many", "pop", "claim", "mixed")
+SCENARIOS = ("push", "push-many", "pop", "claim", "mixed")  # `all`
+WORKER_SCENARIOS = ("drain",)  # consumers as `mqlite worker` processes (sustained.py); named only
+PACED_SECONDS = 20.0  # mixed --rate / --find-max: each paced run, unless --seconds says otherwise
 SEED_RATE = 40_000  # time-bound runs seed this many rows per second of run (about the fastest pop seen here)
 SEED_MIN, SEED_MAX = 10_000, 2_000_000
 RQ_SEED_RATE = 8_000  # RQ dequeues far slower; seeding it over a pipeline is slower than SQL copies
@@ -56,6 +58,11 @@ class Options:
     cap: float = 120.0  # no row runs longer than this, whatever the bound
     api: str = "sync"  # "async": also the asyncio rows (tasks on one event loop) of push, pop and claim
     history: bool = False  # also pop and claim on a queue keeping history, right after the plain rows
+    queues: int = 1  # > 1: also push, pop and claim rows going round this many queues
+    rate: float | None = None  # mixed: an open-loop producer at this rate, consumers as worker processes
+    find_max: bool = False  # mixed: search the highest rate the worker processes keep up with
+    workers: int = 2  # drain, paced mixed: `mqlite worker` processes
+    worker_threads: int = 16  # … and --concurrency of each
 
     def bound(self) -> Bound:
         if self.messages is not None:
@@ -82,6 +89,7 @@ class Plan:
     per_call: int = 1
     tasks: bool = False  # clients are asyncio tasks on one event loop (aio_harness), not threads
     history: bool = False  # the queue keeps history (`Queue.keep_history`) before the row runs
+    round_robin: bool = False  # the clients go round `Options.queues` queues
 
 
 PLANS: dict[str, list[Plan]] = {
@@ -100,6 +108,9 @@ PLANS: dict[str, list[Plan]] = {
     ],
     "pop": [
         Plan("pop", "mqlite", "mqlite", "table", MqliteDriver, "pop", seeded=True),
+        # mqlite's own claim / read-back / delete of 64 rows from plain threads, one set in flight:
+        # the SQL's cost without the library around it.
+        Plan("pop", "bare-group-claim", "sql", "table", RawDriver, "group-claim", seeded=True, per_call=64),
         Plan("pop", "naive-pop", "sql", "reftable", RawDriver, "naive-pop", seeded=True),
         Plan("pop", "skip-locked", "sql", "reftable", RawDriver, "skip-locked", seeded=True),
         Plan("pop", "huey", "peer", "huey", HueyDriver, "pop", seeded=True),
@@ -123,6 +134,11 @@ ASYNC_PLANS: dict[str, list[Plan]] = {
     ],
 }
 APIS = ("sync", "async")
+# `--queues N`: push, pop and claim again, each call on the next of N queues (strategy mqlite-<N>q).
+ROUND_ROBIN = {
+    name: Plan(name, "mqlite-{n}q", "mqlite", "table", MqliteDriver, name, seeded=name != "push", round_robin=True)
+    for name in ("push", "pop", "claim")
+}
 # `--history`: pop and claim + ack again with the queue's history on, next to the plain rows.
 HISTORY_PLANS: dict[str, list[Plan]] = {
     "pop": [Plan("pop", "mqlite-history", "mqlite", "table", MqliteDriver, "pop", seeded=True, history=True)],
@@ -135,9 +151,10 @@ def parse_scenarios(text: str) -> tuple[str, ...]:
     names = [s.strip() for s in text.split(",") if s.strip()]
     if not names or names == ["all"]:
         return SCENARIOS
+    known = SCENARIOS + WORKER_SCENARIOS
     for name in names:
-        if name not in SCENARIOS:
-            raise ValueError(f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)} or all)")
+        if name not in known:
+            raise ValueError(f"unknown scenario {name!r} (choose from {', '.join(known)} or all)")
     return tuple(dict.fromkeys(names))
 
 
@@ -222,12 +239,12 @@ class _Run:
         self.probe = ServerProbe(dsn)
         self.baseline = self.probe.connections()  # sessions open before the run (ours: 1)
 
-    def case(self, clients: int) -> Case:
+    def case(self, clients: int, queues: int = 1) -> Case:
         self.n += 1
         return Case(
             dsn=self.dsn, table=f"mqb_{self.id}_{self.n:03d}", queue=f"mqb-{self.id}-{self.n:03d}",
             body_size=self.opts.body_size, batch=self.opts.batch, pool_size=clients + 4,
-            redis_url=self.opts.redis_url,
+            redis_url=self.opts.redis_url, queues=queues,
         )
 
     def seed_rows(self, plan: Plan) -> int:
@@ -271,7 +288,11 @@ def _setup(run: _Run, plan: Plan, case: Case, label: str) -> int | None:
         (drivers.create_table if mqlite else drivers.create_reference_table)(case.dsn, case.table)
         if plan.history:
             drivers.keep_history(case.dsn, case.table, case.queue)
-        if rows:
+        if rows and case.queues > 1:
+            names = case.queue_names
+            share = -(-rows // len(names))
+            rows = sum(drivers.seed(case.dsn, case.table, name, share, case.body_size) for name in names)
+        elif rows:
             run.tell(f"seeding {label}", 0.0, 0)
             rows = (drivers.seed if mqlite else drivers.seed_reference)(
                 case.dsn, case.table, case.queue, rows, case.body_size, tick=tick
@@ -306,7 +327,9 @@ def run_row(run: _Run, plan: Plan, clients: int) -> Result:
     if plan.scenario == "mixed" and clients < 2:
         result.skipped = "mixed needs at least 2 clients (half push, half claim)"
         return result
-    case = run.case(clients)
+    case = run.case(clients, opts.queues if plan.round_robin else 1)
+    if plan.round_robin:
+        result.queues = opts.queues
     try:
         result.backlog = _setup(run, plan, case, label)
         if plan.strategy == "skip-locked" and not _has_skip_locked(run.probe.version):
@@ -388,21 +411,50 @@ def run(dsn: str, opts: Options, progress: Progress | None = None) -> Report:
         report = Report(config=_config(bench, opts))
         for clients in opts.client_counts:
             for scenario in opts.scenarios:
+                if scenario in WORKER_SCENARIOS or (scenario == "mixed" and (opts.rate or opts.find_max)):
+                    _worker_rows(bench, report, scenario)
+                    continue
                 plans = PLANS[scenario] if opts.compare else PLANS[scenario][:1]
                 if opts.api == "async":
                     more = ASYNC_PLANS.get(scenario, [])
                     plans = plans + (more if opts.compare else more[:1])
+                if opts.queues > 1 and scenario in ROUND_ROBIN:
+                    rr = ROUND_ROBIN[scenario]
+                    plans = plans + [replace(rr, strategy=rr.strategy.format(n=opts.queues))]
                 if opts.history:
                     plans = plans + HISTORY_PLANS.get(scenario, [])
                 for plan in plans:
                     report.results.append(run_row(bench, plan, clients))
                     bench.probe.settle(bench.baseline + 2)
-        add_ratios(report, opts.client_counts)
-        add_goals(report, opts.client_counts, api=opts.api, history=opts.history)
+        add_ratios(report, opts.client_counts, queues=opts.queues)
+        add_goals(report, opts.client_counts, api=opts.api, queues=opts.queues, history=opts.history)
         report.config["duration_s"] = round(time.monotonic() - began, 1)
         return report
     finally:
         bench.probe.close()
+
+
+def _worker_rows(bench: _Run, report: Report, scenario: str) -> None:
+    """The scenarios whose consumers are `mqlite worker` processes: drain, paced mixed, find-max."""
+    opts = bench.opts
+    consumers = sustained.Consumers(opts.workers, opts.worker_threads)
+    case = bench.case(consumers.processes * consumers.concurrency)
+    cpu0, _ = bench.probe.snapshot()
+    if scenario == "drain":
+        rows = sustained.drain_rows(case, opts.messages or 100_000, consumers, bench.tell, opts.cap)
+        claim_alone = best = None
+    else:
+        seconds = opts.seconds if opts.seconds is not None else PACED_SECONDS
+        rows, claim_alone, best = sustained.paced_rows(
+            case, consumers, bench.tell, seconds=seconds, rate=opts.rate, find_max=opts.find_max,
+            claim_alone_messages=opts.messages or max(10_000, int(2_000 * seconds)), cap=opts.cap,
+        )
+    cpu1, _ = bench.probe.snapshot()
+    if cpu0 is not None and cpu1 is not None and len(rows) == 1:
+        rows[0].server_cpu_s = round(cpu1 - cpu0, 3)
+    report.results.extend(rows)
+    add_worker_goals(report, rows, claim_alone, best)
+    bench.probe.settle(bench.baseline + 2)
 
 
 def _config(bench: _Run, opts: Options) -> dict[str, Any]:
@@ -424,6 +476,11 @@ def _config(bench: _Run, opts: Options) -> dict[str, Any]:
         "compare": opts.compare,
         "api": opts.api,
         "history": opts.history,
+        "queues": opts.queues,
+        "rate": opts.rate,
+        "find_max": opts.find_max,
+        "workers": opts.workers,
+        "worker_threads": opts.worker_threads,
         "redis_url": peers.redact_url(opts.redis_url) if opts.compare else None,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": sys.platform},
         "duration_s": None,

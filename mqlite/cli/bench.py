@@ -23,7 +23,9 @@ def bench(
     seconds: Annotated[Optional[float], typer.Option(min=0.1, help="Run each row this long (default 4 s).")] = None,
     messages: Annotated[Optional[int], typer.Option(min=1, help="Instead of --seconds: messages per row.")] = None,
     body_size: Annotated[int, typer.Option(min=0, help="Body size in bytes.")] = 100,
-    scenario: Annotated[str, typer.Option(help="push, push-many, pop, claim, mixed, a comma list, or all.")] = "all",
+    scenario: Annotated[
+        str, typer.Option(help="push, push-many, pop, claim, mixed, a comma list, or all (those five); also drain.")
+    ] = "all",
     processes: Annotated[int, typer.Option(min=1, max=64, help="Split the clients over this many processes.")] = 1,
     compare: Annotated[bool, typer.Option(help="Also run the reference strategies and peers; print ratios.")] = False,
     sweep: Annotated[Optional[str], typer.Option(help="Client counts to run each scenario at, e.g. 1,8,32,64.")] = None,
@@ -42,10 +44,29 @@ def bench(
         bool, typer.Option("--history", help="Also pop and claim + ack with the queue's history on, each right "
                            "after its plain row (ratios and goals against it).")
     ] = False,
+    queues: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Also push, pop and claim going round this many queues.")
+    ] = 1,
+    rate: Annotated[
+        Optional[float], typer.Option(min=1, help="mixed: an open-loop producer at this many msg/s, consumed by "
+                                      "`mqlite worker` processes (push → handler p50/p99, backlog trend).")
+    ] = None,
+    find_max: Annotated[
+        bool, typer.Option("--find-max", help="mixed: the highest rate the worker processes keep up with (p99 ≤ "
+                           "100 ms) for --seconds (default 20), against their claim-alone rate.")
+    ] = False,
+    workers: Annotated[int, typer.Option(min=1, max=32, help="drain, --rate, --find-max: worker processes.")] = 2,
+    worker_threads: Annotated[
+        int, typer.Option(min=1, max=256, help="… and the --concurrency of each worker process.")
+    ] = 16,
     dsn: Dsn = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure push, push-many, pop, claim and mixed load; with --compare, next to the references.
+
+    `--scenario drain --messages N`: N no-op messages through --workers `mqlite worker` processes,
+    acknowledged (msg/s). `--scenario mixed --rate R` / `--find-max`: consumers as worker processes,
+    a paced producer (see bench/RESULTS.md). `--queues N` adds rows going round N queues.
 
     Without a DSN a throwaway server is started (and removed afterwards). Every row runs on tables
     of its own, dropped afterwards, for --seconds (default 4) or --messages (capped at 120 s).
@@ -53,14 +74,16 @@ def bench(
 
     --json prints one object (format 1; fields are only ever added):
     config {run_id, started_at, dsn (redacted), server, clients (a list of counts), seconds, messages, cap_s,
-    body_size, batch, backlog, scenarios, processes, compare, api, history, redis_url, machine, duration_s};
+    body_size, batch, backlog, scenarios, processes, compare, api, redis_url, machine, duration_s, queues,
+    rate, find_max, workers, worker_threads, history};
     results [{scenario, strategy, kind (mqlite|sql|peer), clients, processes, messages, seconds,
     rate (msg/s), p50_ms, p99_ms (one call), backlog (ready at start; mixed: left at end), drained,
     truncated, errors, error, skipped (why, or null), client_cpu_s, server_cpu_s, lock_waits,
     pushed, consumed, e2e_p50_ms, e2e_p99_ms (push → handler start), kept_up (mixed only; kept_up
     only with --seconds: backlog left ≤ 0.5 s of pushing), loop_lag_p99_ms, loop_lag_max_ms (asyncio rows:
     how late a 1 ms sleep on the clients' event loop woke), idle_lag_p99_ms, idle_lag_max_ms (the same
-    probe alone on that loop for 1 s just before)}];
+    probe alone on that loop for 1 s just before), target_rate, backlog_trend (msg/s, second half),
+    unhandled (paced rows), queues (round-robin rows)}];
     ratios [{numerator, denominator ("scenario/strategy"), clients, denominator_clients, ratio,
     goal, met}]; goals [{id, text, clients, target, value, met (null: not measured)}].
     """
@@ -68,12 +91,17 @@ def bench(
     from ..bench import plot as bench_plot
     from ..testing import dsn_or_throwaway
 
-    if seconds is not None and messages is not None:
+    if seconds is not None and messages is not None and not find_max:
+        # With --find-max, --seconds is each paced run and --messages the claim-alone backlog.
         raise typer.BadParameter("give --seconds or --messages, not both")
     if api not in harness.APIS:
         raise typer.BadParameter(f"must be one of {', '.join(harness.APIS)}", param_hint="--api")
+    if rate is not None and find_max:
+        raise typer.BadParameter("give --rate or --find-max, not both")
     try:
         scenarios = harness.parse_scenarios(scenario)
+        if (rate is not None or find_max) and "mixed" not in scenarios:
+            raise ValueError("--rate and --find-max pace the mixed scenario: add --scenario mixed")
         counts = harness.parse_sweep(sweep) if sweep else ()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -84,7 +112,8 @@ def bench(
     opts = harness.Options(
         clients=clients, seconds=seconds, messages=messages, body_size=body_size, scenarios=scenarios,
         processes=processes, compare=compare, sweep=counts, batch=batch, backlog=backlog,
-        redis_url=redis_url or harness.DEFAULT_REDIS_URL, api=api, history=history,
+        redis_url=redis_url or harness.DEFAULT_REDIS_URL, api=api, queues=queues, rate=rate, find_max=find_max,
+        workers=workers, worker_threads=worker_threads, history=history,
     )
     with dsn_or_throwaway(dsn) as target, _progress_bar() as progress:
         report = harness.run(target, opts, progress)
