@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from . import recovery, retry
+from . import recovery, retry, sql
 from .claimer import MAX_BATCH, Claimer
 from .config import MAX_DELAY, check_queue
 from .ending import worker_label
@@ -179,6 +179,9 @@ class Consuming(Settling):
                     try:
                         cur.execute(self._sql.restore, (m.id, m.queue, m.body, m.created_at, m.available_at,
                                                         m.attempts, m.max_attempts, m.unique_key, m.concurrency_key))
+                        table = self._recording(m.queue)
+                        if table is not None and m.claimed_at is not None:  # it did not end after all
+                            cur.execute(self._sql.in_list(sql.UNRECORD_POPPED, 1), (table, m.queue, m.claimed_at, m.id))
                     finally:
                         cur.close()
 

@@ -368,7 +368,7 @@ def statements(table: str) -> Statements:
             "SUM(owner <> 0), SUM(available_at IS NULL), "
             "MIN(IF(owner = 0 AND available_at <= NOW(6), available_at, NULL)), "
             "TIMESTAMPDIFF(MICROSECOND, MIN(IF(owner = 0 AND available_at <= NOW(6), available_at, NULL)), NOW(6))"
-            " / 1e6 "
+            " / 1e6, SUM(owner <> 0 AND cancelled_at IS NOT NULL) "
             f"FROM {t} GROUP BY queue ORDER BY queue"
         ),
         counters=(

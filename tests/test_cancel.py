@@ -142,3 +142,29 @@ def test_http_cancel(q: mqlite.Queue) -> None:
         assert client.post(f"/messages/{running}/cancel").status_code == 400
         assert "Cancel" in client.get("/").text
     assert q.peek("jobs") == []
+
+
+def test_stats_count_the_cancelling_and_the_async_queue_cancels(q: mqlite.Queue) -> None:
+    import asyncio
+
+    from mqlite.aio import AsyncQueue
+
+    mid = q.push("jobs", b"x")
+    m = q.take("jobs")
+
+    async def go() -> None:
+        async with AsyncQueue(queue=q) as aq:
+            assert await aq.cancel("jobs", mid) == "cancelling"
+            assert q.stats().queues["jobs"].cancelling == 1
+            with pytest.raises(Cancelled):
+                await aq.checkpoint(m, "1")
+            assert m._handle.finished  # the message has ended: nothing left for its claim block
+            other = await aq.push("jobs", b"y")
+            with pytest.raises(Cancelled):
+                async with aq.claim("jobs") as claimed:
+                    assert claimed.id == other
+                    await aq.cancel("jobs", other)
+                    await aq.extend(claimed, 30)
+
+    asyncio.run(go())
+    assert "jobs" not in q.stats().queues and q.peek("jobs") == []  # both ended: nothing left of the queue

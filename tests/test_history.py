@@ -194,3 +194,15 @@ def test_claims_recovery_gives_up_are_recorded(q: mqlite.Queue, admin) -> None:
     assert outcomes(q) == [(b"cancelled, then dies", "cancelled"), (b"dies", "failed")]
     assert all("owner session gone" in (e.last_error or "") for e in q.history("jobs"))
     assert len(q.peek("jobs", failed=True)) == 2  # both stay failed in the table, not retried
+
+
+def test_a_popped_message_given_back_loses_its_history_row(q: mqlite.Queue, dsn: str) -> None:
+    q.keep_history("jobs")
+    q.push("jobs", b"back")
+    m = q.pop("jobs")
+    assert [e.outcome for e in q.history("jobs")] == ["popped"]
+    q.give_back([m])  # its caller never got it: back in the table, same id, not ended
+    assert q.history("jobs") == [] and q.pop("jobs").id == m.id
+    assert [e.id for e in q.history("jobs")] == [m.id]
+    done = runner.invoke(app, ["history", "enable", "--dsn", dsn])
+    assert done.exit_code == 2 and "give the queue" in done.output
