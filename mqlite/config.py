@@ -321,6 +321,16 @@ def check_key(key: object, what: str) -> str | None:
     return _check_name(key, what, KEY_MAX)
 
 
+PRIORITY_MIN, PRIORITY_MAX = -32768, 32767  # the column is a SMALLINT
+
+
+def check_priority(priority: object) -> int:
+    """`priority` if it is an integer in the signed 16-bit range (lower runs first), else ConfigError."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ConfigError(f"priority must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, got {priority!r}")
+    return priority
+
+
 def check_count(n: int, what: str = "max_attempts") -> int:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= COUNT_MAX:
         raise ValueError(f"{what} must be an integer from 1 to {COUNT_MAX}, got {n!r}")

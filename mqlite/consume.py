@@ -16,6 +16,7 @@ from .claimer import MAX_BATCH, Claimer
 from .config import MAX_DELAY, check_queue
 from .ending import worker_label
 from .errors import DatabaseError, MqliteError
+from .levels import Levels
 from .message import Message
 from .settle import Held, Settling
 
@@ -118,10 +119,21 @@ class Consuming(Settling):
                     claimer = Claimer(
                         self._sessions, self._sql, queue, consume=consume, lease=lease, give_back=self._give_back,
                         on_consumed=functools.partial(self._count_popped, queue) if consume else None,
+                        levels=Levels(functools.partial(self._read_levels, queue)),
                         history=functools.partial(self._pop_history, queue) if consume else None,
                     )
                     self._claimers[key] = claimer
         return claimer
+
+    def _read_levels(self, queue: str, limit: int) -> list[int]:
+        """The priorities in `queue`, on a pool connection (the claim's retry covers it)."""
+        with self._pool.connection() as conn:
+            cur = conn.cursor()
+            try:
+                cur.execute(self._sql.levels, (queue, limit))
+                return [int(r[0]) for r in cur.fetchall()]
+            finally:
+                cur.close()
 
     def _count_popped(self, queue: str, n: int) -> None:
         self._counters.add(queue, processed=n)
@@ -178,7 +190,8 @@ class Consuming(Settling):
                     cur = conn.cursor()
                     try:
                         cur.execute(self._sql.restore, (m.id, m.queue, m.body, m.created_at, m.available_at,
-                                                        m.attempts, m.max_attempts, m.unique_key, m.concurrency_key))
+                                                        m.attempts, m.max_attempts, m.unique_key, m.concurrency_key,
+                                                        m.priority))
                         table = self._recording(m.queue)
                         if table is not None and m.claimed_at is not None:  # it did not end after all
                             cur.execute(self._sql.in_list(sql.UNRECORD_POPPED, 1), (table, m.queue, m.claimed_at, m.id))

@@ -89,7 +89,7 @@ def ack_many(cur: Any, st: Statements, receipts: list[Receipt], table: str) -> s
     A claim lost between the copy's read and the DELETE (recovered in that instant) leaves a copy
     of a row not deleted: seen by the counts, that copy is deleted right after."""
     fences = tuple(v for r in receipts for v in r.fence())
-    item = "(%s,%s,%s,%s,%s,%s)"
+    item = "(%s,%s,%s,%s,%s,%s,%s)"
     copy = st.in_list(st.history_acked, len(receipts), item)
     copied, deleted = protocol.group(cur, [(copy, (worker_label(), table, *fences)),
                                            (st.in_list(st.ack_many, len(receipts), item), fences)],

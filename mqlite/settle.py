@@ -142,7 +142,7 @@ class Settling(QueueCore):
             try:
                 table = self._recording(r.queue)
                 if table is not None:  # the copy, in the caller's transaction like the DELETE
-                    copy = self._sql.in_list(self._sql.history_acked, 1, "(%s,%s,%s,%s,%s,%s)")
+                    copy = self._sql.in_list(self._sql.history_acked, 1, "(%s,%s,%s,%s,%s,%s,%s)")
                     cur.execute(copy, (ending.worker_label(), table, *r.fence()))
                 done = protocol.ack(cur, self._sql, r)
             finally:

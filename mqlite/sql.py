@@ -15,10 +15,11 @@ from .config import DEFAULT_TABLE, check_table
 # Columns a Message is built from, in this order (see Message.from_row).
 MESSAGE_COLUMNS = (
     "id, queue, body, created_at, owner, owner_node, claimed_at, available_at, lease_until, "
-    "attempts, max_attempts, unique_key, failed_at, last_error, resume_cursor, progress, concurrency_key"
+    "attempts, max_attempts, unique_key, failed_at, last_error, resume_cursor, progress, concurrency_key, priority"
 )
 # available_at of a message waiting for a concurrency slot: later than any claim ever looks.
 PARKED = "'9999-12-31 00:00:00'"
+FAR = "'9999-12-31 23:59:59'"  # later than any message, parked ones included: "nothing due"
 
 # The node a session runs on. Not @@server_id: Galera nodes often share one (and MariaDB has no
 # @@server_uuid); not @@wsrep_node_name: it defaults to the host name, the same for every node of
@@ -35,12 +36,25 @@ READ_COMMITTED = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 SERVER_CLOCK = "SELECT NOW(6)"
 SESSION_CIPHER = "SHOW SESSION STATUS LIKE 'Ssl_cipher'"  # value '' when the session is not encrypted
 SERVER_UPTIME = "SHOW GLOBAL STATUS LIKE 'Uptime'"
+SERVER_QUESTIONS = "SHOW GLOBAL STATUS LIKE 'Questions'"  # statements clients sent, server-wide
 LIVE_CONNECTIONS = "SELECT ID FROM information_schema.PROCESSLIST"
 # USER_PRIVILEGES names the grantee as 'user'@'host'; CURRENT_USER() gives user@host.
 HAS_PROCESS_PRIVILEGE = (
     "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'PROCESS' AND GRANTEE = "
     "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"
 )
+
+# Wake-ups (mqlite/wake.py): a listening session holds a slot lock per queue it waits on; a push
+# reads the holders of the slots and cuts their SLEEP short. Locks vanish with their session.
+WAKE_TAKE_SLOT = "SELECT GET_LOCK(%s, 0)"
+WAKE_LEAVE_SLOT = "SELECT RELEASE_LOCK(%s)"
+WAKE_RING = "KILL QUERY %s"
+
+
+def wake_holders(slots: int) -> str:
+    """The sessions holding each of `slots` slot locks (NULL where free), in one row."""
+    return "SELECT " + ", ".join(["IS_USED_LOCK(%s)"] * slots)
+
 
 # Schema bookkeeping: one row per applied migration file and messages table.
 SCHEMA_LOCK = "SELECT GET_LOCK(%s, %s)"
@@ -95,6 +109,8 @@ class Statements:
     push_with: str
     push_many_head: str
     push_many_row: str
+    push_many_head_ranked: str
+    push_many_row_ranked: str
     push_keyed: str
     set_cap: str
     lock_key: str
@@ -105,6 +121,8 @@ class Statements:
     find_unique_locked: str
     find_attempts: str
     claim: str
+    claim_levels: str
+    levels: str
     read_claimed: str
     read_claimed_since: str
     delete_claimed: str
@@ -148,6 +166,7 @@ class Statements:
     retry_failed_ids: str
     drop_table: str
     drop_push_procedure: str
+    wake_next: str
     cancel_lock: str
     cancel_delete: str
     cancel_mark: str
@@ -162,8 +181,10 @@ class Statements:
     purge_failed_ids: str
     delete_ids: str
 
-    def push_many(self, rows: int) -> str:
-        """A multi-row INSERT of `rows` messages."""
+    def push_many(self, rows: int, ranked: bool = False) -> str:
+        """A multi-row INSERT of `rows` messages (`ranked`: with a priority each)."""
+        if ranked:
+            return self.push_many_head_ranked + ",".join([self.push_many_row_ranked] * rows)
         return self.push_many_head + ",".join([self.push_many_row] * rows)
 
     def recovered_history(self, recover: str) -> str:
@@ -175,6 +196,16 @@ class Statements:
             f"{HISTORY_RECORD}IF(m.cancelled_at IS NULL, 'failed', 'cancelled'), m.attempts + 1, m.created_at, "
             f"m.first_claimed_at, {LAST_RUN}, %s, %s, m.body FROM `{self.table}` AS m {HISTORY_JOIN} "
             f"WHERE {where} AND ({GIVE_UP})"
+        )
+
+    def wake_wait(self, queues: int) -> str:
+        """The listener's wait over `queues` queue names (params: the bound in seconds, then queue,
+        table, queue per name): seconds until the next message is due (<= 0: ready now; a paused
+        queue counts as empty), and a SLEEP until then, at most the bound. KILL QUERY cuts it short."""
+        firsts = ", ".join([f"COALESCE(({self.wake_next}), {FAR})"] * queues)
+        return (
+            "SELECT w.due, SLEEP(LEAST(GREATEST(w.due, 0), %s)) FROM "
+            f"(SELECT TIMESTAMPDIFF(MICROSECOND, NOW(6), LEAST({FAR}, {firsts})) / 1e6 AS due) AS w"
         )
 
     @staticmethod
@@ -190,11 +221,14 @@ def statements(table: str) -> Statements:
     # Statements scoped to one queue name the index: left alone, the optimizer may pick
     # mqlite_owner for `owner = 0` and sort every ready row of the queue (see schema/001).
     by_queue = f"{t} FORCE INDEX (mqlite_ready)"
-    # The claim fence: a claimed row is addressed through mqlite_ready (queue, available_at, id),
+    # The claim fence: a claimed row is addressed through mqlite_ready (queue, priority, available_at, id),
     # the index the claim walks, so acks and releases lock in the claim's order (index entry,
     # then primary key) instead of the reverse order that deadlocks against it. Owner and claim
     # time make sure a claim that was recovered and taken by someone else is left alone.
-    fence = "queue = %s AND available_at = %s AND id = %s AND owner = %s AND owner_node = %s AND claimed_at = %s"
+    fence = (
+        "queue = %s AND priority = %s AND available_at = %s AND id = %s AND owner = %s AND owner_node = %s "
+        "AND claimed_at = %s"
+    )
     unclaim = "owner = 0, owner_node = 0, claimed_at = NULL, lease_until = NULL"
     mine = f"owner = CONNECTION_ID() AND owner_node = {NODE}"  # this session's claims, on this node
     live = "cancelled_at IS NULL"
@@ -202,8 +236,8 @@ def statements(table: str) -> Statements:
     from_ready = f"FROM {t} AS m FORCE INDEX (mqlite_ready) {joined}"
     last_run = LAST_RUN
     fence_m = (
-        "m.queue = %s AND m.available_at = %s AND m.id = %s AND m.owner = %s AND m.owner_node = %s "
-        "AND m.claimed_at = %s"
+        "m.queue = %s AND m.priority = %s AND m.available_at = %s AND m.id = %s AND m.owner = %s "
+        "AND m.owner_node = %s AND m.claimed_at = %s"
     )
     # Back in the queue after a delay; a message with a concurrency key gives up its slot and
     # waits parked until a promotion (due_at is read before it is assigned, as with `attempts`).
@@ -220,18 +254,29 @@ def statements(table: str) -> Statements:
         f"available_at = IF({give_up}, NULL, available_at), failed_at = IF({give_up}, NOW(6), NULL), "
         f"attempts = attempts + 1, last_error = %s, {unclaim}"
     )
+    claim = (
+        f"UPDATE {by_queue} SET owner = CONNECTION_ID(), owner_node = {NODE}, claimed_at = NOW(6), "
+        "lease_until = NOW(6) + INTERVAL %s MICROSECOND, first_claimed_at = COALESCE(first_claimed_at, NOW(6)) "
+        "WHERE queue = %s AND available_at <= NOW(6) AND owner = 0 "
+        # A paused queue hands out nothing; the check is a constant subquery, read once.
+        "AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
+        "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL) "
+        "ORDER BY priority, available_at, id LIMIT %s"
+    )
     return Statements(
         table=table,
         push=f"INSERT INTO {t} (queue, body) VALUES (%s, %s)",
         push_with=(
-            f"INSERT INTO {t} (queue, body, available_at, unique_key, max_attempts) "
-            "VALUES (%s, %s, NOW(6) + INTERVAL %s MICROSECOND, %s, %s)"
+            f"INSERT INTO {t} (queue, body, available_at, unique_key, max_attempts, priority) "
+            "VALUES (%s, %s, NOW(6) + INTERVAL %s MICROSECOND, %s, %s, %s)"
         ),
         push_many_head=f"INSERT INTO {t} (queue, body) VALUES ",
         push_many_row="(%s,%s)",
+        push_many_head_ranked=f"INSERT INTO {t} (queue, body, priority) VALUES ",
+        push_many_row_ranked="(%s,%s,%s)",
         push_keyed=(
-            f"INSERT INTO {t} (queue, body, available_at, due_at, unique_key, max_attempts, concurrency_key) "
-            f"VALUES (%s, %s, {PARKED}, NOW(6) + INTERVAL %s MICROSECOND, %s, %s, %s)"
+            f"INSERT INTO {t} (queue, body, available_at, due_at, unique_key, max_attempts, concurrency_key, "
+            f"priority) VALUES (%s, %s, {PARKED}, NOW(6) + INTERVAL %s MICROSECOND, %s, %s, %s, %s)"
         ),
         set_cap=(
             "INSERT INTO mqlite_keys (table_name, concurrency_key, max_running) VALUES (%s, %s, %s) "
@@ -258,31 +303,31 @@ def statements(table: str) -> Statements:
         find_unique_locked=f"SELECT id FROM {t} WHERE queue = %s AND unique_key = %s LOCK IN SHARE MODE",
         find_attempts=f"SELECT attempts, max_attempts, concurrency_key FROM {t} WHERE id = %s",
         # The optimistic pop: one atomic UPDATE tags rows with this session's id, walking the
-        # queue's ready range from its head.
-        claim=(
-            f"UPDATE {by_queue} SET owner = CONNECTION_ID(), owner_node = {NODE}, claimed_at = NOW(6), "
-            "lease_until = NOW(6) + INTERVAL %s MICROSECOND, first_claimed_at = COALESCE(first_claimed_at, NOW(6)) "
-            "WHERE queue = %s AND available_at <= NOW(6) AND owner = 0 "
-            # A paused queue hands out nothing; the check is a constant subquery, read once.
-            "AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
-            "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL) "
-            "ORDER BY available_at, id LIMIT %s"
+        # queue's ready ranges from their heads, most urgent priority first (schema/006).
+        claim_levels=claim.replace("WHERE queue = %s AND", "WHERE queue = %s AND priority IN ({ids}) AND"),
+        # The same over more priorities than claim_levels names: bounded by the queue alone, so it
+        # also reads the failed, delayed and parked rows it passes.
+        claim=claim,
+        # The priorities of a queue: a loose index scan (one dive per priority, not one per row).
+        levels=(
+            f"SELECT priority FROM {by_queue} WHERE queue = %s GROUP BY queue, priority "
+            "ORDER BY priority LIMIT %s"
         ),
         # Must run on the connection that ran `claim`: CONNECTION_ID() is the claim's tag.
         read_claimed=(
             f"SELECT {MESSAGE_COLUMNS} FROM {t} WHERE {mine} AND queue = %s "
-            "ORDER BY available_at, id"
+            "ORDER BY priority, available_at, id"
         ),
         read_claimed_since=(
             f"SELECT {MESSAGE_COLUMNS} FROM {t} "
-            f"WHERE {mine} AND claimed_at > %s AND queue = %s ORDER BY available_at, id"
+            f"WHERE {mine} AND claimed_at > %s AND queue = %s ORDER BY priority, available_at, id"
         ),
         # pop's group delete: the rows one claim statement took (same session, same claim time).
         # Single-table DELETE takes no index hint; the multi-table form does.
         delete_claimed=(
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s "
-            f"AND (m.available_at, m.id) IN ({{ids}}) AND m.owner = CONNECTION_ID() AND m.owner_node = {NODE} "
-            "AND m.claimed_at = %s"
+            f"AND (m.priority, m.available_at, m.id) IN ({{ids}}) AND m.owner = CONNECTION_ID() "
+            f"AND m.owner_node = {NODE} AND m.claimed_at = %s"
         ),
         # Undo a fetch that failed half-way, on its own (still live) session.
         release_since=f"UPDATE {t} SET {unclaim} WHERE {mine} AND claimed_at > %s",
@@ -292,21 +337,22 @@ def statements(table: str) -> Statements:
         # Puts a consumed-but-never-returned message back where it was (same id, same place).
         restore=(
             f"INSERT INTO {t} (id, queue, body, created_at, available_at, attempts, max_attempts, unique_key, "
-            "concurrency_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            "concurrency_key, priority) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ),
         ack=(
-            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.available_at = %s "
-            "AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s"
+            f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.priority = %s "
+            "AND m.available_at = %s AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s"
         ),
         # Whether a claim is still held and free, without waiting for a transaction that locks it
         # (SKIP LOCKED: MySQL 8.0, MariaDB 10.6).
         held_unlocked=(
-            f"SELECT m.id FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.available_at = %s "
-            "AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s FOR UPDATE SKIP LOCKED"
+            f"SELECT m.id FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s AND m.priority = %s "
+            "AND m.available_at = %s AND m.id = %s AND m.owner = %s AND m.owner_node = %s AND m.claimed_at = %s "
+            "FOR UPDATE SKIP LOCKED"
         ),
         ack_many=(
             f"DELETE m FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE "
-            "(m.queue, m.available_at, m.id, m.owner, m.owner_node, m.claimed_at) IN ({ids})"
+            "(m.queue, m.priority, m.available_at, m.id, m.owner, m.owner_node, m.claimed_at) IN ({ids})"
         ),
         # A cancelling claim (cancelled_at set) matches none of these: the 0-row answer, rare, is then
         # told apart from a lost claim by `cancelling`, and the message ends cancelled.
@@ -393,7 +439,7 @@ def statements(table: str) -> Statements:
         ),
         peek=(
             f"SELECT {MESSAGE_COLUMNS} FROM {by_queue} WHERE queue = %s AND available_at IS NOT NULL "
-            "ORDER BY available_at, id LIMIT %s"
+            "ORDER BY priority, available_at, id LIMIT %s"
         ),
         peek_failed=(
             f"SELECT {MESSAGE_COLUMNS} FROM {by_queue} WHERE queue = %s AND available_at IS NULL "
@@ -432,11 +478,11 @@ def statements(table: str) -> Statements:
         history_acked=(
             f"{record}IF(m.cancelled_at IS NULL, 'acked', 'cancelled_late'), m.attempts + 1, m.created_at, "
             f"m.first_claimed_at, {last_run}, m.last_error, %s, m.body {from_ready} "
-            "WHERE (m.queue, m.available_at, m.id, m.owner, m.owner_node, m.claimed_at) IN ({ids})"
+            "WHERE (m.queue, m.priority, m.available_at, m.id, m.owner, m.owner_node, m.claimed_at) IN ({ids})"
         ),
         history_popped=(
             f"{record}'popped', m.attempts + 1, m.created_at, m.first_claimed_at, {last_run}, m.last_error, "
-            f"%s, m.body {from_ready} WHERE m.queue = %s AND (m.available_at, m.id) IN ({{ids}}) "
+            f"%s, m.body {from_ready} WHERE m.queue = %s AND (m.priority, m.available_at, m.id) IN ({{ids}}) "
             f"AND m.owner = CONNECTION_ID() AND m.owner_node = {NODE} AND m.claimed_at = %s"
         ),
         history_failed=(
@@ -459,6 +505,13 @@ def statements(table: str) -> Statements:
         delete_ids=f"DELETE FROM {t} WHERE id IN ({{ids}}) AND owner = 0",
         drop_table=f"DROP TABLE IF EXISTS {t}",
         drop_push_procedure=f"DROP PROCEDURE IF EXISTS `{push_procedure(table)}`",
+        # The head of one queue's unclaimed rows (ready or not yet due), as the claim would see it.
+        wake_next=(
+            f"SELECT m.available_at FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s "
+            "AND m.available_at IS NOT NULL AND m.owner = 0 AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
+            "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL) "
+            "ORDER BY m.available_at, m.id LIMIT 1"
+        ),
     )
 
 

@@ -207,3 +207,30 @@ def test_idle_consumer_backs_off_to_its_timeout(broker: MqliteBroker) -> None:
         polls += 1
     # 10 ms doubling to 300 ms: about 10 polls in 2 s.
     assert 4 <= polls <= 16, polls
+
+
+def test_a_retry_delayed_100_ms_runs_on_time(q: mqlite.Queue, dsn: str) -> None:
+    # The consumer's own polling backs off to 2 s and its listener looks every 5 s at most: the
+    # retry falls due while it sleeps, and only the doorbell (mqlite/wake.py) explains an on-time
+    # run: the push rings, the listener sleeps until the due time, then wakes the consumer.
+    attempts: list[float] = []
+
+    def flaky() -> None:
+        if not attempts:
+            time.sleep(0.7)  # the consumer's backoff grows meanwhile (polls at 0.63 s, then 1.27 s)
+            attempts.append(time.monotonic())
+            raise RuntimeError("first try fails")
+        attempts.append(time.monotonic())
+
+    broker = MqliteBroker(dsn, wake_bound=5.0)
+    actor = declare(broker, "flaky_fast", "retry_fast", flaky, max_retries=1, min_backoff=100, max_backoff=100)
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=2000)
+    worker.start()
+    try:
+        actor.send()
+        wait_for(lambda: len(attempts) == 2, timeout=30, what="the retry")
+    finally:
+        worker.stop()
+        broker.close()
+    gap = attempts[1] - attempts[0]
+    assert gap < 0.1 + 0.15, f"a retry delayed at most 100 ms ran {gap * 1000:.0f} ms after the failure"

@@ -72,7 +72,7 @@ class AsyncQueue:
     # -- producing -------------------------------------------------------------------------------
 
     async def push(self, queue: str, body: Body, **options: Any) -> int:
-        """`Queue.push`: append one message (same options: delay, run_at, unique_key, …); its id.
+        """`Queue.push`: append one message (same options: delay, run_at, unique_key, priority, …); its id.
 
         Plain pushes (no options, small bodies) made while another is in flight go together into
         one multi-row INSERT.
@@ -85,9 +85,9 @@ class AsyncQueue:
             return await self._offload.run(self.queue.push, name, data)
         return await self._batches.push(name, data)
 
-    async def push_many(self, queue: str, bodies: Iterable[Body]) -> list[int]:
-        """`Queue.push_many`: append many messages in one transaction; their ids in order."""
-        return await self._offload.run(self.queue.push_many, queue, list(bodies))
+    async def push_many(self, queue: str, bodies: Iterable[Body], *, priority: int = 0) -> list[int]:
+        """`Queue.push_many`: append many messages in one transaction (of `priority`); their ids in order."""
+        return await self._offload.run(self.queue.push_many, queue, list(bodies), priority=priority)
 
     # -- consuming -------------------------------------------------------------------------------
 

@@ -194,7 +194,8 @@ class AsyncWorker:
 
     async def _consume(self) -> None:
         assert self._stop is not None
-        idle = self.idle_wait(self.idle_min, self.idle_max)
+        bell = getattr(self.queue.queue, "doorbell", None)
+        idle = self.idle_wait(self.idle_min, self.idle_max, bell=bell, queues=self.queues)
         try:
             while not self._stop.is_set():
                 if self._deadline is not None and time.monotonic() >= self._deadline:

@@ -425,13 +425,13 @@ class RawDriver:
 
         def group() -> int:
             with self._in_flight:
-                if not cur.execute(gs.claim, (lease_us, queue, gs.table, queue, GROUP)):
+                if not cur.execute(gs.claim, (lease_us, queue, 0, gs.table, queue, GROUP)):
                     raise Empty
                 cur.execute(gs.read_back, (last[0], queue))
                 rows = cur.fetchall()
                 stamp = rows[0][gs.claimed_at_column]
                 last[0] = max(r[gs.claimed_at_column] for r in rows)
-                keys = [v for r in rows for v in (r[gs.available_at_column], r[0])]
+                keys = [v for r in rows for v in (r[gs.priority_column], r[gs.available_at_column], r[0])]
                 cur.execute(gs.delete(len(rows)), (queue, *keys, stamp))
                 assert rows[0][gs.owner_column] == me
                 return len(rows)

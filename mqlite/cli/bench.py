@@ -24,7 +24,8 @@ def bench(
     messages: Annotated[Optional[int], typer.Option(min=1, help="Instead of --seconds: messages per row.")] = None,
     body_size: Annotated[int, typer.Option(min=0, help="Body size in bytes.")] = 100,
     scenario: Annotated[
-        str, typer.Option(help="push, push-many, pop, claim, mixed, a comma list, or all (those five); also drain.")
+        str, typer.Option(help="push, push-many, pop, claim, mixed, a comma list, or all (those five); also drain; "
+                          "or wakeup (alone).")
     ] = "all",
     processes: Annotated[int, typer.Option(min=1, max=64, help="Split the clients over this many processes.")] = 1,
     compare: Annotated[bool, typer.Option(help="Also run the reference strategies and peers; print ratios.")] = False,
@@ -44,6 +45,13 @@ def bench(
         bool, typer.Option("--history", help="Also pop and claim + ack with the queue's history on, each right "
                            "after its plain row (ratios and goals against it).")
     ] = False,
+    gaps: Annotated[
+        str, typer.Option(help="wakeup: seconds between two pushes, drawn in MIN-MAX (the worker is idle at each).")
+    ] = "0.05-0.3",
+    idle_seconds: Annotated[
+        float, typer.Option(min=1, help="wakeup: how long the idle worker's statements are counted (s).")
+    ] = 10.0,
+    rounds: Annotated[int, typer.Option(min=1, max=20, help="wakeup: rows of each strategy, alternated.")] = 1,
     queues: Annotated[
         int, typer.Option(min=1, max=10_000, help="Also push, pop and claim going round this many queues.")
     ] = 1,
@@ -86,7 +94,18 @@ def bench(
     unhandled (paced rows), queues (round-robin rows)}];
     ratios [{numerator, denominator ("scenario/strategy"), clients, denominator_clients, ratio,
     goal, met}]; goals [{id, text, clients, target, value, met (null: not measured)}].
+
+    --scenario wakeup (bench/wakeup.py): push → handler latency with an idle `mqlite worker` in
+    another process, --messages (default 200) pushed --gaps apart, and the statements a second
+    the idle worker sends (counted by a relay between it and the server; also the server's
+    global Questions, where other clients count too); rows mqlite and no-ring (polling alone).
+    --json: config {messages, gap_min, gap_max, idle_seconds, idle_max, rounds, seed, dsn,
+    machine}; results [{scenario, strategy, messages, received, duplicates, p50_ms, p90_ms,
+    p99_ms, max_ms, idle_statements_per_s, server_questions_per_s, idle_seconds, error}].
     """
+    if scenario == "wakeup":
+        _wakeup(dsn, messages or 200, gaps, idle_seconds, rounds, as_json)
+        return
     from .. import bench as harness
     from ..bench import plot as bench_plot
     from ..testing import dsn_or_throwaway
@@ -123,6 +142,40 @@ def bench(
         print_json(report.as_dict())
         return
     bench_report(report, plot)
+
+
+def _wakeup(dsn: str | None, messages: int, gaps: str, idle_seconds: float, rounds: int, as_json: bool) -> None:
+    from ..bench import wakeup
+    from ..config import parse_dsn
+    from ..testing import dsn_or_throwaway
+
+    low, _, high = gaps.partition("-")
+    try:
+        gap_min, gap_max = float(low), float(high or low)
+    except ValueError:
+        raise typer.BadParameter("give MIN-MAX seconds, e.g. 0.3-2", param_hint="--gaps") from None
+    if not 0 <= gap_min <= gap_max:
+        raise typer.BadParameter("need 0 <= MIN <= MAX", param_hint="--gaps")
+    opts = wakeup.WakeOptions(messages=messages, gap_min=gap_min, gap_max=gap_max, idle_seconds=idle_seconds,
+                              rounds=rounds)
+    with dsn_or_throwaway(dsn) as target:
+        rows = wakeup.run(target, opts)
+        data = wakeup.as_dict(rows, opts, parse_dsn(target).redacted())
+    if as_json:
+        print_json(data)
+        return
+    from rich.table import Table
+
+    from .render import out
+
+    table = Table("strategy", "received", "p50 ms", "p90 ms", "p99 ms", "max ms", "idle stmt/s", "server q/s",
+                  "error",
+                  title="push → handler, idle `mqlite worker` in another process")
+    for r in data["results"]:
+        table.add_row(r["strategy"], f"{r['received']}/{r['messages']}", *(str(r[k]) for k in (
+            "p50_ms", "p90_ms", "p99_ms", "max_ms", "idle_statements_per_s", "server_questions_per_s")),
+            r["error"] or "")
+    out.print(table)
 
 
 @contextmanager

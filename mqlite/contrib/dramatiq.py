@@ -11,6 +11,8 @@ mqlite queue per Dramatiq queue, same name, optionally prefixed):
 - `enqueue(message, delay=ms)`: `Queue.push(…, delay=ms / 1000)`. Delayed messages (`send_with_
   options(delay=…)`, and the Retries middleware's backoff) wait in the table, hidden until due:
   no `.DQ` delay queue, so no worker holds them in memory and no consumer polls for them.
+- An actor's `priority` (lower first, as in Dramatiq) is the mqlite priority of its messages:
+  across the whole queue, not only among the messages one worker has prefetched.
 - consume: `Queue.take(lease=…)`, at most `prefetch` messages unacknowledged per consumer.
   `ack` -> `Queue.ack`; `nack` (Dramatiq's dead letter: retries exhausted, or an actor that
   raised an exception listed in `throws`) -> `Queue.fail` with the actor's exception and its
@@ -39,6 +41,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed, DecodeError, QueueJoinTimeout
 from dramatiq.message import Message
 
+from ..config import PRIORITY_MAX, PRIORITY_MIN
 from ..errors import MqliteError, NotClaimed, Unavailable
 from ..idle import IdleWait
 from ..message import Message as MqMessage
@@ -112,11 +115,20 @@ class MqliteBroker(dramatiq.Broker):
         seconds = None if delay is None else max(0.0, delay / 1000)
         self.emit_before("enqueue", message, delay)
         try:
-            self.mq.push(self.table_queue(queue_name), message.encode(), delay=seconds)
+            self.mq.push(self.table_queue(queue_name), message.encode(), delay=seconds,
+                         priority=self._priority_of(message))
         except Unavailable as exc:
             raise ConnectionClosed(exc) from None
         self.emit_after("enqueue", message, delay)
         return message
+
+    def _priority_of(self, message: Message) -> int:
+        """The priority of the message's actor (0 when this process does not know the actor)."""
+        actor = self.actors.get(message.actor_name)
+        value = getattr(actor, "priority", 0)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return 0
+        return max(PRIORITY_MIN, min(PRIORITY_MAX, value))
 
     def get_declared_queues(self) -> set[str]:
         return self.queues.copy()
@@ -157,7 +169,8 @@ class _MqliteConsumer(Consumer):
         self.table_queue = broker.table_queue(queue_name)
         self.prefetch = max(1, prefetch)
         self.timeout = timeout / 1000
-        self._idle = IdleWait(_MIN_POLL, self.timeout)
+        # Woken by a push to its queue from any process, and when a delayed message falls due.
+        self._idle = IdleWait(_MIN_POLL, self.timeout, bell=self.mq.doorbell, queues=(self.table_queue,))
         self._cond = threading.Condition()
         self._held: dict[int, tuple[_MqliteMessageProxy, float]] = {}  # id -> (message, next renewal)
         self._next_renewal = 0.0

@@ -17,7 +17,7 @@ from ...errors import MqliteError, NotClaimed
 from ...message import Message as MqMessage
 from ...queue import Queue
 from .routing import RoutingChannel
-from .shared import Claim, delay_of
+from .shared import Claim, delay_of, priority_of
 
 log = logging.getLogger("mqlite.kombu")
 
@@ -51,7 +51,7 @@ class Channel(RoutingChannel, virtual.Channel):
 
     def _put(self, queue: str, message: dict, **kwargs: Any) -> None:
         delay = delay_of(message)
-        self.mq.push(self._name(queue), dumps(message), delay=delay)
+        self.mq.push(self._name(queue), dumps(message), delay=delay, priority=priority_of(message))
 
     def _purge(self, queue: str) -> int:
         return self.mq.purge(self._name(queue))

@@ -212,8 +212,13 @@ class Transport(virtual.Transport):
         except MqliteError as exc:
             log.warning("mqlite: recovery at consumer start failed: %s", exc)
 
+    def _consumed(self) -> tuple[str, ...]:
+        """The mqlite names of the queues this connection's channels consume."""
+        return tuple(sorted({ch._name(q) for ch in list(self.channels) for q in list(ch._active_queues)}))
+
     def wake(self) -> None:
         self._wakeup.set()
+        self._idle.interrupt()  # a sleep on the doorbell does not watch `_wakeup`
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:  # type: ignore[override]
         """Deliver one message; poll with a bounded exponential backoff while there is none."""
@@ -235,6 +240,8 @@ class Transport(virtual.Transport):
                 if timeout is not None and elapsed >= timeout:
                     raise socket.timeout() from None
                 pause = self._idle.pause(None if timeout is None else timeout - elapsed)
+                # Rung by pushes to the queues consumed now, from any process (mqlite/wake.py).
+                self._idle.bell, self._idle.queues = self.mq.doorbell, self._consumed()
                 delivered = self._wait_polling_control(pause)
                 self._wakeup.clear()
                 if delivered:
