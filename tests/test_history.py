@@ -209,3 +209,21 @@ def test_a_popped_message_given_back_loses_its_history_row(q: mqlite.Queue, dsn:
     assert [e.id for e in q.history("jobs")] == [m.id]
     done = runner.invoke(app, ["history", "enable", "--dsn", dsn])
     assert done.exit_code == 2 and "give the queue" in done.output
+
+
+def test_without_history_the_hot_path_runs_the_plain_statements(q: mqlite.Queue, monkeypatch) -> None:
+    import mqlite.ending
+    import mqlite.protocol
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a history statement group ran for a queue without history")
+
+    for module, name in ((mqlite.ending, "ack_many"), (mqlite.ending, "fail"), (mqlite.protocol, "group")):
+        monkeypatch.setattr(module, name, refused)
+    q.push_many("plain", [b"a", b"b", b"c", b"d"])
+    with q.claim("plain"):
+        pass
+    assert q.ack_many(q.take_many("plain", 1)) == 1
+    assert q.pop("plain").body == b"c"
+    q.fail(q.take("plain"), "no")
+    assert q._history.all() == {}  # one settings read served all of them
