@@ -26,12 +26,14 @@ class Held:
         self.lease = lease
         self.interrupt = interrupt
         self.finished = False
+        self.cancelled = False  # ended by a cancel: every later check-in of the handler raises Cancelled
         self.in_transaction = False  # acknowledged inside a caller's transaction (ack(connection=…))
 
     def touch(self, m: Message) -> None:
         self.extend(m, self.lease)
 
     def extend(self, m: Message, seconds: float) -> None:
+        self._check_cancelled(m)
         if not self.owner.extend(m, seconds):  # Cancelled: ended, and marked finished there
             raise NotClaimed(f"message {m.id}: the claim was lost (recovered after its lease or owner died)")
 
@@ -45,10 +47,17 @@ class Held:
         return self.owner.ack(m, connection=connection)
 
     def checkpoint(self, m: Message, cursor: str, progress: float | None) -> None:
+        self._check_cancelled(m)
         if not self.owner.checkpoint(m, cursor, progress, lease=self.lease):
             raise NotClaimed(f"message {m.id}: the claim was lost (recovered after its lease or owner died)")
         if self.interrupt is not None and self.interrupt.is_set():
             raise Interrupted(f"message {m.id}: stopping at cursor {cursor!r}")
+
+    def _check_cancelled(self, m: Message) -> None:
+        # The message ended cancelled when something else renewed its lease first (a Worker's
+        # heartbeat, a broker's lease keeper): the handler learns it at its own next check-in.
+        if self.cancelled:
+            raise Cancelled(f"message {m.id} was cancelled: it has ended, not to be retried")
 
 
 @contextmanager
@@ -58,5 +67,5 @@ def settled_if_cancelled(message: Any) -> Iterator[None]:
         yield
     except Cancelled:
         if isinstance(message, Message) and message._handle is not None:
-            message._handle.finished = True
+            message._handle.finished = message._handle.cancelled = True
         raise

@@ -111,6 +111,8 @@ class Settling(QueueCore):
         """Make a claim's lease run until `seconds` from now. False if the claim was lost; raises
         Cancelled (the message has ended, cancelled) if `Queue.cancel` marked it meanwhile."""
         if isinstance(message, Message) and message._handle is not None and message._handle.finished:
+            if message._handle.cancelled:
+                raise Cancelled(f"message {message.id} was cancelled: it has ended, not to be retried")
             raise NotClaimed(f"message {message.id} was already settled")
         with settled_if_cancelled(message):
             return self._settle(receipt_of(message), protocol.extend, delay_us(seconds, None), finishing=False)
@@ -206,6 +208,8 @@ class Settling(QueueCore):
     def _settling(self, message: Claimable) -> Receipt:
         handle = message._handle if isinstance(message, Message) else None
         if handle is not None:
+            if handle.cancelled:
+                raise Cancelled(f"message {message.id} was cancelled: it has ended, not to be retried")  # type: ignore[union-attr]
             if handle.finished:
                 raise NotClaimed(f"message {message.id} was already settled")  # type: ignore[union-attr]
             handle.finished = True

@@ -310,6 +310,8 @@ class Worker:
                 _exit_block(block, exc)
                 raise
             block.__exit__(None, None, None)  # acknowledges; raises MqliteError if it cannot
+            if message._handle.cancelled:  # ended cancelled by the heartbeat's touch, handler unaware
+                return False
             self._count("processed")
             return True
         finally:
@@ -390,6 +392,8 @@ class _Heartbeat:
                     message.touch()
                 except NotClaimed:
                     pass  # settled between the listing and the touch
+                except Cancelled:  # ended, cancelled: its handler is told at its next check-in
+                    log.info("message %s of queue %r: cancelled while running", message.id, message.queue)
                 except Exception as exc:
                     log.warning("cannot extend the lease of message %s: %s", message.id, _one_line(exc))
 

@@ -44,7 +44,7 @@ from dramatiq.errors import ConnectionClosed, DecodeError, QueueJoinTimeout
 from dramatiq.message import Message
 
 from ..config import PRIORITY_MAX, PRIORITY_MIN
-from ..errors import MqliteError, NotClaimed, Unavailable
+from ..errors import Cancelled, MqliteError, NotClaimed, Unavailable
 from ..idle import IdleWait
 from ..message import Message as MqMessage
 from ..queue import Queue
@@ -260,6 +260,13 @@ class _MqliteConsumer(Consumer):
                 kept = self.mq.extend(claim, self.broker.lease)
             except NotClaimed:
                 continue  # settled meanwhile
+            except Cancelled:
+                # `Queue.cancel` marked it: it has ended (deleted, recorded cancelled); the actor
+                # runs on, and its ack finds nothing to settle.
+                with self._cond:
+                    if claim.id in self._held:
+                        self._held[claim.id] = (proxy, float("inf"))
+                continue
             except MqliteError as exc:
                 log.warning("mqlite: could not renew the lease of message %s: %s", claim.id, exc)
                 continue
