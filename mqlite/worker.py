@@ -310,7 +310,7 @@ class Worker:
                 _exit_block(block, exc)
                 raise
             block.__exit__(None, None, None)  # acknowledges; raises MqliteError if it cannot
-            if message._handle.cancelled:  # ended cancelled by the heartbeat's touch, handler unaware
+            if getattr(message._handle, "cancelled", False):  # ended by the heartbeat's touch, handler unaware
                 return False
             self._count("processed")
             return True
