@@ -86,7 +86,7 @@ def run(dsn: str, opts: WakeOptions) -> list[WakeRow]:
 
 
 def _row(dsn: str, opts: WakeOptions, strategy: str, rng: random.Random) -> WakeRow:
-    table = f"bench_wake_{uuid.uuid4().hex[:10]}"
+    table = f"mqb_wake_{uuid.uuid4().hex[:10]}"
     with Queue(dsn, table=table, wake=strategy == "mqlite", pool_size=2) as q, \
             tempfile.TemporaryDirectory(prefix="mqlite-wake-") as tmp:
         q.apply_schema()
@@ -138,7 +138,7 @@ def _idle_rates(q: Queue, log: Path, worker: subprocess.Popen[bytes], relay: Cou
     q.push(QUEUE, f"w {time.time():.6f}".encode())
     if not _wait_lines(log, lines + 1, 60.0, worker):
         return None, None
-    time.sleep(opts.idle_max + 2.0)  # its polling has backed off; the doorbell listens
+    time.sleep(opts.idle_max + 0.5)  # its polling has backed off; the doorbell listens
     before, mine = _questions(q), relay.commands
     time.sleep(opts.idle_seconds)
     after, mine_after = _questions(q), relay.commands
