@@ -98,7 +98,8 @@ def bench(
     global Questions, where other clients count too); rows mqlite and no-ring (polling alone).
     --json: config {messages, gap_min, gap_max, idle_seconds, idle_max, rounds, seed, dsn,
     machine}; results [{scenario, strategy, messages, received, duplicates, p50_ms, p90_ms,
-    p99_ms, max_ms, idle_statements_per_s, server_questions_per_s, idle_seconds, error}].
+    p99_ms, max_ms, idle_statements_per_s, server_questions_per_s, idle_seconds, error,
+    load_avg [start, end]}].
     """
     if scenario == "wakeup":
         _wakeup(dsn, messages or 200, gaps, idle_seconds, rounds, idle_max, as_json)
