@@ -84,6 +84,7 @@ class Producing(QueueCore):
                 if ckey is not None:
                     cur.execute(self._sql.set_cap, (self.table, ckey, max_running, max_running))
                 new_id = self._insert(cur, row)
+                self.doorbell.ring(name, cur)  # committed (autocommit): wake its idle consumers
                 cur.close()
                 return new_id
 
@@ -102,6 +103,7 @@ class Producing(QueueCore):
             ) from None
         if ckey is not None:
             self._promote(ckey)
+            self.doorbell.ring(name)  # the push above rang while it was parked
         return new_id
 
     def push_many(self, queue: str, bodies: Iterable[Body], *, priority: int = 0, connection: Any = None) -> list[int]:
@@ -131,6 +133,7 @@ class Producing(QueueCore):
                 ids = self._insert_chunks(cur, name, chunks, increment, rank)
                 if several:
                     conn.commit()
+                self.doorbell.ring(name, cur)
                 cur.close()
                 return ids
 

@@ -19,6 +19,7 @@ MESSAGE_COLUMNS = (
 )
 # available_at of a message waiting for a concurrency slot: later than any claim ever looks.
 PARKED = "'9999-12-31 00:00:00'"
+FAR = "'9999-12-31 23:59:59'"  # later than any message, parked ones included: "nothing due"
 
 # The node a session runs on. Not @@server_id: Galera nodes often share one (and MariaDB has no
 # @@server_uuid); not @@wsrep_node_name: it defaults to the host name, the same for every node of
@@ -35,12 +36,25 @@ READ_COMMITTED = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 SERVER_CLOCK = "SELECT NOW(6)"
 SESSION_CIPHER = "SHOW SESSION STATUS LIKE 'Ssl_cipher'"  # value '' when the session is not encrypted
 SERVER_UPTIME = "SHOW GLOBAL STATUS LIKE 'Uptime'"
+SERVER_QUESTIONS = "SHOW GLOBAL STATUS LIKE 'Questions'"  # statements clients sent, server-wide
 LIVE_CONNECTIONS = "SELECT ID FROM information_schema.PROCESSLIST"
 # USER_PRIVILEGES names the grantee as 'user'@'host'; CURRENT_USER() gives user@host.
 HAS_PROCESS_PRIVILEGE = (
     "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'PROCESS' AND GRANTEE = "
     "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"
 )
+
+# Wake-ups (mqlite/wake.py): a listening session holds a slot lock per queue it waits on; a push
+# reads the holders of the slots and cuts their SLEEP short. Locks vanish with their session.
+WAKE_TAKE_SLOT = "SELECT GET_LOCK(%s, 0)"
+WAKE_LEAVE_SLOT = "SELECT RELEASE_LOCK(%s)"
+WAKE_RING = "KILL QUERY %s"
+
+
+def wake_holders(slots: int) -> str:
+    """The sessions holding each of `slots` slot locks (NULL where free), in one row."""
+    return "SELECT " + ", ".join(["IS_USED_LOCK(%s)"] * slots)
+
 
 # Schema bookkeeping: one row per applied migration file and messages table.
 SCHEMA_LOCK = "SELECT GET_LOCK(%s, %s)"
@@ -63,10 +77,27 @@ UNDO_PUSH = "ROLLBACK TO SAVEPOINT mqlite_push"
 # A statement group that ends messages and records them in mqlite_history commits as one.
 BEGIN = "START TRANSACTION"
 COMMIT = "COMMIT"
+NEXT_READ_COMMITTED = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"  # the next transaction only
 ROLLBACK = "ROLLBACK"
 VERSION_TABLE_EXISTS = (
     "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
 )
+
+
+# History rows copy the message row in the statement before the one that ends it, in one
+# transaction; the join keeps out queues whose history is off (a process's cached setting may lag).
+HISTORY_RECORD = (
+    "INSERT INTO mqlite_history (table_name, queue, finished_at, id, outcome, attempts, created_at, "
+    "first_claimed_at, duration, last_error, worker, body) SELECT h.table_name, m.queue, NOW(6), m.id, "
+)
+# STRAIGHT_JOIN: the messages first (their fence or ids, a few rows), then one primary-key lookup;
+# left to itself the optimizer starts from the setting and walks the whole queue (locking it).
+HISTORY_JOIN = (
+    "STRAIGHT_JOIN mqlite_queues h ON h.table_name = %s AND h.queue = m.queue AND h.history_days IS NOT NULL"
+)
+LAST_RUN = "TIMESTAMPDIFF(MICROSECOND, m.claimed_at, NOW(6)) / 1e6"
+# When a recovered claim is given up (failed, not retried): out of attempts, or cancelling.
+GIVE_UP = "cancelled_at IS NOT NULL OR attempts + 1 >= COALESCE(max_attempts, %s)"
 
 
 @dataclass(frozen=True)
@@ -136,6 +167,7 @@ class Statements:
     retry_failed_ids: str
     drop_table: str
     drop_push_procedure: str
+    wake_next: str
     cancel_lock: str
     cancel_delete: str
     cancel_mark: str
@@ -155,6 +187,27 @@ class Statements:
         if ranked:
             return self.push_many_head_ranked + ",".join([self.push_many_row_ranked] * rows)
         return self.push_many_head + ",".join([self.push_many_row] * rows)
+
+    def recovered_history(self, recover: str) -> str:
+        """The history copy of what the recovery UPDATE `recover` gives up: its rows that become
+        failed, recorded 'failed' ('cancelled' when cancelling). Parameters: error, worker, table
+        name, the UPDATE's own WHERE parameters, max attempts."""
+        where = recover.split(" WHERE ", 1)[1]
+        return (
+            f"{HISTORY_RECORD}IF(m.cancelled_at IS NULL, 'failed', 'cancelled'), m.attempts + 1, m.created_at, "
+            f"m.first_claimed_at, {LAST_RUN}, %s, %s, m.body FROM `{self.table}` AS m {HISTORY_JOIN} "
+            f"WHERE {where} AND ({GIVE_UP})"
+        )
+
+    def wake_wait(self, queues: int) -> str:
+        """The listener's wait over `queues` queue names (params: the bound in seconds, then queue,
+        table, queue per name): seconds until the next message is due (<= 0: ready now; a paused
+        queue counts as empty), and a SLEEP until then, at most the bound. KILL QUERY cuts it short."""
+        firsts = ", ".join([f"COALESCE(({self.wake_next}), {FAR})"] * queues)
+        return (
+            "SELECT w.due, SLEEP(LEAST(GREATEST(w.due, 0), %s)) FROM "
+            f"(SELECT TIMESTAMPDIFF(MICROSECOND, NOW(6), LEAST({FAR}, {firsts})) / 1e6 AS due) AS w"
+        )
 
     @staticmethod
     def in_list(statement: str, count: int, item: str = "%s") -> str:
@@ -180,15 +233,9 @@ def statements(table: str) -> Statements:
     unclaim = "owner = 0, owner_node = 0, claimed_at = NULL, lease_until = NULL"
     mine = f"owner = CONNECTION_ID() AND owner_node = {NODE}"  # this session's claims, on this node
     live = "cancelled_at IS NULL"
-    # History rows copy the message row in the statement before the one that ends it, in one
-    # transaction; the join keeps out queues whose history is off (a process's cached setting may lag).
-    record = (
-        "INSERT INTO mqlite_history (table_name, queue, finished_at, id, outcome, attempts, created_at, "
-        "first_claimed_at, duration, last_error, worker, body) SELECT h.table_name, m.queue, NOW(6), m.id, "
-    )
-    joined = "JOIN mqlite_queues h ON h.table_name = %s AND h.queue = m.queue AND h.history_days IS NOT NULL"
+    record, joined = HISTORY_RECORD, HISTORY_JOIN
     from_ready = f"FROM {t} AS m FORCE INDEX (mqlite_ready) {joined}"
-    last_run = "TIMESTAMPDIFF(MICROSECOND, m.claimed_at, NOW(6)) / 1e6"
+    last_run = LAST_RUN
     fence_m = (
         "m.queue = %s AND m.priority = %s AND m.available_at = %s AND m.id = %s AND m.owner = %s "
         "AND m.owner_node = %s AND m.claimed_at = %s"
@@ -203,7 +250,7 @@ def statements(table: str) -> Statements:
     # time ends up failed, not in an endless loop). `attempts` is read before it is assigned:
     # the same under MySQL's left-to-right and MariaDB's simultaneous assignment.
     # A cancelling claim whose consumer is gone is not retried: it comes back failed.
-    give_up = "cancelled_at IS NOT NULL OR attempts + 1 >= COALESCE(max_attempts, %s)"
+    give_up = GIVE_UP
     recover_set = (
         f"available_at = IF({give_up}, NULL, available_at), failed_at = IF({give_up}, NOW(6), NULL), "
         f"attempts = attempts + 1, last_error = %s, {unclaim}"
@@ -370,7 +417,7 @@ def statements(table: str) -> Statements:
             "SUM(owner <> 0), SUM(available_at IS NULL), "
             "MIN(IF(owner = 0 AND available_at <= NOW(6), available_at, NULL)), "
             "TIMESTAMPDIFF(MICROSECOND, MIN(IF(owner = 0 AND available_at <= NOW(6), available_at, NULL)), NOW(6))"
-            " / 1e6 "
+            " / 1e6, SUM(owner <> 0 AND cancelled_at IS NOT NULL) "
             f"FROM {t} GROUP BY queue ORDER BY queue"
         ),
         counters=(
@@ -461,6 +508,13 @@ def statements(table: str) -> Statements:
         delete_ids=f"DELETE FROM {t} WHERE id IN ({{ids}}) AND owner = 0",
         drop_table=f"DROP TABLE IF EXISTS {t}",
         drop_push_procedure=f"DROP PROCEDURE IF EXISTS `{push_procedure(table)}`",
+        # The head of one queue's unclaimed rows (ready or not yet due), as the claim would see it.
+        wake_next=(
+            f"SELECT m.available_at FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s "
+            "AND m.available_at IS NOT NULL AND m.owner = 0 AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
+            "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL) "
+            "ORDER BY m.available_at, m.id LIMIT 1"
+        ),
     )
 
 
@@ -498,10 +552,14 @@ PRUNE_HISTORY = (
     "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s "
     "AND finished_at < NOW(6) - INTERVAL %s DAY ORDER BY finished_at LIMIT %s"
 )
-# A pop whose DELETE found fewer rows than its history copy (its claim was recovered meanwhile):
-# the copies of rows not deleted go, in the same transaction.
+# A pop or grouped ack whose DELETE found fewer rows than its history copy (a claim recovered in
+# between): the copies of the rows not deleted go, right after.
 UNRECORD_POPPED = (
     "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s AND outcome = 'popped' "
+    "AND finished_at >= %s AND id IN ({ids})"
+)
+UNRECORD_ACKED = (
+    "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s AND outcome IN ('acked', 'cancelled_late') "
     "AND finished_at >= %s AND id IN ({ids})"
 )
 FORGET_HISTORY = "DELETE FROM mqlite_history WHERE table_name = %s"

@@ -6,7 +6,8 @@
 Each thread claims from the listed queues in order (the first queue with a ready message wins,
 and the sweep starts again from the first after every message), calls the handler, and lets the
 claim acknowledge the message when the handler returns or record the failure when it raises.
-When every queue is empty the thread waits `idle_min` seconds, doubling up to `idle_max`; the
+When every queue is empty the thread waits `idle_min` seconds, doubling up to `idle_max`, or
+until the queue's doorbell rings (a push from any process, mqlite/wake.py): milliseconds; the
 first message found resets the wait.
 
 Stopping (first SIGTERM/SIGINT, `stop()`, `max_messages`, `max_seconds`, or an empty sweep with
@@ -112,6 +113,7 @@ class Worker:
         if max_messages is not None and max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         self.queue = queue
+        self._bell = getattr(queue, "doorbell", None)  # a Queue's (duck-typed stand-ins may have none)
         self.queues = [check_queue(name) for name in queues]
         self.handler = handler
         self.concurrency = concurrency
@@ -206,6 +208,8 @@ class Worker:
             while not self._stop.is_set():
                 # Wake now and then even without news: a signal handler runs between waits.
                 self._stop.wait(0.5)
+            if self._bell is not None:
+                self._bell.interrupt_waiters()  # threads asleep on the bell stop waiting
             deadline = time.monotonic() + self.stop_timeout
             for t in threads:
                 # Short joins: a signal delivered to another thread does not interrupt a long one,
@@ -232,7 +236,7 @@ class Worker:
         return WorkerResult(counts["processed"], counts["failed"], counts["errors"], abandoned, reason)
 
     def _loop(self) -> None:
-        idle = IdleWait(self.idle_min, self.idle_max)
+        idle = IdleWait(self.idle_min, self.idle_max, bell=self._bell, queues=self.queues)
         try:
             while not self._stop.is_set():
                 if self._deadline is not None and time.monotonic() >= self._deadline:
@@ -315,6 +319,8 @@ class Worker:
                 _exit_block(block, exc)
                 raise
             block.__exit__(None, None, None)  # acknowledges; raises MqliteError if it cannot
+            if getattr(message._handle, "cancelled", False):  # ended by the heartbeat's touch, handler unaware
+                return False
             self._count("processed")
             return True
         finally:
@@ -395,6 +401,8 @@ class _Heartbeat:
                     message.touch()
                 except NotClaimed:
                     pass  # settled between the listing and the touch
+                except Cancelled:  # ended, cancelled: its handler is told at its next check-in
+                    log.info("message %s of queue %r: cancelled while running", message.id, message.queue)
                 except Exception as exc:
                     log.warning("cannot extend the lease of message %s: %s", message.id, _one_line(exc))
 

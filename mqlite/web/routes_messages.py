@@ -111,6 +111,8 @@ async def claim(request: Request) -> Response:
     receipt = str(message.receipt)
     try:
         extended = lease == _CLAIM_LEASE or await a.aq.extend(message, lease)
+    except Cancelled:  # cancelled in the instant after the claim: it has ended
+        raise ApiError(409, "cancelled", f"message {message.id} was cancelled as it was claimed") from None
     except BaseException:
         with contextlib.suppress(MqliteError):
             await a.aq.release(message)  # cancelled before the lease keeper knew of it: back at once

@@ -21,6 +21,7 @@ def stats_json(s: QueueStats) -> dict[str, Any]:
         "queue": s.queue, "ready": s.ready, "delayed": s.delayed, "claimed": s.claimed, "failed": s.failed,
         "processed": s.processed, "failed_total": s.failed_total, "oldest_ready": iso(s.oldest_ready),
         "oldest_age": s.oldest_age, "counted_since": iso(s.counted_since), "paused": s.paused,
+        "cancelling": s.cancelling,
     }
 
 

@@ -139,6 +139,7 @@
     setText(state, s.paused ? "paused" : "running");
     state.className = "state" + (s.paused ? " paused" : "");
     for (const field of FIELDS) setText(row.querySelector("td." + field), s[field]);
+    if (s.cancelling) setText(row.querySelector("td.claimed"), s.claimed + " (" + s.cancelling + " cancelling)");
     setText(row.querySelector("td.oldest"), age(s.oldest_age));
     row.querySelector("td.depth").replaceChildren(bar(s, biggest), spark(history.get(name) || []));
     const [toggle, retry, purge] = row.querySelectorAll("td.actions button");
