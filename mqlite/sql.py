@@ -199,11 +199,12 @@ class Statements:
             f"WHERE {where} AND ({GIVE_UP})"
         )
 
-    def wake_wait(self, queues: int) -> str:
-        """The listener's wait over `queues` queue names (params: the bound in seconds, then queue,
-        table, queue per name): seconds until the next message is due (<= 0: ready now; a paused
-        queue counts as empty), and a SLEEP until then, at most the bound. KILL QUERY cuts it short."""
-        firsts = ", ".join([f"COALESCE(({self.wake_next}), {FAR})"] * queues)
+    def wake_wait(self, heads: int) -> str:
+        """The listener's wait over `heads` (queue, priority) pairs (params: the bound in seconds,
+        then queue, priority, table, queue per pair): seconds until the next message is due (<= 0:
+        ready now; a paused queue counts as empty), and a SLEEP until then, at most the bound. KILL
+        QUERY cuts it short. One head per priority: each is the first row of its index range."""
+        firsts = ", ".join([f"COALESCE(({self.wake_next}), {FAR})"] * heads)
         return (
             "SELECT w.due, SLEEP(LEAST(GREATEST(w.due, 0), %s)) FROM "
             f"(SELECT TIMESTAMPDIFF(MICROSECOND, NOW(6), LEAST({FAR}, {firsts})) / 1e6 AS due) AS w"
@@ -508,12 +509,13 @@ def statements(table: str) -> Statements:
         delete_ids=f"DELETE FROM {t} WHERE id IN ({{ids}}) AND owner = 0",
         drop_table=f"DROP TABLE IF EXISTS {t}",
         drop_push_procedure=f"DROP PROCEDURE IF EXISTS `{push_procedure(table)}`",
-        # The head of one queue's unclaimed rows (ready or not yet due), as the claim would see it.
+        # The head of one queue's unclaimed rows of one priority (ready or not yet due), as the claim
+        # would see it.
         wake_next=(
             f"SELECT m.available_at FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s "
-            "AND m.available_at IS NOT NULL AND m.owner = 0 AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
-            "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL) "
-            "ORDER BY m.available_at, m.id LIMIT 1"
+            "AND m.priority = %s AND m.available_at IS NOT NULL AND m.owner = 0 "
+            "AND NOT EXISTS (SELECT 1 FROM mqlite_queues p WHERE p.table_name = %s AND p.queue = %s "
+            "AND p.paused_at IS NOT NULL) ORDER BY m.available_at, m.id LIMIT 1"
         ),
     )
 

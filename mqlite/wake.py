@@ -42,6 +42,7 @@ from .sql import Statements
 log = logging.getLogger("mqlite.wake")
 
 SLOTS = 16  # listening processes per queue that can be rung; more are served by their own looks
+LEVELS_LOOKED = 16  # priorities per queue whose heads a look reads (the most urgent ones)
 HOLDERS_TTL = 0.5  # seconds a pusher trusts what it read of a queue's listeners
 LINGER = 2.0  # seconds a listener keeps a queue's slot after its last waiter left (pushers stop ringing)
 RECONNECT_MAX = 10.0  # the longest pause before reopening a broken listening session
@@ -69,10 +70,13 @@ class Doorbell:
     """One Queue's listening session and its pushers' ringing. Thread-safe."""
 
     def __init__(self, pool: Pool, statements: Statements, table: str, *, bound: float = 1.0,
-                 ring: bool = True) -> None:
+                 ring: bool = True, levels: Callable[[str], tuple[int, ...] | None] | None = None) -> None:
         if bound <= 0:
             raise ValueError("the wake bound must be positive")
         self._pool, self._sql, self._table = pool, statements, table
+        # The priorities of each queue as its consumers last read them: the look reads the head of
+        # each one's index range (a priority not known yet is found by the next claim; a push rings).
+        self._levels = levels or (lambda queue: None)
         self.bound = bound
         self.ringing = ring
         self._holders: dict[str, tuple[float, tuple[int, ...]]] = {}
@@ -290,10 +294,11 @@ class Doorbell:
         self._take([q for q in queues if q not in self._held])
         params: list[Any] = [self.bound]
         for q in queues:
-            params += (q, self._table, q)
+            for priority in (self._levels(q) or (0,))[:LEVELS_LOOKED]:
+                params += (q, priority, self._table, q)
         cur = self._session.cursor()
         try:
-            cur.execute(self._sql.wake_wait(len(queues)), params)
+            cur.execute(self._sql.wake_wait((len(params) - 1) // 4), params)
             due, slept = cur.fetchone()
         except MySQLdb.OperationalError as exc:
             if exc.args[0] == _ER_QUERY_INTERRUPTED:
