@@ -130,6 +130,9 @@ def test_http_push_priority_and_400_for_a_bad_one(q: mqlite.Queue, admin) -> Non
         for bad in ("32768", "x", "1.5", ""):
             r = client.post("/q/h", content=b"bad", params={"priority": bad})
             assert r.status_code == 400 and r.json()["error"] == "bad_parameter", r.text
+        assert client.post("/q/h", content=b"popped", params={"priority": "-9"}).status_code == 201
+        popped = client.get("/q/h")
+        assert popped.content == b"popped" and popped.headers["X-Mqlite-Priority"] == "-9"
         claimed = client.post("/q/h/claim").json()
         assert claimed["body"] == "urgent" and claimed["priority"] == -3
         q.push("h", b"doomed", priority=7)
