@@ -83,8 +83,9 @@ def run(broker: str, tree: Path, redis_db: int, extra: list[str]) -> dict[str, s
         Queue(dsn).apply_schema()
         env = {**os.environ, "TEST_BROKER": dsn if broker == "mqlite" else backend, "TEST_BACKEND": backend,
                "PYTHONPATH": str(rundir(tree, broker))}
-        cmd = [sys.executable, "-m", "pytest", *FILES, "-p", "no:cacheprovider", "-p", "no:mqlite", "-p", "celery.contrib.pytest",
-               "--timeout", "180", f"--junitxml={junit}", "-q", *extra]
+        # Celery's fixtures are a plugin of its own (pytest-celery registers it; loaded by name here).
+        cmd = [sys.executable, "-m", "pytest", *FILES, "-p", "no:cacheprovider", "-p", "no:mqlite",
+               "-p", "celery.contrib.pytest", "--timeout", "180", f"--junitxml={junit}", "-q", *extra]
         print(f"== {broker}: {' '.join(cmd)}", flush=True)
         subprocess.run(cmd, cwd=rundir(tree, broker), env=env)
     return outcomes(junit)
