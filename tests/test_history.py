@@ -227,3 +227,15 @@ def test_without_history_the_hot_path_runs_the_plain_statements(q: mqlite.Queue,
     assert q.pop("plain").body == b"c"
     q.fail(q.take("plain"), "no")
     assert q._history.all() == {}  # one settings read served all of them
+
+
+def test_first_claimed_at_is_the_first_claims_time(q: mqlite.Queue) -> None:
+    q.keep_history("jobs")
+    q.push("jobs", b"twice")
+    first = q.take("jobs")
+    q.nack(first, "again", delay=0)
+    second = q.take("jobs")
+    assert q.ack(second)
+    (entry,) = q.history("jobs")
+    assert entry.first_claimed_at == first.claimed_at and second.claimed_at > first.claimed_at
+    assert entry.attempts == 2 and entry.last_error == "again"
