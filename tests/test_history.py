@@ -161,6 +161,10 @@ def test_cli_history_enable_show_json_and_replay(q: mqlite.Queue, dsn: str) -> N
                                "--dsn", dsn])
     assert done.exit_code == 0 and "replayed 1 message onto fixed" in done.output
     assert q.pop("fixed").body == b"payload"
+    done = runner.invoke(app, ["replay", "jobs", "--since", "1h", "--json", "--dsn", dsn])  # failed by default
+    assert done.exit_code == 0 and len(json.loads(done.output)["ids"]) == 1
+    done = runner.invoke(app, ["replay", "jobs", "--since", "1h", "--outcome", "succeeded", "--dsn", dsn])
+    assert done.exit_code == 0 and "replayed 0 messages" in done.output
     done = runner.invoke(app, ["history", "disable", "jobs", "--dsn", dsn])
     q._history.invalidate()  # else seen within ending.SETTINGS_TTL
     assert done.exit_code == 0 and q.history_days("jobs") is None
