@@ -90,6 +90,8 @@ class Claimer:
     def _claim(self, wants: list[int]) -> list[list[Message]]:
         """One claim statement for every caller in the batch; rows handed out in order of arrival."""
         history = self._history() if self.consume and self._history is not None else None
+        if self._levels is not None:
+            self._levels.current()  # a stale list is read anew before a claim session is held
         with self._sessions.hold() as session:
             rows = protocol.fetch(session, self._st, self.queue, sum(wants), self.lease_us, self.consume, history,
                                   self._levels)

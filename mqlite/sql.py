@@ -111,6 +111,7 @@ class Statements:
     push_many_row: str
     push_many_head_ranked: str
     push_many_row_ranked: str
+    push_ticks_head: str
     push_keyed: str
     set_cap: str
     lock_key: str
@@ -280,6 +281,8 @@ def statements(table: str) -> Statements:
         push_many_row="(%s,%s)",
         push_many_head_ranked=f"INSERT INTO {t} (queue, body, priority) VALUES ",
         push_many_row_ranked="(%s,%s,%s)",
+        # The messages of schedule ticks (schedule.py): a tick already pushed is left as it is.
+        push_ticks_head=f"INSERT INTO {t} (queue, body, priority, unique_key, max_attempts) VALUES ",
         push_keyed=(
             f"INSERT INTO {t} (queue, body, available_at, due_at, unique_key, max_attempts, concurrency_key, "
             f"priority) VALUES (%s, %s, {PARKED}, NOW(6) + INTERVAL %s MICROSECOND, %s, %s, %s, %s)"
@@ -601,3 +604,45 @@ KOMBU_EXPIRED_QUEUES = (
 KOMBU_FORGET_QUEUE = (
     "DELETE FROM mqlite_kombu_queues WHERE table_name = %s AND prefix = %s AND queue = %s AND expires_at < NOW(6)"
 )
+
+
+# Recurring schedules (schedule.py; schema/006), shared by every messages table (keyed by its name).
+SCHEDULE_COLUMNS = (
+    "name, queue, body, cron, every_us, timezone, priority, max_attempts, catch_up, next_run_at, last_run_at"
+)
+SERVER_UTC = "SELECT UTC_TIMESTAMP(6)"
+# A schedule added again keeps its next tick unless its timing changed. next_run_at is assigned
+# first, so it compares the old timing under MySQL's left-to-right assignment and MariaDB's alike.
+SCHEDULE_UPSERT = (
+    "INSERT INTO mqlite_schedules (table_name, name, queue, body, cron, every_us, timezone, priority, "
+    "max_attempts, catch_up, next_run_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON DUPLICATE KEY UPDATE next_run_at = IF(cron <=> %s AND every_us <=> %s AND timezone = %s, next_run_at, %s), "
+    "queue = %s, body = %s, cron = %s, every_us = %s, timezone = %s, priority = %s, max_attempts = %s, catch_up = %s"
+)
+SCHEDULE_DELETE = "DELETE FROM mqlite_schedules WHERE table_name = %s AND name = %s"
+FORGET_SCHEDULES = "DELETE FROM mqlite_schedules WHERE table_name = %s"
+SCHEDULE_LIST = f"SELECT {SCHEDULE_COLUMNS} FROM mqlite_schedules WHERE table_name = %s ORDER BY name"
+# A scheduler's poll: one statement, whatever the number due (at most a batch).
+SCHEDULES_DUE = (
+    f"SELECT {SCHEDULE_COLUMNS}, UTC_TIMESTAMP(6) FROM mqlite_schedules FORCE INDEX (mqlite_schedules_due) "
+    "WHERE table_name = %s AND next_run_at <= UTC_TIMESTAMP(6) ORDER BY next_run_at, name LIMIT %s"
+)
+# Claims the ticks read by the poll: moves each schedule on, only where next_run_at is still what
+# was read (a scheduler that lost the race matches fewer rows and rolls back).
+SCHEDULES_ADVANCE = (
+    "UPDATE mqlite_schedules SET next_run_at = CASE name {cases} END, last_run_at = UTC_TIMESTAMP(6) "
+    "WHERE table_name = %s AND (name, next_run_at) IN ({ids})"
+)
+START_TRANSACTION = "START TRANSACTION"
+
+
+def advance_schedules(count: int) -> str:
+    """SCHEDULES_ADVANCE for `count` schedules (params: name, next time per schedule, the table
+    name, then name, old next time per schedule)."""
+    return SCHEDULES_ADVANCE.replace("{cases}", " ".join(["WHEN %s THEN %s"] * count)).replace(
+        "{ids}", ",".join(["(%s,%s)"] * count))
+
+
+def push_ticks(st: Statements, count: int) -> str:
+    """The INSERT of `count` tick messages (params: queue, body, priority, unique key, max attempts each)."""
+    return st.push_ticks_head + ",".join(["(%s,%s,%s,%s,%s)"] * count) + " ON DUPLICATE KEY UPDATE id = id"

@@ -76,6 +76,8 @@ class Doorbell:
         self.bound = bound
         self.ringing = ring
         self._holders: dict[str, tuple[float, tuple[int, ...]]] = {}
+        self._refreshing: set[str] = set()  # queues whose holders one pushing thread is reading now
+        self._refresh_lock = threading.Lock()
         self._cond = threading.Condition()
         self._gen = 0
         self._waiters: dict[int, _Waiter] = {}
@@ -180,8 +182,14 @@ class Doorbell:
             return
         now = time.monotonic()
         cached = self._holders.get(queue)
-        if cached is not None and cached[0] > now and not cached[1]:
-            return  # nobody listens: the common, free case
+        if cached is not None and not cached[1]:
+            if cached[0] > now:
+                return  # nobody listens: the common, free case
+            # Stale: one pushing thread reads the holders again; the others go on as nobody listened.
+            with self._refresh_lock:
+                if queue in self._refreshing:
+                    return
+                self._refreshing.add(queue)
         try:
             if cur is not None:
                 self._ring_on(cur, queue, cached, now)
@@ -194,6 +202,8 @@ class Doorbell:
                     own.close()
         except (MqliteError, MySQLdb.Error) as exc:
             log.debug("could not ring the listeners of %r: %s", queue, exc)
+        finally:
+            self._refreshing.discard(queue)
 
     def _ring_on(self, cur: Any, queue: str, cached: tuple[float, tuple[int, ...]] | None, now: float) -> None:
         if cached is None or cached[0] <= now:

@@ -231,6 +231,19 @@ def test_find_max_searches_the_rate_kept_up_against_claim_alone(dsn: str) -> Non
     assert leftover_tables(dsn) == []
 
 
+def test_wakeup_measures_push_to_handler_with_an_idle_worker_process(dsn: str) -> None:
+    report = run_bench("--dsn", dsn, "--scenario", "wakeup", "--messages", "5", "--gaps", "0.02-0.05",
+                       "--idle-seconds", "1", "--idle-max", "0.2")
+    assert report["config"]["messages"] == 5 and report["config"]["gap_max"] == 0.05
+    rows = {r["strategy"]: r for r in report["results"]}
+    assert set(rows) == {"mqlite", "no-ring"}
+    for r in rows.values():
+        assert (r["received"], r["duplicates"], r["error"]) == (5, 0, None)
+        assert r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] and r["idle_statements_per_s"] > 0
+    assert rows["mqlite"]["p50_ms"] < 200  # woken by the doorbell, not by the worker's polling
+    assert leftover_tables(dsn) == []
+
+
 def test_sweep_runs_each_client_count(dsn: str) -> None:
     report = run_bench("--dsn", dsn, "--messages", "120", "--sweep", "2,1", "--scenario", "pop,mixed")
     assert report["config"]["clients"] == [1, 2]

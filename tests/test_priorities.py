@@ -132,6 +132,11 @@ def test_http_push_priority_and_400_for_a_bad_one(q: mqlite.Queue, admin) -> Non
             assert r.status_code == 400 and r.json()["error"] == "bad_parameter", r.text
         claimed = client.post("/q/h/claim").json()
         assert claimed["body"] == "urgent" and claimed["priority"] == -3
+        q.push("h", b"doomed", priority=7)
+        doomed = [m for m in q.take_many("h", 5) if m.text() == "doomed"][0]
+        q.fail(doomed, "broken")
+        assert [m["priority"] for m in client.get("/q/h/failed").json()["messages"]] == [7]
+        assert '<td class="n">7</td>' in client.get("/").text  # the status page's failed list
     assert rows(admin, "SELECT COUNT(*) FROM mqlite_messages WHERE body = 'bad'") == [(0,)]
 
 

@@ -192,3 +192,51 @@ def test_a_push_to_a_queue_nobody_waits_on_rings_nobody(q: mqlite.Queue) -> None
 def test_the_wake_bound_must_be_positive(dsn: str, bound: float) -> None:
     with pytest.raises(ValueError):
         mqlite.Queue(dsn, wake_bound=bound)
+
+
+KOMBU_PUBLISHER = """
+import sys, time, kombu
+conn = kombu.Connection(sys.argv[1], transport="mqlite.contrib.kombu:Transport")
+producer = conn.Producer()
+producer.publish("warm", routing_key="warm")
+print("ready", flush=True)
+for line in sys.stdin:
+    sent = time.time()
+    producer.publish(str(sent), routing_key=line.split()[0])
+    print(sent, flush=True)
+"""
+
+
+def test_a_kombu_consumer_wakes_on_a_publish_from_another_process(dsn: str) -> None:
+    kombu = pytest.importorskip("kombu")
+    options = {"polling_interval": 5.0, "min_polling_interval": 5.0, "wake_bound": 5.0}
+    got: list[float] = []
+    stop = threading.Event()
+    with kombu.Connection(dsn, transport="mqlite.contrib.kombu:Transport", transport_options=options) as conn:
+        def drain() -> None:
+            while not stop.is_set():
+                try:
+                    conn.drain_events(timeout=1)
+                except TimeoutError:
+                    pass
+
+        queue = kombu.Queue("kq", routing_key="kq")
+        with conn.Consumer([queue], callbacks=[lambda body, msg: (got.append(time.time()), msg.ack())]):
+            thread = threading.Thread(target=drain, daemon=True)
+            thread.start()
+            proc = python(KOMBU_PUBLISHER, dsn)
+            try:
+                assert read_line(proc) == "ready"
+                bell = conn.connection.mq.doorbell
+                for n in range(2):
+                    wait_for(lambda: "kq" in bell.listening, what="the consumer asleep on the bell")
+                    proc.stdin.write("kq\n")  # type: ignore[union-attr]
+                    proc.stdin.flush()  # type: ignore[union-attr]
+                    sent = float(read_line(proc))
+                    wait_for(lambda n=n: len(got) > n, timeout=10, what="the message delivered")
+                    assert got[n] - sent < 0.5, f"publish → callback took {got[n] - sent:.3f}s"
+            finally:
+                stop.set()
+                proc.kill()
+                proc.wait(10)
+                thread.join(10)

@@ -52,6 +52,7 @@ def bench(
         float, typer.Option(min=1, help="wakeup: how long the idle worker's statements are counted (s).")
     ] = 10.0,
     rounds: Annotated[int, typer.Option(min=1, max=20, help="wakeup: rows of each strategy, alternated.")] = 1,
+    idle_max: Annotated[float, typer.Option(min=0.01, help="wakeup: the idle worker's --idle-max (s).")] = 1.0,
     queues: Annotated[
         int, typer.Option(min=1, max=10_000, help="Also push, pop and claim going round this many queues.")
     ] = 1,
@@ -101,10 +102,11 @@ def bench(
     global Questions, where other clients count too); rows mqlite and no-ring (polling alone).
     --json: config {messages, gap_min, gap_max, idle_seconds, idle_max, rounds, seed, dsn,
     machine}; results [{scenario, strategy, messages, received, duplicates, p50_ms, p90_ms,
-    p99_ms, max_ms, idle_statements_per_s, server_questions_per_s, idle_seconds, error}].
+    p99_ms, max_ms, idle_statements_per_s, server_questions_per_s, idle_seconds, error,
+    load_avg [start, end]}].
     """
     if scenario == "wakeup":
-        _wakeup(dsn, messages or 200, gaps, idle_seconds, rounds, as_json)
+        _wakeup(dsn, messages or 200, gaps, idle_seconds, rounds, idle_max, as_json)
         return
     from .. import bench as harness
     from ..bench import plot as bench_plot
@@ -144,7 +146,8 @@ def bench(
     bench_report(report, plot)
 
 
-def _wakeup(dsn: str | None, messages: int, gaps: str, idle_seconds: float, rounds: int, as_json: bool) -> None:
+def _wakeup(dsn: str | None, messages: int, gaps: str, idle_seconds: float, rounds: int, idle_max: float,
+            as_json: bool) -> None:
     from ..bench import wakeup
     from ..config import parse_dsn
     from ..testing import dsn_or_throwaway
@@ -157,7 +160,7 @@ def _wakeup(dsn: str | None, messages: int, gaps: str, idle_seconds: float, roun
     if not 0 <= gap_min <= gap_max:
         raise typer.BadParameter("need 0 <= MIN <= MAX", param_hint="--gaps")
     opts = wakeup.WakeOptions(messages=messages, gap_min=gap_min, gap_max=gap_max, idle_seconds=idle_seconds,
-                              rounds=rounds)
+                              rounds=rounds, idle_max=idle_max)
     with dsn_or_throwaway(dsn) as target:
         rows = wakeup.run(target, opts)
         data = wakeup.as_dict(rows, opts, parse_dsn(target).redacted())

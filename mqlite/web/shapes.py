@@ -38,7 +38,8 @@ def body_json(body: bytes, encoding: str) -> tuple[str, str]:
 def failed_json(m: Message) -> dict[str, Any]:
     preview = m.body[:PREVIEW_BYTES].decode("utf-8", "replace")
     return {
-        "id": m.id, "attempts": m.attempts, "failed_at": iso(m.failed_at), "created_at": iso(m.created_at),
+        "id": m.id, "priority": m.priority, "attempts": m.attempts, "failed_at": iso(m.failed_at),
+        "created_at": iso(m.created_at),
         "last_error": m.last_error, "body_preview": preview, "body_bytes": len(m.body),
         "truncated": len(m.body) > PREVIEW_BYTES,
     }

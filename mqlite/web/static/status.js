@@ -181,7 +181,7 @@
   function failedTable(name, messages) {
     const table = el("table", { class: "failed", "data-queue": name });
     const head = el("tr");
-    for (const [label, cls] of [["id", "n"], ["attempts", "n"], ["failed at", ""], ["last error", ""], ["body", ""], ["", ""]]) {
+    for (const [label, cls] of [["id", "n"], ["priority", "n"], ["attempts", "n"], ["failed at", ""], ["last error", ""], ["body", ""], ["", ""]]) {
       head.appendChild(el("th", cls ? { class: cls } : {}, label));
     }
     table.appendChild(el("thead")).appendChild(head);
@@ -189,6 +189,7 @@
     for (const m of messages) {
       const row = el("tr", { "data-id": m.id });
       row.appendChild(el("td", { class: "n" }, m.id));
+      row.appendChild(el("td", { class: "n" }, m.priority));
       row.appendChild(el("td", { class: "n" }, m.attempts));
       row.appendChild(el("td", {}, (m.failed_at || "").slice(0, 19)));
       row.appendChild(el("td")).appendChild(el("pre", { class: "error" }, m.last_error || ""));
