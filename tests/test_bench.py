@@ -26,8 +26,8 @@ RATIO_FIELDS = {f.name for f in dataclasses.fields(bench.Ratio)}
 GOAL_FIELDS = {f.name for f in dataclasses.fields(bench.Goal)}
 CONFIG_FIELDS = {
     "run_id", "started_at", "dsn", "server", "clients", "seconds", "messages", "cap_s", "body_size", "batch",
-    "backlog", "scenarios", "processes", "compare", "api", "redis_url", "machine", "duration_s", "queues", "rate",
-    "find_max", "workers", "worker_threads",
+    "backlog", "scenarios", "processes", "compare", "api", "history", "redis_url", "machine", "duration_s",
+    "queues", "rate", "find_max", "workers", "worker_threads",
 }
 
 

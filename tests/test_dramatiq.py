@@ -180,6 +180,41 @@ def test_consumer_respects_prefetch_and_requeue_releases(broker: MqliteBroker, q
     consumer.close()
 
 
+def test_consumer_claims_its_prefetch_in_one_batch_and_close_gives_back_the_undelivered(
+    broker: MqliteBroker, q: mqlite.Queue,
+) -> None:
+    actor = declare(broker, "noop", "pfb")
+    for i in range(6):
+        actor.send(i)
+    consumer = broker.consume("pfb", prefetch=4, timeout=200)
+    first = next(consumer)
+    assert first is not None and first.args == (0,)
+    assert q.stats().queues["pfb"].claimed == 4  # one claim for the whole prefetch window
+    assert [next(consumer).args for _ in range(3)] == [(1,), (2,), (3,)]  # type: ignore[union-attr]
+    assert next(consumer) is None  # four unacked: nothing more
+    consumer.ack(first)
+    fifth = next(consumer)
+    assert fifth is not None and fifth.args == (4,)
+    consumer.close()  # nothing undelivered left; the delivered ones stay claimed until requeued
+    s = q.stats().queues["pfb"]
+    assert (s.ready, s.claimed) == (1, 4)
+
+
+def test_close_releases_what_was_claimed_but_never_delivered(broker: MqliteBroker, q: mqlite.Queue) -> None:
+    actor = declare(broker, "noop", "pfc")
+    for i in range(5):
+        actor.send(i)
+    consumer = broker.consume("pfc", prefetch=4, timeout=200)
+    delivered = next(consumer)
+    assert delivered is not None
+    consumer.close()
+    s = q.stats().queues["pfc"]
+    assert (s.ready, s.claimed) == (4, 1)
+    assert all(m.attempts == 0 for m in q.peek("pfc"))
+    consumer.requeue([delivered])
+    assert q.stats().queues["pfc"].ready == 5
+
+
 def test_flush_join_and_delayed_enqueue(broker: MqliteBroker, q: mqlite.Queue) -> None:
     actor = declare(broker, "noop", "fl")
     other = declare(broker, "noop2", "fl2")

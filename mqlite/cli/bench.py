@@ -41,6 +41,10 @@ def bench(
         str, typer.Option(help="sync, or async: also push, pop and claim through mqlite.aio (one asyncio task per "
                           "client), with the event-loop lag; with --compare, a native async driver too.")
     ] = "sync",
+    history: Annotated[
+        bool, typer.Option("--history", help="Also pop and claim + ack with the queue's history on, each right "
+                           "after its plain row (ratios and goals against it).")
+    ] = False,
     gaps: Annotated[
         str, typer.Option(help="wakeup: seconds between two pushes, drawn in MIN-MAX (the worker is idle at each).")
     ] = "0.05-0.3",
@@ -80,7 +84,7 @@ def bench(
     --json prints one object (format 1; fields are only ever added):
     config {run_id, started_at, dsn (redacted), server, clients (a list of counts), seconds, messages, cap_s,
     body_size, batch, backlog, scenarios, processes, compare, api, redis_url, machine, duration_s, queues,
-    rate, find_max, workers, worker_threads};
+    rate, find_max, workers, worker_threads, history};
     results [{scenario, strategy, kind (mqlite|sql|peer), clients, processes, messages, seconds,
     rate (msg/s), p50_ms, p99_ms (one call), backlog (ready at start; mixed: left at end), drained,
     truncated, errors, error, skipped (why, or null), client_cpu_s, server_cpu_s, lock_waits,
@@ -130,7 +134,7 @@ def bench(
         clients=clients, seconds=seconds, messages=messages, body_size=body_size, scenarios=scenarios,
         processes=processes, compare=compare, sweep=counts, batch=batch, backlog=backlog,
         redis_url=redis_url or harness.DEFAULT_REDIS_URL, api=api, queues=queues, rate=rate, find_max=find_max,
-        workers=workers, worker_threads=worker_threads,
+        workers=workers, worker_threads=worker_threads, history=history,
     )
     with dsn_or_throwaway(dsn) as target, _progress_bar() as progress:
         report = harness.run(target, opts, progress)

@@ -61,6 +61,9 @@ def history(
 ) -> None:
     """Keep (enable --days N), stop keeping (disable) or show a queue's history of finished messages."""
     if queue is None:
+        if action in ("enable", "disable"):
+            raise UsageError(f"give the queue: mqlite history {action} QUEUE (a queue named {action!r}: "
+                             f"mqlite history show {action})")
         action, queue = "show", action
     elif action not in ("enable", "disable", "show"):
         raise UsageError(f"unknown action {action!r}: enable, disable or show (or QUEUE alone)")

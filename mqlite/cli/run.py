@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Optional
@@ -80,6 +81,9 @@ def worker(
     ] = 30.0,
     until_empty: Annotated[bool, typer.Option("--until-empty", help="Exit once every queue is empty.")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    with_scheduler: Annotated[
+        bool, typer.Option("--scheduler", help="Also tick the recurring schedules (see `mqlite schedule`).")
+    ] = False,
     dsn: Dsn = None,
     table: TableOpt = DEFAULT_TABLE,
 ) -> None:
@@ -106,11 +110,20 @@ def worker(
             if is_async_handler(function):
                 import asyncio
 
-                result = asyncio.run(_run_async(q, queues, function, options))
+                from .. import scheduler
+
+                stop = threading.Event()
+                ticking = scheduler.start(q, stop) if with_scheduler else None
+                try:
+                    result = asyncio.run(_run_async(q, queues, function, options))
+                finally:
+                    stop.set()
+                    if ticking is not None:
+                        ticking.join(5)
             else:
                 from ..worker import Worker
 
-                result = Worker(q, queues, function, **options).run()
+                result = Worker(q, queues, function, scheduler=with_scheduler, **options).run()
     if not result.clean:
         raise typer.Exit(1)
 

@@ -17,6 +17,8 @@ How kombu's verbs map onto mqlite (one mqlite queue per kombu queue, same name):
 
 - publish: `Queue.push`, one `INSERT`. Celery's `countdown`/`eta` (the `eta` header) and a
   `DelaySeconds` property become mqlite delays: the message waits in the table, not in a worker.
+  Celery's `priority` (the message's `priority` property) becomes the mqlite priority as it is:
+  lower first, as with kombu's Redis transport (not RabbitMQ's higher-first).
 - consume (`no_ack=False`, which is every Celery worker): `Queue.take(lease=…)`; the delivery tag
   is the claim's receipt. `basic_ack` -> `ack`; `basic_reject(requeue=True)` -> `nack` with no
   delay (back at once, one attempt counted, so a message that keeps killing its worker ends
