@@ -115,6 +115,24 @@ def test_a_broken_listening_session_falls_back_to_polling_then_listens_again(dsn
         assert handled[1][0] - sent < 1.5
 
 
+def test_no_wake_up_is_lost_between_an_empty_poll_and_the_wait(dsn: str) -> None:
+    # Pushes 0-3 ms apart land in every phase of the consumer's cycle (claiming, handling, about
+    # to wait, waiting) and of the listener's (looking, sleeping, between statements). Polling
+    # and looks wait 5 s here: one lost wake-up would leave a message waiting seconds.
+    import random
+
+    rng = random.Random(7)
+    with mqlite.Queue(dsn, wake_bound=5.0) as q, worker(q, ["burst"]) as handled, mqlite.Queue(dsn) as producer:
+        sent: dict[str, float] = {}
+        for n in range(100):
+            sent[str(n)] = time.time()
+            producer.push("burst", str(n))
+            time.sleep(rng.uniform(0, 0.003))  # pacing, not synchronisation
+        wait_for(lambda: len(handled) >= 100, timeout=20, what="every message handled")
+        late = max(at - sent[m.text()] for at, m in handled)
+        assert late < 1.0, f"a message waited {late:.3f}s for its consumer"
+
+
 def test_nothing_lost_or_handled_twice(dsn: str) -> None:
     total = 300
     with mqlite.Queue(dsn, wake_bound=0.5) as q, worker(q, ["a", "b"], poll=1.0, concurrency=4) as handled, \
