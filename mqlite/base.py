@@ -41,7 +41,6 @@ class QueueCore:
     _pool: Pool
     _policy: Policy | None
     _claimers: dict[tuple[str, bool, float], Any]  # (queue, consume, lease) -> claimer.Claimer
-    known_levels: dict[str, tuple[int, ...]]  # queue -> its priorities, as last read by a claim (levels.py)
     _claimers_lock: threading.Lock
     _sessions: ClaimSessions
     _counters: Counters

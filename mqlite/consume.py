@@ -131,11 +131,9 @@ class Consuming(Settling):
             cur = conn.cursor()
             try:
                 cur.execute(self._sql.levels, (queue, limit))
-                found = [int(r[0]) for r in cur.fetchall()]
+                return [int(r[0]) for r in cur.fetchall()]
             finally:
                 cur.close()
-        self.known_levels[queue] = tuple(found)  # what the doorbell's look reads (wake.py)
-        return found
 
     def _count_popped(self, queue: str, n: int) -> None:
         self._counters.add(queue, processed=n)

@@ -79,9 +79,7 @@ class Queue(Producing, Consuming, Administering, Recording, Scheduling):
             lambda: self._pool.open_session(), self._pool.translating, self._sql, limit=claim_sessions,
             wait_timeout=checkout_timeout,
         )
-        self.known_levels = {}
-        self.doorbell = Doorbell(self._pool, self._sql, table, bound=wake_bound, ring=wake,
-                                 levels=self.known_levels.get)
+        self.doorbell = Doorbell(self._pool, self._sql, table, bound=wake_bound, ring=wake)
         self._claimers = {}
         self._claimers_lock = threading.Lock()
         self._counters = Counters(self._flush_counts)

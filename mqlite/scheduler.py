@@ -81,6 +81,8 @@ class Scheduler:
                 cur.close()
         pushed = len(messages) // 5
         self.pushed += pushed
+        for name in sorted({s.queue for s, _, push in plans if push}):
+            q.doorbell.ring(name)  # committed: wake their idle consumers
         return pushed
 
     def run(self, stop: threading.Event) -> None:

@@ -42,7 +42,6 @@ from .sql import Statements
 log = logging.getLogger("mqlite.wake")
 
 SLOTS = 16  # listening processes per queue that can be rung; more are served by their own looks
-LEVELS_LOOKED = 16  # priorities per queue whose heads a look reads (the most urgent ones)
 HOLDERS_TTL = 0.5  # seconds a pusher trusts what it read of a queue's listeners
 LINGER = 2.0  # seconds a listener keeps a queue's slot after its last waiter left (pushers stop ringing)
 RECONNECT_MAX = 10.0  # the longest pause before reopening a broken listening session
@@ -70,13 +69,10 @@ class Doorbell:
     """One Queue's listening session and its pushers' ringing. Thread-safe."""
 
     def __init__(self, pool: Pool, statements: Statements, table: str, *, bound: float = 1.0,
-                 ring: bool = True, levels: Callable[[str], tuple[int, ...] | None] | None = None) -> None:
+                 ring: bool = True) -> None:
         if bound <= 0:
             raise ValueError("the wake bound must be positive")
         self._pool, self._sql, self._table = pool, statements, table
-        # The priorities of each queue as its consumers last read them: the look reads the head of
-        # each one's index range (a priority not known yet is found by the next claim; a push rings).
-        self._levels = levels or (lambda queue: None)
         self.bound = bound
         self.ringing = ring
         self._holders: dict[str, tuple[float, tuple[int, ...]]] = {}
@@ -210,22 +206,36 @@ class Doorbell:
             self._refreshing.discard(queue)
 
     def _ring_on(self, cur: Any, queue: str, cached: tuple[float, tuple[int, ...]] | None, now: float) -> None:
+        rung: set[int] = set()
+        if cached is not None:
+            # The listeners known, even if the cache is stale, first: the wake-up does not wait
+            # for the lookup below (a holder gone since is refused by the server, harmlessly).
+            for holder in cached[1]:
+                if not self._kill(cur, holder):
+                    return
+                rung.add(holder)
         if cached is None or cached[0] <= now:
             cur.execute(sql.wake_holders(SLOTS), slot_names(self._pool.settings.database, self._table, queue))
             row = cur.fetchone()
-            cached = (now + HOLDERS_TTL, tuple(int(h) for h in row if h is not None))
-            self._holders[queue] = cached
-        for holder in cached[1]:
-            try:
-                cur.execute(sql.WAKE_RING, (holder,))
-            except MySQLdb.OperationalError as exc:
-                if exc.args[0] == _ER_NOT_OWNER:
-                    log.warning("cannot wake listeners of another user (KILL refused: needs CONNECTION_ADMIN); "
-                                "consumers will find new messages by polling")
-                    self.ringing = False
+            holders = tuple(int(h) for h in row if h is not None)
+            self._holders[queue] = (now + HOLDERS_TTL, holders)
+            for holder in holders:
+                if holder not in rung and not self._kill(cur, holder):
                     return
-                if exc.args[0] != _ER_NO_SUCH_THREAD:
-                    raise
+
+    def _kill(self, cur: Any, holder: int) -> bool:
+        """End `holder`'s waiting statement; False when this user may not (ringing stops)."""
+        try:
+            cur.execute(sql.WAKE_RING, (holder,))
+        except MySQLdb.OperationalError as exc:
+            if exc.args[0] == _ER_NOT_OWNER:
+                log.warning("cannot wake listeners of another user (KILL refused: needs CONNECTION_ADMIN); "
+                            "consumers will find new messages by polling")
+                self.ringing = False
+                return False
+            if exc.args[0] != _ER_NO_SUCH_THREAD:
+                raise
+        return True
 
     # -- the listening session ---------------------------------------------------------
 
@@ -294,11 +304,10 @@ class Doorbell:
         self._take([q for q in queues if q not in self._held])
         params: list[Any] = [self.bound]
         for q in queues:
-            for priority in (self._levels(q) or (0,))[:LEVELS_LOOKED]:
-                params += (q, priority, self._table, q)
+            params += (q, self._table, q)
         cur = self._session.cursor()
         try:
-            cur.execute(self._sql.wake_wait((len(params) - 1) // 4), params)
+            cur.execute(self._sql.wake_wait(len(queues)), params)
             due, slept = cur.fetchone()
         except MySQLdb.OperationalError as exc:
             if exc.args[0] == _ER_QUERY_INTERRUPTED:
