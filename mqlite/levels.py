@@ -5,7 +5,8 @@ or parked rows of a queue. The list comes from a loose index scan (one index div
 a pool connection, not the claim session (whose statements keep their claim/read-back rhythm),
 re-read at most every `FRESH` seconds, and again when a claim came back short (unless it was read
 less than `RECHECK` seconds before): a priority never used before in a queue is served within
-`FRESH` seconds while the queue is busy, by the next claim (or the one after) when it is not. Beyond `MOST` priorities, claims walk the queue's whole index range instead (None).
+`FRESH` seconds while the queue is busy, by the next claim (or the one after) when it is not.
+Beyond `MOST` priorities, claims walk the queue's whole index range instead (None).
 """
 
 from __future__ import annotations
