@@ -24,7 +24,6 @@ is reopened with backoff; meanwhile consumers poll on their own `IdleWait` backo
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -37,24 +36,15 @@ import MySQLdb
 from . import sql
 from .errors import MqliteError
 from .pool import Pool
+from .ring import SLOTS, Ringer, slot_names
 from .sql import Statements
 
 log = logging.getLogger("mqlite.wake")
 
-SLOTS = 16  # listening processes per queue that can be rung; more are served by their own looks
-HOLDERS_TTL = 0.5  # seconds a pusher trusts what it read of a queue's listeners
 LINGER = 2.0  # seconds a listener keeps a queue's slot after its last waiter left (pushers stop ringing)
 RECONNECT_MAX = 10.0  # the longest pause before reopening a broken listening session
 _ER_QUERY_INTERRUPTED = 1317
-_ER_NO_SUCH_THREAD = 1094
-_ER_NOT_OWNER = 1095
 _READY_STREAK = 3  # looks in a row that found a message but woke nobody who took it: then back off
-
-
-def slot_names(database: str, table: str, queue: str) -> list[str]:
-    """The lock names of `queue`'s listening slots (user locks are server-wide: the database is in)."""
-    digest = hashlib.sha1(f"{database}\0{table}\0{queue}".encode()).hexdigest()[:24]
-    return [f"mqlite:wake:{digest}:{n}" for n in range(SLOTS)]
 
 
 class _Waiter:
@@ -74,10 +64,7 @@ class Doorbell:
             raise ValueError("the wake bound must be positive")
         self._pool, self._sql, self._table = pool, statements, table
         self.bound = bound
-        self.ringing = ring
-        self._holders: dict[str, tuple[float, tuple[int, ...]]] = {}
-        self._refreshing: set[str] = set()  # queues whose holders one pushing thread is reading now
-        self._refresh_lock = threading.Lock()
+        self.ringer = Ringer(pool, table, ringing=ring)
         self._cond = threading.Condition()
         self._gen = 0
         self._waiters: dict[int, _Waiter] = {}
@@ -91,6 +78,10 @@ class Doorbell:
         self._pid = os.getpid()
 
     # -- waiting (consumers) ----------------------------------------------------------
+
+    def ring(self, queue: str, cur: Any = None) -> None:
+        """After a push to `queue` committed: end the waits of its listeners (see `Ringer.ring`)."""
+        self.ringer.ring(queue, cur)
 
     @property
     def generation(self) -> int:
@@ -172,70 +163,6 @@ class Doorbell:
         with self._cond:
             self._closed = False
             self._drop_session()
-
-    # -- ringing (producers) ----------------------------------------------------------
-
-    def ring(self, queue: str, cur: Any = None) -> None:
-        """After a push to `queue` committed: end the waits of its listeners. Never raises (a
-        lost ring is found by the listeners' next look); `cur` is a cursor to ring on."""
-        if not self.ringing:
-            return
-        now = time.monotonic()
-        cached = self._holders.get(queue)
-        if cached is not None and not cached[1]:
-            if cached[0] > now:
-                return  # nobody listens: the common, free case
-            # Stale: one pushing thread reads the holders again; the others go on as nobody listened.
-            with self._refresh_lock:
-                if queue in self._refreshing:
-                    return
-                self._refreshing.add(queue)
-        try:
-            if cur is not None:
-                self._ring_on(cur, queue, cached, now)
-                return
-            with self._pool.connection() as conn:
-                own = conn.cursor()
-                try:
-                    self._ring_on(own, queue, cached, now)
-                finally:
-                    own.close()
-        except (MqliteError, MySQLdb.Error) as exc:
-            log.debug("could not ring the listeners of %r: %s", queue, exc)
-        finally:
-            self._refreshing.discard(queue)
-
-    def _ring_on(self, cur: Any, queue: str, cached: tuple[float, tuple[int, ...]] | None, now: float) -> None:
-        rung: set[int] = set()
-        if cached is not None:
-            # The listeners known, even if the cache is stale, first: the wake-up does not wait
-            # for the lookup below (a holder gone since is refused by the server, harmlessly).
-            for holder in cached[1]:
-                if not self._kill(cur, holder):
-                    return
-                rung.add(holder)
-        if cached is None or cached[0] <= now:
-            cur.execute(sql.wake_holders(SLOTS), slot_names(self._pool.settings.database, self._table, queue))
-            row = cur.fetchone()
-            holders = tuple(int(h) for h in row if h is not None)
-            self._holders[queue] = (now + HOLDERS_TTL, holders)
-            for holder in holders:
-                if holder not in rung and not self._kill(cur, holder):
-                    return
-
-    def _kill(self, cur: Any, holder: int) -> bool:
-        """End `holder`'s waiting statement; False when this user may not (ringing stops)."""
-        try:
-            cur.execute(sql.WAKE_RING, (holder,))
-        except MySQLdb.OperationalError as exc:
-            if exc.args[0] == _ER_NOT_OWNER:
-                log.warning("cannot wake listeners of another user (KILL refused: needs CONNECTION_ADMIN); "
-                            "consumers will find new messages by polling")
-                self.ringing = False
-                return False
-            if exc.args[0] != _ER_NO_SUCH_THREAD:
-                raise
-        return True
 
     # -- the listening session ---------------------------------------------------------
 

@@ -203,7 +203,7 @@ def test_a_web_long_poll_wakes_on_a_push_from_another_process(dsn: str, monkeypa
 def test_a_push_to_a_queue_nobody_waits_on_rings_nobody(q: mqlite.Queue) -> None:
     for _ in range(20):
         q.push("nobody", b"x")
-    ((expires, holders),) = [q.doorbell._holders["nobody"]]
+    ((expires, holders),) = [q.doorbell.ringer._holders["nobody"]]
     assert holders == () and expires > time.monotonic()
 
 
