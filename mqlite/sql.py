@@ -195,7 +195,8 @@ class Statements:
         where = recover.split(" WHERE ", 1)[1]
         return (
             f"{HISTORY_RECORD}IF(m.cancelled_at IS NULL, 'failed', 'cancelled'), m.attempts + 1, m.created_at, "
-            f"m.first_claimed_at, {LAST_RUN}, %s, %s, m.body FROM `{self.table}` AS m {HISTORY_JOIN} "
+            f"COALESCE(m.first_claimed_at, m.claimed_at), {LAST_RUN}, %s, %s, m.body "
+            f"FROM `{self.table}` AS m {HISTORY_JOIN} "
             f"WHERE {where} AND ({GIVE_UP})"
         )
 
@@ -231,11 +232,16 @@ def statements(table: str) -> Statements:
         "AND claimed_at = %s"
     )
     unclaim = "owner = 0, owner_node = 0, claimed_at = NULL, lease_until = NULL"
+    # A claim that ends without ending the message keeps its time as the first claim's (for history;
+    # before `unclaim` clears it, under MySQL's left-to-right and MariaDB's assignment alike). The
+    # claim itself writes nothing more: history reads COALESCE(first_claimed_at, claimed_at).
+    let_go = f"first_claimed_at = COALESCE(first_claimed_at, claimed_at), {unclaim}"
     mine = f"owner = CONNECTION_ID() AND owner_node = {NODE}"  # this session's claims, on this node
     live = "cancelled_at IS NULL"
     record, joined = HISTORY_RECORD, HISTORY_JOIN
     from_ready = f"FROM {t} AS m FORCE INDEX (mqlite_ready) {joined}"
     last_run = LAST_RUN
+    first_claim = "COALESCE(m.first_claimed_at, m.claimed_at)"
     fence_m = (
         "m.queue = %s AND m.priority = %s AND m.available_at = %s AND m.id = %s AND m.owner = %s "
         "AND m.owner_node = %s AND m.claimed_at = %s"
@@ -253,11 +259,11 @@ def statements(table: str) -> Statements:
     give_up = GIVE_UP
     recover_set = (
         f"available_at = IF({give_up}, NULL, available_at), failed_at = IF({give_up}, NOW(6), NULL), "
-        f"attempts = attempts + 1, last_error = %s, {unclaim}"
+        f"attempts = attempts + 1, last_error = %s, {let_go}"
     )
     claim = (
         f"UPDATE {by_queue} SET owner = CONNECTION_ID(), owner_node = {NODE}, claimed_at = NOW(6), "
-        "lease_until = NOW(6) + INTERVAL %s MICROSECOND, first_claimed_at = COALESCE(first_claimed_at, NOW(6)) "
+        "lease_until = NOW(6) + INTERVAL %s MICROSECOND "
         "WHERE queue = %s AND available_at <= NOW(6) AND owner = 0 "
         # A paused queue hands out nothing; the check is a constant subquery, read once.
         "AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
@@ -359,12 +365,12 @@ def statements(table: str) -> Statements:
         ),
         # A cancelling claim (cancelled_at set) matches none of these: the 0-row answer, rare, is then
         # told apart from a lost claim by `cancelling`, and the message ends cancelled.
-        release=f"UPDATE {by_queue} SET {unclaim}, {back_later} WHERE {fence} AND {live}",
+        release=f"UPDATE {by_queue} SET {let_go}, {back_later} WHERE {fence} AND {live}",
         retry_later=(
-            f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, {back_later} WHERE {fence} AND {live}"
+            f"UPDATE {by_queue} SET {let_go}, attempts = %s, last_error = %s, {back_later} WHERE {fence} AND {live}"
         ),
         fail=(
-            f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, "
+            f"UPDATE {by_queue} SET {let_go}, attempts = %s, last_error = %s, "
             f"available_at = NULL, failed_at = NOW(6) WHERE {fence} AND {live}"
         ),
         extend=f"UPDATE {by_queue} SET lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence} AND {live}",
@@ -480,24 +486,24 @@ def statements(table: str) -> Statements:
         # attempts in history count the attempt that ended the message (the table counts failed ones).
         history_acked=(
             f"{record}IF(m.cancelled_at IS NULL, 'acked', 'cancelled_late'), m.attempts + 1, m.created_at, "
-            f"m.first_claimed_at, {last_run}, m.last_error, %s, m.body {from_ready} "
+            f"{first_claim}, {last_run}, m.last_error, %s, m.body {from_ready} "
             "WHERE (m.queue, m.priority, m.available_at, m.id, m.owner, m.owner_node, m.claimed_at) IN ({ids})"
         ),
         history_popped=(
-            f"{record}'popped', m.attempts + 1, m.created_at, m.first_claimed_at, {last_run}, m.last_error, "
+            f"{record}'popped', m.attempts + 1, m.created_at, {first_claim}, {last_run}, m.last_error, "
             f"%s, m.body {from_ready} WHERE m.queue = %s AND (m.priority, m.available_at, m.id) IN ({{ids}}) "
             f"AND m.owner = CONNECTION_ID() AND m.owner_node = {NODE} AND m.claimed_at = %s"
         ),
         history_failed=(
-            f"{record}'failed', %s, m.created_at, m.first_claimed_at, {last_run}, %s, %s, m.body {from_ready} "
+            f"{record}'failed', %s, m.created_at, {first_claim}, {last_run}, %s, %s, m.body {from_ready} "
             f"WHERE {fence_m} AND m.cancelled_at IS NULL"
         ),
         history_cancelled=(
-            f"{record}'cancelled', m.attempts + 1, m.created_at, m.first_claimed_at, {last_run}, m.last_error, "
+            f"{record}'cancelled', m.attempts + 1, m.created_at, {first_claim}, {last_run}, m.last_error, "
             f"%s, m.body {from_ready} WHERE {fence_m} AND m.cancelled_at IS NOT NULL"
         ),
         history_ids=(
-            f"{record}%s, m.attempts, m.created_at, m.first_claimed_at, NULL, m.last_error, %s, m.body "
+            f"{record}%s, m.attempts, m.created_at, {first_claim}, NULL, m.last_error, %s, m.body "
             f"FROM {t} AS m {joined} WHERE m.id IN ({{ids}}) AND m.owner = 0"
         ),
         purge_ids=f"SELECT id FROM {t} WHERE queue = %s AND owner = 0 AND available_at IS NOT NULL LIMIT %s FOR UPDATE",

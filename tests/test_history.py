@@ -161,6 +161,10 @@ def test_cli_history_enable_show_json_and_replay(q: mqlite.Queue, dsn: str) -> N
                                "--dsn", dsn])
     assert done.exit_code == 0 and "replayed 1 message onto fixed" in done.output
     assert q.pop("fixed").body == b"payload"
+    done = runner.invoke(app, ["replay", "jobs", "--since", "1h", "--json", "--dsn", dsn])  # failed by default
+    assert done.exit_code == 0 and len(json.loads(done.output)["ids"]) == 1
+    done = runner.invoke(app, ["replay", "jobs", "--since", "1h", "--outcome", "succeeded", "--dsn", dsn])
+    assert done.exit_code == 0 and "replayed 0 messages" in done.output
     done = runner.invoke(app, ["history", "disable", "jobs", "--dsn", dsn])
     q._history.invalidate()  # else seen within ending.SETTINGS_TTL
     assert done.exit_code == 0 and q.history_days("jobs") is None
@@ -227,3 +231,15 @@ def test_without_history_the_hot_path_runs_the_plain_statements(q: mqlite.Queue,
     assert q.pop("plain").body == b"c"
     q.fail(q.take("plain"), "no")
     assert q._history.all() == {}  # one settings read served all of them
+
+
+def test_first_claimed_at_is_the_first_claims_time(q: mqlite.Queue) -> None:
+    q.keep_history("jobs")
+    q.push("jobs", b"twice")
+    first = q.take("jobs")
+    q.nack(first, "again", delay=0)
+    second = q.take("jobs")
+    assert q.ack(second)
+    (entry,) = q.history("jobs")
+    assert entry.first_claimed_at == first.claimed_at and second.claimed_at > first.claimed_at
+    assert entry.attempts == 2 and entry.last_error == "again"
