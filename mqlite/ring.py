@@ -75,24 +75,28 @@ class Ringer:
 
     def _ring_on(self, cur: Any, queue: str, cached: tuple[float, tuple[int, ...]] | None, now: float) -> None:
         rung: set[int] = set()
+        stale = cached is None or cached[0] <= now
         if cached is not None:
             # The listeners known, even if the cache is stale, first: the wake-up does not wait
-            # for the lookup below (a holder gone since is refused by the server, harmlessly).
+            # for the lookup below.
             for holder in cached[1]:
-                if not self._kill(cur, holder):
+                found = self._kill(cur, holder)
+                if found is None:
                     return
                 rung.add(holder)
-        if cached is None or cached[0] <= now:
+                stale = stale or not found  # a listener gone: another may have taken its place
+        if stale:
             cur.execute(sql.wake_holders(SLOTS), slot_names(self._pool.settings.database, self._table, queue))
             row = cur.fetchone()
             holders = tuple(int(h) for h in row if h is not None)
             self._holders[queue] = (now + HOLDERS_TTL, holders)
             for holder in holders:
-                if holder not in rung and not self._kill(cur, holder):
+                if holder not in rung and self._kill(cur, holder) is None:
                     return
 
-    def _kill(self, cur: Any, holder: int) -> bool:
-        """End `holder`'s waiting statement; False when this user may not (ringing stops)."""
+    def _kill(self, cur: Any, holder: int) -> bool | None:
+        """End `holder`'s waiting statement: True; False when it is gone; None when this user may
+        not (ringing stops)."""
         try:
             cur.execute(sql.WAKE_RING, (holder,))
         except MySQLdb.OperationalError as exc:
@@ -100,7 +104,8 @@ class Ringer:
                 log.warning("cannot wake listeners of another user (KILL refused: needs CONNECTION_ADMIN); "
                             "consumers will find new messages by polling")
                 self.ringing = False
-                return False
+                return None
             if exc.args[0] != _ER_NO_SUCH_THREAD:
                 raise
+            return False
         return True

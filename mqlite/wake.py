@@ -74,7 +74,8 @@ class Doorbell:
         self._session: Any = None
         self._session_id = 0
         self._thread: threading.Thread | None = None
-        self._closed = False
+        self._epoch = 0  # bumped by close: a listener thread of an older epoch ends
+        self._old: threading.Thread | None = None  # a closed listener still finishing its statement
         self._pid = os.getpid()
 
     # -- waiting (consumers) ----------------------------------------------------------
@@ -108,7 +109,7 @@ class Doorbell:
         with self._cond:
             waiter = self._waiters.get(token)
             if waiter is not None:
-                self._cond.wait_for(lambda: self._gen != waiter.seen or waiter.poked or self._closed, timeout)
+                self._cond.wait_for(lambda: self._gen != waiter.seen or waiter.poked, timeout)
 
     def poke(self, token: int) -> None:
         """End the wait of one waiter (its consumer has news of its own); the others sleep on."""
@@ -123,10 +124,11 @@ class Doorbell:
         a wake-up newer than `seen` already happened. Pair with `unsubscribe`."""
         names = tuple(queues)
         with self._cond:
-            if self._gen != seen or self._closed or not names:
+            if self._gen != seen or not names:
                 return None
             if self._pid != os.getpid():  # forked: the parent's session and thread are not ours
                 self._pid, self._session, self._thread, self._held, self._listening = os.getpid(), None, None, {}, ()
+                self._old = None
             waiter = _Waiter(names, seen, callback)
             token = id(waiter)
             self._waiters[token] = waiter
@@ -134,8 +136,10 @@ class Doorbell:
             for q in names:
                 self._wanted[q] = now
             restart = bool(self._listening) and not set(names) <= set(self._listening)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._listen, name="mqlite-wake", daemon=True)
+            if self._thread is None and (self._old is None or not self._old.is_alive()):
+                # (Never two listeners on one session: after a close, the old one ends first.)
+                self._thread = threading.Thread(target=self._listen, args=(self._epoch,), name="mqlite-wake",
+                                                daemon=True)
                 self._thread.start()
             self._cond.notify_all()
         if restart:
@@ -152,26 +156,33 @@ class Doorbell:
             self._bump()
 
     def close(self) -> None:
-        """Stop listening (waiters return at once) and close the session; reopened on next use."""
+        """Stop listening (waiters return at once); the session closes with its thread, within
+        2 s (a thread still in a statement then closes it when that ends). Reopened on next use."""
         with self._cond:
-            self._closed = True
+            self._epoch += 1
             thread, self._thread = self._thread, None
-            self._cond.notify_all()
-        if thread is not None:
+            self._old = thread
+            self._bump()
+        if thread is not None and thread.is_alive():
             self._interrupt()
             thread.join(2.0)
-        with self._cond:
-            self._closed = False
-            self._drop_session()
 
     # -- the listening session ---------------------------------------------------------
 
-    def _listen(self) -> None:
+    def _listen(self, epoch: int) -> None:
+        try:
+            self._listen_until_closed(epoch)
+        finally:
+            with self._cond:
+                self._listening = ()
+                self._drop_session()
+
+    def _listen_until_closed(self, epoch: int) -> None:
         pause = 0.0
         streak = 0
         while True:
             with self._cond:
-                active = self._next_active()
+                active = self._next_active(epoch)
                 if active is None:
                     return
                 self._listening = active
@@ -182,7 +193,7 @@ class Doorbell:
                 with self._cond:
                     self._listening = ()
                     self._drop_session()
-                    if self._closed:
+                    if epoch != self._epoch:
                         return
                     pause = min(RECONNECT_MAX, max(0.5, pause * 2))
                     log.warning("wake-up listener lost its session (%s); retrying in %.1fs", exc, pause)
@@ -205,9 +216,9 @@ class Doorbell:
                 if streak > _READY_STREAK:  # due, but the woken take nothing (e.g. a claim that skips it)
                     self._cond.wait(min(self.bound, 0.01 * 2 ** (streak - _READY_STREAK)))
 
-    def _next_active(self) -> tuple[str, ...] | None:
+    def _next_active(self, epoch: int) -> tuple[str, ...] | None:
         """Under the lock: the queues to look at next, once some waiter has not been woken; None: closed."""
-        while not self._closed:
+        while epoch == self._epoch:
             fresh = [w for w in self._waiters.values() if w.seen == self._gen]
             now = time.monotonic()
             expired = [q for q in self._held if now - self._wanted.get(q, 0.0) >= LINGER]

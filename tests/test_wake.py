@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import pytest
 
 import mqlite
+from mqlite.idle import IdleWait
 from mqlite.message import Message
 
 from .conftest import rows
@@ -205,6 +206,31 @@ def test_a_web_long_poll_wakes_on_a_push_from_another_process(dsn: str, monkeypa
         t.join(15)
         assert out["response"].status_code == 200  # type: ignore[attr-defined]
         assert float(out["at"]) - sent < 0.5  # type: ignore[arg-type]
+
+
+def test_close_ends_the_listener_and_a_new_wait_listens_again(dsn: str) -> None:
+    # The second round's listener is new to the producer, whose cache names the first, gone: the
+    # ring finds the holder gone, reads the holders again and rings the new one.
+    with mqlite.Queue(dsn, wake_bound=5.0) as q, mqlite.Queue(dsn) as producer:
+        for _ in range(2):
+            woken: list[float] = []
+            idle = IdleWait(5.0, 5.0, bell=q.doorbell, queues=["again"])
+            def sleep(idle: IdleWait = idle, woken: list[float] = woken) -> None:
+                idle.wait()
+                woken.append(time.monotonic())
+
+            t = threading.Thread(target=sleep, daemon=True)
+            t.start()
+            wait_for(lambda: "again" in q.doorbell.listening, what="the listener waiting")
+            pushed = time.monotonic()
+            producer.push("again", b"x")
+            t.join(5)
+            assert woken and woken[0] - pushed < 0.5
+            started = time.monotonic()
+            q.close()  # the listener ends and its session closes with it
+            assert time.monotonic() - started < 3.0
+            wait_for(lambda: q.doorbell.listening == () and q.doorbell._session is None, what="the listener gone")
+            assert q.pop("again") is not None  # the Queue reopens on use, as before
 
 
 def test_a_push_to_a_queue_nobody_waits_on_rings_nobody(q: mqlite.Queue) -> None:
