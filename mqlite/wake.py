@@ -17,9 +17,10 @@ In the process, a wake-up between a consumer's empty poll and its wait is kept b
 A lost signal costs latency, never a message: consumers always claim, a wake-up only shortens
 their wait. Not rung (found by the listener's next look, <= `bound` s): a listener newer than a
 pusher's cache (<= HOLDERS_TTL), more than SLOTS listening processes on one queue, a KILL refused
-(another user, without CONNECTION_ADMIN: ringing stops), pushes inside the caller's transaction
-(call `Queue.ring` after the commit), released or recovered messages. A broken listening session
-is reopened with backoff; meanwhile consumers poll on their own `IdleWait` backoff.
+(another user, without CONNECTION_ADMIN: ringing stops), pushes in the caller's transaction on a
+plain DB-API connection (call `Queue.ring` after the commit), released or recovered messages. A
+broken listening session is reopened with backoff; meanwhile consumers poll on their own
+`IdleWait` backoff. Details and the designs weighed: docs/wake.md.
 """
 
 from __future__ import annotations
