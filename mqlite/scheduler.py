@@ -81,6 +81,8 @@ class Scheduler:
                 cur.close()
         pushed = len(messages) // 5
         self.pushed += pushed
+        for name in sorted({s.queue for s, _, push in plans if push}):
+            q.doorbell.ring(name)  # committed: wake their idle consumers
         return pushed
 
     def run(self, stop: threading.Event) -> None:
@@ -97,10 +99,10 @@ class Scheduler:
 
 def _pushes(s: Schedule, now: datetime) -> bool:
     """Whether the due tick(s) of `s` push a message now (see catch_up in the module's docstring)."""
-    if s.catch_up == "one":
+    late = timedelta(seconds=LATE)
+    if s.catch_up == "one" or now - s.next_run_at <= late:  # next_run_at is the first tick due
         return True
-    since = max(s.next_run_at - timedelta(microseconds=1), now - timedelta(seconds=LATE))
-    return s.after(since) <= now
+    return s.after(now - late) <= now  # a later tick due, recent enough
 
 
 def start(queue: Any, stop: threading.Event, *, interval: float = POLL) -> threading.Thread:

@@ -515,11 +515,16 @@ def statements(table: str) -> Statements:
         drop_table=f"DROP TABLE IF EXISTS {t}",
         drop_push_procedure=f"DROP PROCEDURE IF EXISTS `{push_procedure(table)}`",
         # The head of one queue's unclaimed rows (ready or not yet due), as the claim would see it.
+        # The earliest unclaimed row of one queue (ready or not yet due), as the claim would see it:
+        # for each priority in use (a loose index scan, as `priorities`), the head of its range in
+        # index order (no sort), then the earliest of those heads.
         wake_next=(
-            f"SELECT m.available_at FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s "
-            "AND m.available_at IS NOT NULL AND m.owner = 0 AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
-            "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL) "
-            "ORDER BY m.available_at, m.id LIMIT 1"
+            "SELECT MIN(h.at) FROM (SELECT (SELECT m.available_at FROM "
+            f"{t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = d.queue AND m.priority = d.priority "
+            "AND m.available_at IS NOT NULL AND m.owner = 0 ORDER BY m.available_at, m.id LIMIT 1) AS at "
+            f"FROM (SELECT queue, priority FROM {by_queue} WHERE queue = %s GROUP BY queue, priority) AS d "
+            "WHERE NOT EXISTS (SELECT 1 FROM mqlite_queues p "
+            "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL)) AS h"
         ),
     )
 

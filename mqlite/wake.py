@@ -206,22 +206,36 @@ class Doorbell:
             self._refreshing.discard(queue)
 
     def _ring_on(self, cur: Any, queue: str, cached: tuple[float, tuple[int, ...]] | None, now: float) -> None:
+        rung: set[int] = set()
+        if cached is not None:
+            # The listeners known, even if the cache is stale, first: the wake-up does not wait
+            # for the lookup below (a holder gone since is refused by the server, harmlessly).
+            for holder in cached[1]:
+                if not self._kill(cur, holder):
+                    return
+                rung.add(holder)
         if cached is None or cached[0] <= now:
             cur.execute(sql.wake_holders(SLOTS), slot_names(self._pool.settings.database, self._table, queue))
             row = cur.fetchone()
-            cached = (now + HOLDERS_TTL, tuple(int(h) for h in row if h is not None))
-            self._holders[queue] = cached
-        for holder in cached[1]:
-            try:
-                cur.execute(sql.WAKE_RING, (holder,))
-            except MySQLdb.OperationalError as exc:
-                if exc.args[0] == _ER_NOT_OWNER:
-                    log.warning("cannot wake listeners of another user (KILL refused: needs CONNECTION_ADMIN); "
-                                "consumers will find new messages by polling")
-                    self.ringing = False
+            holders = tuple(int(h) for h in row if h is not None)
+            self._holders[queue] = (now + HOLDERS_TTL, holders)
+            for holder in holders:
+                if holder not in rung and not self._kill(cur, holder):
                     return
-                if exc.args[0] != _ER_NO_SUCH_THREAD:
-                    raise
+
+    def _kill(self, cur: Any, holder: int) -> bool:
+        """End `holder`'s waiting statement; False when this user may not (ringing stops)."""
+        try:
+            cur.execute(sql.WAKE_RING, (holder,))
+        except MySQLdb.OperationalError as exc:
+            if exc.args[0] == _ER_NOT_OWNER:
+                log.warning("cannot wake listeners of another user (KILL refused: needs CONNECTION_ADMIN); "
+                            "consumers will find new messages by polling")
+                self.ringing = False
+                return False
+            if exc.args[0] != _ER_NO_SUCH_THREAD:
+                raise
+        return True
 
     # -- the listening session ---------------------------------------------------------
 

@@ -200,3 +200,65 @@ def test_a_worker_with_the_scheduler_runs_the_ticks(q: mqlite.Queue) -> None:
                            max_messages=2, max_seconds=30, idle_max=0.1)
     result = worker.run()
     assert handled == ["tick", "tick"] and result.clean
+
+
+def test_a_poll_is_one_statement_and_a_due_batch_a_fixed_few(q: mqlite.Queue, admin, monkeypatch) -> None:
+    """The speed rule: one statement per poll when nothing is due, and the same five (poll, START,
+    UPDATE, INSERT, COMMIT) for one due schedule or fifty."""
+    sent: list[str] = []
+    checkout = q._pool.connection
+
+    class Counting:
+        def __init__(self, raw: Any) -> None:
+            self.raw = raw
+
+        def cursor(self) -> Any:
+            cur = self.raw.cursor()
+            execute = cur.execute
+
+            def counted(statement: str, params: Any = None) -> Any:
+                if "IS_USED_LOCK" not in statement:  # the doorbell's look-up after a push (wake.py), cached
+                    sent.append(statement.split()[0].upper())
+                return execute(statement, params)
+
+            cur.execute = counted
+            return cur
+
+        def commit(self) -> None:
+            sent.append("COMMIT")
+            self.raw.commit()
+
+        def rollback(self) -> None:
+            sent.append("ROLLBACK")
+            self.raw.rollback()
+
+    class Checkout:
+        def __enter__(self) -> Counting:
+            self.inner = checkout()
+            return Counting(self.inner.__enter__())
+
+        def __exit__(self, *exc: Any) -> Any:
+            return self.inner.__exit__(*exc)
+
+    for due in (1, 50):
+        for i in range(due):
+            q.schedule(f"s{due}-{i}", "n", "x", every=60)
+        admin.cursor().execute("UPDATE mqlite_schedules SET next_run_at = UTC_TIMESTAMP() - INTERVAL 1 SECOND")
+        admin.commit()
+        monkeypatch.setattr(q._pool, "connection", Checkout)
+        sent.clear()
+        assert Scheduler(q).tick() == due
+        assert sent == ["SELECT", "START", "UPDATE", "INSERT", "COMMIT"], sent
+        sent.clear()
+        assert Scheduler(q).tick() == 0 and sent == ["SELECT"]
+        monkeypatch.setattr(q._pool, "connection", checkout)
+        for i in range(due):
+            q.unschedule(f"s{due}-{i}")
+    assert len(pop_all(q, "n")) == 51
+
+
+def test_catch_up_none_still_pushes_a_tick_that_is_only_a_little_late(q: mqlite.Queue, admin) -> None:
+    q.schedule("recent", "c", "x", every=3600, catch_up="none")
+    admin.cursor().execute("UPDATE mqlite_schedules SET next_run_at = UTC_TIMESTAMP(6) - INTERVAL 2 SECOND")
+    admin.commit()
+    assert Scheduler(q).tick() == 1 and [m.text() for m in pop_all(q, "c")] == ["x"]

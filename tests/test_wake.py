@@ -23,9 +23,9 @@ q = mqlite.Queue(sys.argv[1], wake=sys.argv[2] == "ring")
 q.push("warm", b"x")  # connect before the first timed push
 print("ready", flush=True)
 for line in sys.stdin:
-    queue, delay = line.split()
+    queue, delay, priority = line.split()
     sent = time.time()
-    q.push(queue, str(sent).encode(), delay=float(delay) or None)
+    q.push(queue, str(sent).encode(), delay=float(delay) or None, priority=int(priority))
     print(sent, flush=True)
 """
 
@@ -66,8 +66,8 @@ def dsn(q: mqlite.Queue, mqlite_dsn: str) -> str:
     return mqlite_dsn
 
 
-def push_from(proc: object, queue: str, delay: float = 0.0) -> float:
-    proc.stdin.write(f"{queue} {delay}\n")  # type: ignore[attr-defined]
+def push_from(proc: object, queue: str, delay: float = 0.0, priority: int = 0) -> float:
+    proc.stdin.write(f"{queue} {delay} {priority}\n")  # type: ignore[attr-defined]
     proc.stdin.flush()  # type: ignore[attr-defined]
     return float(read_line(proc))  # type: ignore[arg-type]
 
@@ -84,7 +84,8 @@ def test_idle_worker_wakes_on_a_push_from_another_process(dsn: str) -> None:
 
 def test_a_delayed_message_is_handled_when_due(dsn: str) -> None:
     with mqlite.Queue(dsn, wake_bound=5.0) as q, worker(q, ["later"]) as handled, pusher(dsn) as proc:
-        sent = push_from(proc, "later", delay=0.3)
+        push_from(proc, "later", delay=3600)  # the head of priority 0 is due in an hour...
+        sent = push_from(proc, "later", delay=0.3, priority=3)  # ...the next due is in another priority
         wait_for(lambda: handled, timeout=10, what="the delayed message handled")
         late = handled[0][0] - sent
         assert 0.3 <= late < 0.8, f"due after 0.3 s, handled after {late:.3f}s"
@@ -112,6 +113,24 @@ def test_a_broken_listening_session_falls_back_to_polling_then_listens_again(dsn
         sent = push_from(proc, "jobs")
         wait_for(lambda: len(handled) > 1, timeout=10, what="the second message handled")
         assert handled[1][0] - sent < 1.5
+
+
+def test_no_wake_up_is_lost_between_an_empty_poll_and_the_wait(dsn: str) -> None:
+    # Pushes 0-3 ms apart land in every phase of the consumer's cycle (claiming, handling, about
+    # to wait, waiting) and of the listener's (looking, sleeping, between statements). Polling
+    # and looks wait 5 s here: one lost wake-up would leave a message waiting seconds.
+    import random
+
+    rng = random.Random(7)
+    with mqlite.Queue(dsn, wake_bound=5.0) as q, worker(q, ["burst"]) as handled, mqlite.Queue(dsn) as producer:
+        sent: dict[str, float] = {}
+        for n in range(100):
+            sent[str(n)] = time.time()
+            producer.push("burst", str(n))
+            time.sleep(rng.uniform(0, 0.003))  # pacing, not synchronisation
+        wait_for(lambda: len(handled) >= 100, timeout=20, what="every message handled")
+        late = max(at - sent[m.text()] for at, m in handled)
+        assert late < 1.0, f"a message waited {late:.3f}s for its consumer"
 
 
 def test_nothing_lost_or_handled_twice(dsn: str) -> None:

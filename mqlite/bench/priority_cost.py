@@ -1,6 +1,7 @@
 """What priorities cost the pop: plain pops against an older tree, and pops over 10 priorities.
 
     python -m mqlite.bench.priority_cost --tree before=/path/to/old/checkout [--runs 5] [--dsn mysql://…]
+    python -m mqlite.bench.priority_cost --idle [--delayed 20000] [--dsn mysql://…]
 
 Each run is a fresh process on a scratch database (MQLITE_DSN or --dsn, else a throwaway server):
 it applies its own tree's schema, pushes `--messages` ready messages (at priority 0, or "levels":
@@ -9,6 +10,10 @@ them all with `--threads` threads calling `Queue.pop`, and reports messages per 
 variants run in turn, each round in another order (before/plain, this/plain, this/levels …), so
 drift on a shared machine hits them alike. Prints the median rate and client CPU per message of
 each variant, and the two ratios as medians of the per-round ratios.
+
+`--idle`: what an empty poll costs on a queue holding only `--delayed` delayed and a tenth as many
+failed rows: the claim that names the queue's priorities (mqlite's) against the claim bounded by
+the queue alone (the fallback beyond 64 priorities), 300 polls each, in turn; microseconds per poll.
 """
 
 from __future__ import annotations
@@ -64,6 +69,37 @@ def _run(tree: str, dsn: str, messages: int, threads: int, levels: int) -> list[
     return [float(v) for v in json.loads(done.stdout)]
 
 
+def idle_cost(dsn: str, delayed: int, polls: int = 300) -> dict[str, float]:
+    """Microseconds per empty claim, by statement, on a queue of delayed and failed rows only."""
+    import time
+
+    from ..queue import Queue
+
+    with scratch_database(dsn) as db, Queue(db) as q:
+        q.apply_schema()
+        for start in range(0, delayed, 1000):
+            n = min(1000, delayed - start)
+            ids = q.push_many("idle", [b"x"] * n, priority=start // 1000 % 3)
+            q._execute(q._sql.in_list("UPDATE mqlite_messages SET available_at = NOW(6) + INTERVAL 1 DAY "
+                                      "WHERE id IN ({ids})", len(ids)), tuple(ids))
+        for _ in range(delayed // 10 // 100):
+            q.push_many("idle", [b"f"] * 100)
+        q._execute("UPDATE mqlite_messages SET available_at = NULL, failed_at = NOW(6) WHERE body = 'f'", ())
+        st, levels = q._sql, (0, 1, 2)
+        named = (st.in_list(st.claim_levels, len(levels)), (30_000_000, "idle", *levels, q.table, "idle", 16))
+        walk = (st.claim, (30_000_000, "idle", q.table, "idle", 16))
+        spent = {"named priorities": 0.0, "queue range": 0.0}
+        with q._pool.connection() as conn:
+            cur = conn.cursor()
+            for _ in range(polls):
+                for label, (statement, params) in (("named priorities", named), ("queue range", walk)):
+                    began = time.perf_counter()
+                    assert cur.execute(statement, params) == 0
+                    spent[label] += time.perf_counter() - began
+            cur.close()
+    return {label: total / polls * 1e6 for label, total in spent.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -72,7 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dsn")
     parser.add_argument("--tree", default="", metavar="before=DIR", help="the older tree to compare plain pops with")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--idle", action="store_true", help="the empty-poll figure instead (see above)")
+    parser.add_argument("--delayed", type=int, default=20000)
     args = parser.parse_args(argv)
+    if args.idle:
+        with dsn_or_throwaway(args.dsn) as dsn:
+            cost = idle_cost(dsn, args.delayed)
+        lines = [f"{k:17} {v:8.0f} us per empty poll" for k, v in cost.items()]
+        print(json.dumps(cost) if args.json else "\n".join(lines))
+        return
     before = args.tree.partition("=")[2]
     variants = {"this/levels": ("", 10), "this/plain": ("", 0)}
     if before:

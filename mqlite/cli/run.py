@@ -91,7 +91,8 @@ def worker(
 
     The function returning acknowledges the message; raising records a failure (logged on one
     line). An `async def` function runs on an event loop (mqlite.aio.AsyncWorker), --concurrency
-    handlers at once. When the queues are empty it polls every 50 ms, backing off to --idle-max.
+    handlers at once. When the queues are empty it sleeps on their doorbell (a push from any process
+    wakes it in milliseconds) and polls every 50 ms, backing off to --idle-max.
     SIGTERM/SIGINT: finish the messages in hand, acknowledge them, exit 0 (1 if --stop-timeout ran
     out); a second signal exits at once and its claims come back by recovery.
     """

@@ -10,7 +10,9 @@ mqlite queue per Dramatiq queue, same name, optionally prefixed):
 
 - `enqueue(message, delay=ms)`: `Queue.push(…, delay=ms / 1000)`. Delayed messages (`send_with_
   options(delay=…)`, and the Retries middleware's backoff) wait in the table, hidden until due:
-  no `.DQ` delay queue, so no worker holds them in memory and no consumer polls for them.
+  no `.DQ` delay queue, so no worker holds them in memory and no consumer polls for them: an idle
+  consumer sleeps on the queue's doorbell (mqlite/wake.py), rung by pushes from any process and
+  by the listener when a delayed message falls due (a 100 ms retry runs after about 100 ms).
 - An actor's `priority` (lower first, as in Dramatiq) is the mqlite priority of its messages:
   across the whole queue, not only among the messages one worker has prefetched.
 - consume: `Queue.take_many(lease=…)`, as many as the consumer's `prefetch` leaves room for, in
