@@ -31,14 +31,14 @@ __version__ = "0.1.0"
 logging.getLogger("mqlite").addHandler(logging.NullHandler())
 
 
-def push(queue: str, body: Body) -> int:
-    """Append one message to `queue` on the default Queue; returns its id."""
-    return default_queue().push(queue, body)
+def push(queue: str, body: Body, *, priority: int = 0) -> int:
+    """Append one message to `queue` on the default Queue (lower `priority` first); returns its id."""
+    return default_queue().push(queue, body, priority=priority)
 
 
-def push_many(queue: str, bodies: Iterable[Body]) -> list[int]:
+def push_many(queue: str, bodies: Iterable[Body], *, priority: int = 0) -> list[int]:
     """Append many messages in one transaction on the default Queue; returns their ids."""
-    return default_queue().push_many(queue, bodies)
+    return default_queue().push_many(queue, bodies, priority=priority)
 
 
 def pop(queue: str) -> Message | None:

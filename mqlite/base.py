@@ -20,6 +20,7 @@ from .message import Receipt
 from .pool import Pool
 from .sessions import ClaimSessions
 from .sql import Statements
+from .wake import Doorbell
 
 if TYPE_CHECKING:
     from .retry import Policy
@@ -35,6 +36,7 @@ class QueueCore:
     max_attempts: int
     backoff: Backoff
     recover_every: float
+    doorbell: Doorbell
     _sql: Statements
     _pool: Pool
     _policy: Policy | None

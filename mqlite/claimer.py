@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from . import protocol
 from .coalesce import Coalescer
+from .levels import Levels
 from .message import Message
 from .sessions import ClaimSessions
 from .sql import Statements
@@ -37,6 +38,7 @@ class Claimer:
         consume: bool,
         lease: float = 30.0,
         give_back: Callable[[list[Message]], None],
+        levels: Levels | None = None,
         on_consumed: Callable[[int], None] | None = None,
         gather_limit: int = 64,
         history: Callable[[], tuple[str, str] | None] | None = None,
@@ -50,6 +52,7 @@ class Claimer:
         self._on_consumed = on_consumed
         self._history = history  # pop: (table, worker) while the queue keeps history, else None
         self._lock = threading.Lock()
+        self._levels = levels
         # Popped rows whose caller left after they were deleted: served before the next claim.
         self._buffer: deque[Message] = deque()
         self._coalescer: Coalescer[int, list[Message]] = Coalescer(
@@ -70,7 +73,7 @@ class Claimer:
         return self._coalescer.last_used
 
     def take(self, n: int = 1) -> list[Message]:
-        """Up to `n` messages, oldest first; empty when the queue has nothing ready."""
+        """Up to `n` messages, most urgent priority first, then oldest; empty when the queue has nothing ready."""
         if self._buffer:
             with self._lock:
                 got = [self._buffer.popleft() for _ in range(min(n, len(self._buffer)))]
@@ -87,8 +90,11 @@ class Claimer:
     def _claim(self, wants: list[int]) -> list[list[Message]]:
         """One claim statement for every caller in the batch; rows handed out in order of arrival."""
         history = self._history() if self.consume and self._history is not None else None
+        if self._levels is not None:
+            self._levels.current()  # a stale list is read anew before a claim session is held
         with self._sessions.hold() as session:
-            rows = protocol.fetch(session, self._st, self.queue, sum(wants), self.lease_us, self.consume, history)
+            rows = protocol.fetch(session, self._st, self.queue, sum(wants), self.lease_us, self.consume, history,
+                                  self._levels)
         if self.consume and self._on_consumed is not None and rows:
             self._on_consumed(len(rows))
         results = []

@@ -262,6 +262,14 @@ def check_queue(name: object) -> str:
     return _check_name(name, "queue name", QUEUE_NAME_MAX)
 
 
+SCHEDULE_NAME_MAX = 128  # leaves room in a message's unique key for "schedule:<name>:<tick>"
+
+
+def check_schedule_name(name: object) -> str:
+    """`name` if it is a valid schedule name (1–128 characters of UTF-8), else InvalidName."""
+    return _check_name(name, "schedule name", SCHEDULE_NAME_MAX)
+
+
 def _check_name(name: object, what: str, limit: int) -> str:
     if not isinstance(name, str):
         raise InvalidName(f"{what} must be a string, not {type(name).__name__}")
@@ -319,6 +327,16 @@ def check_key(key: object, what: str) -> str | None:
     if key is None:
         return None
     return _check_name(key, what, KEY_MAX)
+
+
+PRIORITY_MIN, PRIORITY_MAX = -32768, 32767  # the column is a SMALLINT
+
+
+def check_priority(priority: object) -> int:
+    """`priority` if it is an integer in the signed 16-bit range (lower runs first), else ConfigError."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ConfigError(f"priority must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, got {priority!r}")
+    return priority
 
 
 def check_count(n: int, what: str = "max_attempts") -> int:

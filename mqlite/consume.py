@@ -11,10 +11,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from . import recovery, retry
+from . import recovery, retry, sql
 from .claimer import MAX_BATCH, Claimer
 from .config import MAX_DELAY, check_queue
+from .ending import worker_label
 from .errors import DatabaseError, MqliteError
+from .levels import Levels
 from .message import Message
 from .settle import Held, Settling
 
@@ -117,10 +119,21 @@ class Consuming(Settling):
                     claimer = Claimer(
                         self._sessions, self._sql, queue, consume=consume, lease=lease, give_back=self._give_back,
                         on_consumed=functools.partial(self._count_popped, queue) if consume else None,
+                        levels=Levels(functools.partial(self._read_levels, queue)),
                         history=functools.partial(self._pop_history, queue) if consume else None,
                     )
                     self._claimers[key] = claimer
         return claimer
+
+    def _read_levels(self, queue: str, limit: int) -> list[int]:
+        """The priorities in `queue`, on a pool connection (the claim's retry covers it)."""
+        with self._pool.connection() as conn:
+            cur = conn.cursor()
+            try:
+                cur.execute(self._sql.levels, (queue, limit))
+                return [int(r[0]) for r in cur.fetchall()]
+            finally:
+                cur.close()
 
     def _count_popped(self, queue: str, n: int) -> None:
         self._counters.add(queue, processed=n)
@@ -177,7 +190,11 @@ class Consuming(Settling):
                     cur = conn.cursor()
                     try:
                         cur.execute(self._sql.restore, (m.id, m.queue, m.body, m.created_at, m.available_at,
-                                                        m.attempts, m.max_attempts, m.unique_key, m.concurrency_key))
+                                                        m.attempts, m.max_attempts, m.unique_key, m.concurrency_key,
+                                                        m.priority))
+                        table = self._recording(m.queue)
+                        if table is not None and m.claimed_at is not None:  # it did not end after all
+                            cur.execute(self._sql.in_list(sql.UNRECORD_POPPED, 1), (table, m.queue, m.claimed_at, m.id))
                     finally:
                         cur.close()
 
@@ -195,9 +212,12 @@ class Consuming(Settling):
         return self._recover(self._policy)
 
     def _recover(self, policy: retry.Policy | None) -> recovery.Recovery:
+        # Any queue keeping history: the claims given up are recorded (the join picks the queues).
+        history = (self.table, worker_label()) if self._history.all() else None
+
         def attempt() -> recovery.Recovery:
             with self._pool.connection() as conn:
-                return recovery.recover(conn, self._sql, self.max_attempts)
+                return recovery.recover(conn, self._sql, self.max_attempts, history)
 
         report = retry.call(policy, attempt)
         if report.total:

@@ -5,24 +5,40 @@ resets it: an idle consumer costs a few statements a second, and a busy one look
 Used by the Worker, the Dramatiq broker, the kombu transport and the web long-poll.
 
 `sleep(seconds, wake)` is the one place a consumer sleeps: a subclass can end it early on a
-signal of its own (a notification that a message was pushed) without touching the backoff.
+signal of its own without touching the backoff. Given a `bell` (`Queue.doorbell`, see
+mqlite/wake.py) and the `queues` it waits on, the sleep also ends when a message there becomes
+due, pushed by any process: wake-ups in milliseconds, while the backoff still bounds how long a
+consumer trusts the bell (a lost signal costs at most the pause, never a message).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .wake import Doorbell
 
 
 class IdleWait:
     """The backoff between polls of an empty queue. Not thread-safe: one per consuming loop."""
 
-    def __init__(self, first: float, cap: float) -> None:
+    def __init__(self, first: float, cap: float, *, bell: Doorbell | None = None,
+                 queues: Sequence[str] = ()) -> None:
         if first < 0 or cap < 0:
             raise ValueError("idle waits must be non-negative")
         self.first = first
         self.cap = cap
         self._next = min(first, cap)
+        self.bell = bell  # both may be set later (a consumer whose queues change)
+        self.queues = tuple(queues)
+        # The wake-up generation this consumer has acted on: one that happened since (even while
+        # it was polling) ends the next sleep at once, so a push between poll and wait is not missed.
+        self._seen = bell.generation if bell is not None else 0
+        self._poked = False  # `interrupt` was called: the next (or current) sleep ends at once
+        self._token: int | None = None  # this consumer's subscription while it sleeps on the bell
 
     def reset(self) -> None:
         """A message was found: the next empty poll waits `first` again."""
@@ -42,9 +58,37 @@ class IdleWait:
         return self.sleep(self.pause(limit), wake)
 
     def sleep(self, seconds: float, wake: threading.Event | None = None) -> bool:
-        """Sleep `seconds`, ended early when `wake` is set; True when woken."""
+        """Sleep `seconds`, ended early when `wake` is set (or the bell rings); True when woken."""
+        if self.bell is not None and self.queues:
+            return self._sleep_on_bell(seconds, wake)
         if wake is not None:
             return wake.wait(seconds)
         if seconds > 0:
             time.sleep(seconds)
         return False
+
+    def interrupt(self) -> None:
+        """End this consumer's bell-backed sleep now (or the next one, if it is not asleep): a
+        `wake` event cannot end that sleep by itself, so whoever sets one calls this too."""
+        self._poked = True
+        token = self._token
+        if token is not None and self.bell is not None:
+            self.bell.poke(token)
+
+    def _sleep_on_bell(self, seconds: float, wake: threading.Event | None) -> bool:
+        assert self.bell is not None
+        seen = self._seen
+        if not (self._poked or (wake is not None and wake.is_set())):
+            token = self.bell.subscribe(self.queues, seen)
+            if token is not None:
+                self._token = token
+                try:
+                    if self._poked:  # interrupted between the check above and the subscription
+                        self.bell.poke(token)
+                    self.bell.wait_subscribed(token, seconds)
+                finally:
+                    self._token = None
+                    self.bell.unsubscribe(token)
+        poked, self._poked = self._poked, False
+        self._seen = self.bell.generation
+        return poked or self._seen != seen or (wake is not None and wake.is_set())

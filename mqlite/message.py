@@ -25,22 +25,29 @@ class Receipt:
     owner: int
     node: int
     claimed_at: datetime
+    priority: int = 0
 
-    def fence(self) -> tuple[str, datetime, int, int, int, datetime]:
+    def fence(self) -> tuple[str, int, datetime, int, int, int, datetime]:
         """The values of the claim fence in `sql.Statements`."""
-        return (self.queue, self.available_at, self.id, self.owner, self.node, self.claimed_at)
+        return (self.queue, self.priority, self.available_at, self.id, self.owner, self.node, self.claimed_at)
 
     def __str__(self) -> str:
-        return (f"{self.id}.{self.owner}.{self.node}.{self.claimed_at:{_STAMP}}.{self.available_at:{_STAMP}}."
-                f"{self.queue}")
+        # The priority follows the available time as a signed number, left out when 0: the text of
+        # receipts from before priorities existed reads the same.
+        rank = f"{self.priority:+d}" if self.priority else ""
+        return (f"{self.id}.{self.owner}.{self.node}.{self.claimed_at:{_STAMP}}.{self.available_at:{_STAMP}}"
+                f"{rank}.{self.queue}")
 
     @classmethod
     def parse(cls, text: str) -> Receipt:
         """Read a receipt's text form; NotClaimed when it is not one."""
         try:
             id_, owner, node, claimed, available, queue = text.split(".", 5)
-            return cls(queue, datetime.strptime(available, _STAMP), int(id_), int(owner), int(node),
-                       datetime.strptime(claimed, _STAMP))
+            stamp, sign, rank = available[:20], available[20:21], available[21:]
+            if sign and (sign not in "+-" or not rank.isdigit()):
+                raise ValueError(available)
+            return cls(queue, datetime.strptime(stamp, _STAMP), int(id_), int(owner), int(node),
+                       datetime.strptime(claimed, _STAMP), int(sign + rank) if sign else 0)
         except (ValueError, AttributeError):
             raise NotClaimed(f"not a claim receipt: {str(text)[:80]!r}") from None
 
@@ -67,6 +74,7 @@ class Message:
     cursor: str | None = None  # what the last `checkpoint()` saved: where to resume
     progress: float | None = None
     concurrency_key: str | None = None
+    priority: int = 0  # lower runs first
     # Who holds the claim: the session id and the server time of the claim.
     owner: int = field(default=0, repr=False, compare=False)
     owner_node: int = field(default=0, repr=False, compare=False)
@@ -83,7 +91,8 @@ class Message:
         """The claim's receipt (NotClaimed if this message is not claimed)."""
         if not self.owner or self.claimed_at is None or self.available_at is None:
             raise NotClaimed(f"message {self.id} is not claimed")
-        return Receipt(self.queue, self.available_at, self.id, self.owner, self.owner_node, self.claimed_at)
+        return Receipt(self.queue, self.available_at, self.id, self.owner, self.owner_node, self.claimed_at,
+                       self.priority)
 
     def ack(self, *, connection: Any = None) -> bool:
         """Acknowledge a message taken with `take`/`claim`: deleted, done. False if the claim was lost.
@@ -127,10 +136,11 @@ class Message:
     def from_row(cls, row: tuple[Any, ...]) -> Message:
         """Build from a row of `sql.MESSAGE_COLUMNS`."""
         (id_, queue, body, created_at, owner, node, claimed_at, available_at, lease_until,
-         attempts, max_attempts, unique_key, failed_at, last_error, cursor, progress, key) = row
+         attempts, max_attempts, unique_key, failed_at, last_error, cursor, progress, key, priority) = row
         return cls(
             int(id_), queue, bytes(body), created_at, int(attempts), available_at, last_error, failed_at,
-            unique_key, max_attempts, cursor, progress, key, int(owner), int(node), claimed_at, lease_until,
+            unique_key, max_attempts, cursor, progress, key, int(priority), int(owner), int(node), claimed_at,
+            lease_until,
         )
 
 

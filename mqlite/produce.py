@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from . import retry, sql
 from .base import QueueCore
-from .config import check_count, check_key, check_queue, delay_us
+from .config import check_count, check_key, check_priority, check_queue, delay_us
 from .errors import DatabaseError, Duplicate, PayloadTooLarge
 from .message import Body, as_bytes
 from .txn import Borrowed, borrow, driver_of
@@ -19,8 +19,9 @@ _MAX_ROWS_PER_INSERT = 1000
 _MAX_INSERT_BYTES = 4 << 20  # a multi-row INSERT larger than this gains nothing and holds locks longer
 ER_DUP_ENTRY = 1062
 _ESCAPED = b"\0\n\r\\'\"\x1a"  # the bytes MySQL's string escaping doubles up (both drivers)
-# One message's values: queue, body, delay in microseconds, unique key, max attempts, concurrency key.
-Row = tuple[str, bytes, int, str | None, int | None, str | None]
+# One message's values: queue, body, delay in microseconds, unique key, max attempts, concurrency key,
+# priority.
+Row = tuple[str, bytes, int, str | None, int | None, str | None, int]
 
 
 class Producing(QueueCore):
@@ -36,6 +37,7 @@ class Producing(QueueCore):
         max_attempts: int | None = None,
         concurrency_key: str | None = None,
         max_running: int = 1,
+        priority: int = 0,
         connection: Any = None,
     ) -> int:
         """Append one message; returns its id.
@@ -46,6 +48,7 @@ class Producing(QueueCore):
         a lost connection is idempotent. Without one, a retry after a lost reply may store the
         message twice (at-least-once). With `concurrency_key`, at most `max_running` messages of
         that key (across queues, consumers and processes) are handed out at once; the others wait.
+        `priority` (-32768 to 32767): lower is handed out first; first in first out within one.
         PayloadTooLarge is raised before anything is sent.
 
         With `connection` (see `mqlite.txn`), the INSERT runs on the caller's connection inside the
@@ -57,8 +60,9 @@ class Producing(QueueCore):
         data = as_bytes(body)
         if if_exists not in ("raise", "ignore"):
             raise ValueError("if_exists must be 'raise' or 'ignore'")
+        rank = check_priority(priority)
         if (connection is not None and delay is None and run_at is None and unique_key is None
-                and max_attempts is None and concurrency_key is None):
+                and max_attempts is None and concurrency_key is None and not rank):
             return self._push_plain_on(connection, name, data)
         wait_us = delay_us(delay, run_at)
         key = check_key(unique_key, "unique_key")
@@ -66,7 +70,7 @@ class Producing(QueueCore):
         ckey = check_key(concurrency_key, "concurrency_key")
         if ckey is not None:
             check_count(max_running, "max_running")
-        row: Row = (name, data, wait_us, key, limit, ckey)
+        row: Row = (name, data, wait_us, key, limit, ckey, rank)
         if connection is not None:
             return self._push_on(borrow(connection), row, if_exists, max_running)
         tries = 0
@@ -80,6 +84,7 @@ class Producing(QueueCore):
                 if ckey is not None:
                     cur.execute(self._sql.set_cap, (self.table, ckey, max_running, max_running))
                 new_id = self._insert(cur, row)
+                self.doorbell.ring(name, cur)  # committed (autocommit): wake its idle consumers
                 cur.close()
                 return new_id
 
@@ -98,20 +103,22 @@ class Producing(QueueCore):
             ) from None
         if ckey is not None:
             self._promote(ckey)
+            self.doorbell.ring(name)  # the push above rang while it was parked
         return new_id
 
-    def push_many(self, queue: str, bodies: Iterable[Body], *, connection: Any = None) -> list[int]:
-        """Append many messages in one transaction (all or none); returns their ids in order.
+    def push_many(self, queue: str, bodies: Iterable[Body], *, priority: int = 0, connection: Any = None) -> list[int]:
+        """Append many messages in one transaction (all or none), all of `priority`; returns their ids in order.
 
         With `connection`, in the caller's transaction instead (on a connection in autocommit
         mode, each INSERT of up to 1000 bodies and 4 MiB commits by itself).
         """
         name = check_queue(queue)
+        rank = check_priority(priority)
         datas = [as_bytes(b) for b in bodies]
         if not datas:
             return []
         if connection is not None:
-            return self._push_many_on(borrow(connection), name, datas)
+            return self._push_many_on(borrow(connection), name, datas, rank)
 
         def attempt() -> list[int]:
             with self._pool.connection() as conn:
@@ -123,31 +130,32 @@ class Producing(QueueCore):
                 several = len(chunks) > 1
                 if several:
                     cur.execute("START TRANSACTION")
-                ids = self._insert_chunks(cur, name, chunks, increment)
+                ids = self._insert_chunks(cur, name, chunks, increment, rank)
                 if several:
                     conn.commit()
+                self.doorbell.ring(name, cur)
                 cur.close()
                 return ids
 
         return retry.call(self._policy, attempt)
 
     def _insert(self, cur: Any, row: Row) -> int:
-        name, data, wait_us, key, limit, ckey = row
+        name, data, wait_us, key, limit, ckey, rank = row
         if ckey is not None:
             cur.execute(self._sql.push_keyed, row)
-        elif wait_us or key is not None or limit is not None:
-            cur.execute(self._sql.push_with, row[:5])
+        elif wait_us or key is not None or limit is not None or rank:
+            cur.execute(self._sql.push_with, (name, data, wait_us, key, limit, rank))
         else:
             cur.execute(self._sql.push, (name, data))
         return int(cur.lastrowid)
 
-    def _insert_chunks(self, cur: Any, name: str, chunks: list[list[bytes]], increment: int) -> list[int]:
+    def _insert_chunks(self, cur: Any, name: str, chunks: list[list[bytes]], increment: int, rank: int) -> list[int]:
         ids: list[int] = []
         for chunk in chunks:
             params: list[Any] = []
             for data in chunk:
-                params += (name, data)
-            cur.execute(self._sql.push_many(len(chunk)), params)
+                params += (name, data, rank) if rank else (name, data)
+            cur.execute(self._sql.push_many(len(chunk), ranked=bool(rank)), params)
             # A multi-row INSERT with known row count takes consecutive auto-increment
             # values (InnoDB reserves them at once, in every autoinc lock mode).
             first = int(cur.lastrowid)
@@ -164,7 +172,7 @@ class Producing(QueueCore):
         if (driver is None or server is None
                 or 2 * len(data) + 8 * len(name) + STATEMENT_HEADROOM > server.max_allowed_packet):
             # A framework's connection, the first push of this Queue, or a body to measure exactly.
-            return self._push_on(borrow(conn), (name, data, 0, None, None, None), "raise", 1)
+            return self._push_on(borrow(conn), (name, data, 0, None, None, None, 0), "raise", 1)
         try:
             cur = conn.cursor()
             try:
@@ -176,7 +184,7 @@ class Producing(QueueCore):
             raise Borrowed(conn, driver).translate(exc, self.settings) from exc
 
     def _push_on(self, held: Borrowed, row: Row, if_exists: str, max_running: int) -> int:
-        name, data, _, key, _, ckey = row
+        name, data, _, key, _, ckey, _ = row
         self._know_server(held)
         self._check_fits(None, name, data)
         if ckey is not None:
@@ -217,6 +225,12 @@ class Producing(QueueCore):
                 promote()
             else:
                 held.after_commit(promote)
+        # Idle consumers see the message once the caller commits: ring then, where the framework
+        # tells us (else `Queue.ring` after the commit, or they find it by their bounded look).
+        if held.autocommit():
+            self.doorbell.ring(name)
+        else:
+            held.after_commit(lambda: self.doorbell.ring(name))
         return new_id
 
     def _duplicate_on(self, cur: Any, guarded: bool, name: str, key: str, if_exists: str) -> int:
@@ -231,14 +245,14 @@ class Producing(QueueCore):
             f"queue {name!r} already holds a message with unique key {key!r} (id {existing})", existing
         ) from None
 
-    def _push_many_on(self, held: Borrowed, name: str, datas: list[bytes]) -> list[int]:
+    def _push_many_on(self, held: Borrowed, name: str, datas: list[bytes], rank: int) -> list[int]:
         self._know_server(held)
         chunks = self._plan_chunks(None, name, datas)
         assert self._pool.server is not None
         try:
             cur = held.raw.cursor()
             try:
-                return self._insert_chunks(cur, name, chunks, self._pool.server.auto_increment_increment)
+                return self._insert_chunks(cur, name, chunks, self._pool.server.auto_increment_increment, rank)
             finally:
                 cur.close()
         except held.driver.Error as exc:

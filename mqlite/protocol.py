@@ -2,13 +2,14 @@
 
     fetch(session, st, queue, n, lease_us, consume)
       1. claim:     UPDATE … SET owner = CONNECTION_ID(), claimed_at = NOW(6) WHERE owner = 0
-                    ORDER BY available_at, id LIMIT n      -- two sessions never tag the same row
+                    AND priority IN (…) ORDER BY priority, available_at, id LIMIT n
+                                                            -- two sessions never tag the same row
       2. read back: SELECT … WHERE owner = CONNECTION_ID() AND claimed_at > <last claim>
                     -- must be the same physical connection: the session id is the tag
       3. pop:       DELETE … the rows just read, before they are handed out (at-most-once)
          claim:     the rows stay owned until `ack` (DELETE) or `release`, from any connection
 
-Every settling statement is fenced by (queue, available_at, id, owner, owner_node, claimed_at):
+Every settling statement is fenced by (queue, priority, available_at, id, owner, owner_node, claimed_at):
 it never touches a claim that was recovered and taken by someone else meanwhile.
 """
 
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 from . import sql
 from .errors import Multiplexed
+from .levels import Known, Levels
 from .message import Message, Receipt
 from .sql import Statements
 
@@ -78,16 +80,24 @@ def multiplexed(opened_on: int, now: int, what: str) -> Multiplexed:
 
 def fetch(
     session: Session, st: Statements, queue: str, n: int, lease_us: int, consume: bool,
-    history: tuple[str, str] | None = None,
+    history: tuple[str, str] | None = None, levels: Levels | None = None,
 ) -> list[Message]:
     """Claim up to `n` ready rows of `queue` on `session` and read back exactly those.
 
     `consume=True` (pop) deletes them before returning (recording them in history when given
     `history` = (table name, worker label)); otherwise they stay claimed and are added to `session.out`.
+    `levels`: the queue's priorities known so far (levels.py); without, the claim walks the queue's
+    whole index range.
     """
     cur = session.raw.cursor()
     try:
-        claimed = claim(cur, st, queue, n, lease_us)
+        used = None if levels is None else levels.current()
+        claimed = claim(cur, st, queue, n, lease_us, used)
+        if claimed < n and levels is not None:
+            # Maybe rows of a priority the list does not know yet: read it again, claim the rest.
+            more = levels.recheck(used)
+            if more is not None:
+                claimed += claim(cur, st, queue, n - claimed, lease_us, more)
         if not claimed:
             return []
         rows = read_back(cur, st, queue, session, claimed)
@@ -101,9 +111,13 @@ def fetch(
     return rows
 
 
-def claim(cur: Any, st: Statements, queue: str, n: int, lease_us: int) -> int:
-    """Tag up to `n` ready rows of `queue` with this session's id; returns how many."""
-    return int(cur.execute(st.claim, (lease_us, queue, st.table, queue, n)))
+def claim(cur: Any, st: Statements, queue: str, n: int, lease_us: int, levels: Known) -> int:
+    """Tag up to `n` ready rows of `queue` with this session's id, of the priorities `levels` (None:
+    any); returns how many."""
+    if levels is None:
+        return int(cur.execute(st.claim, (lease_us, queue, st.table, queue, n)))
+    statement = st.in_list(st.claim_levels, len(levels))
+    return int(cur.execute(statement, (lease_us, queue, *levels, st.table, queue, n)))
 
 
 def read_back(cur: Any, st: Statements, queue: str, session: Session, claimed: int) -> list[Message]:
@@ -140,8 +154,8 @@ def delete_claimed(cur: Any, st: Statements, queue: str, rows: list[Message], se
     """Delete the rows one claim read back (pop); returns those provably gone from the table."""
     deleted = 0
     for stamp in {m.claimed_at for m in rows}:
-        keys = [v for m in rows if m.claimed_at == stamp for v in (m.available_at, m.id)]
-        deleted += cur.execute(st.in_list(st.delete_claimed, len(keys) // 2, "(%s,%s)"), (queue, *keys, stamp))
+        keys = [v for m in rows if m.claimed_at == stamp for v in (m.priority, m.available_at, m.id)]
+        deleted += cur.execute(st.in_list(st.delete_claimed, len(keys) // 3, "(%s,%s,%s)"), (queue, *keys, stamp))
     if deleted == len(rows):
         return rows
     # Some row was not ours to delete any more (the session was killed and its rows recovered
@@ -154,22 +168,57 @@ def delete_claimed(cur: Any, st: Statements, queue: str, rows: list[Message], se
 def _delete_recorded(
     cur: Any, st: Statements, queue: str, rows: list[Message], session: Session, history: tuple[str, str]
 ) -> list[Message]:
-    """`delete_claimed` with a 'popped' history row per message, in one transaction."""
+    """`delete_claimed` with a 'popped' history row per message: the copies and the DELETEs go as
+    one transaction in one round trip (`group`)."""
     table, worker = history
+    stamps = sorted({m.claimed_at for m in rows if m.claimed_at is not None})
+    steps: list[tuple[str, tuple[Any, ...]]] = []
+    for stamp in stamps:
+        keys = [v for m in rows if m.claimed_at == stamp for v in (m.priority, m.available_at, m.id)]
+        copy = st.in_list(st.history_popped, len(keys) // 3, "(%s,%s,%s)")
+        steps.append((copy, (worker, table, queue, *keys, stamp)))
+    for stamp in stamps:
+        keys = [v for m in rows if m.claimed_at == stamp for v in (m.priority, m.available_at, m.id)]
+        steps.append((st.in_list(st.delete_claimed, len(keys) // 3, "(%s,%s,%s)"), (queue, *keys, stamp)))
+    deleted = sum(group(cur, steps)[len(stamps):])
+    if deleted == len(rows):
+        return rows
+    # Some row was not ours to delete any more (recovered meanwhile: the claim session was taken
+    # for dead, or its lease ran out): as `delete_claimed`, and the copies of the rows left go too.
+    check_pinned(cur, session, "the delete of its claim")
+    still_there = present(cur, st, [m.id for m in rows])
+    kept = [m for m in rows if m.id in still_there]
+    if kept:
+        since = min(m.claimed_at or _EPOCH for m in kept)
+        cur.execute(st.in_list(sql.UNRECORD_POPPED, len(kept)), (table, queue, since, *[m.id for m in kept]))
+    return [m for m in rows if m.id not in still_there]
 
-    def steps() -> list[Message]:
-        for stamp in {m.claimed_at for m in rows}:
-            keys = [v for m in rows if m.claimed_at == stamp for v in (m.available_at, m.id)]
-            copy = st.in_list(st.history_popped, len(keys) // 2, "(%s,%s)")
-            cur.execute(copy, (worker, table, queue, *keys, stamp))
-        gone = delete_claimed(cur, st, queue, rows, session)
-        if len(gone) != len(rows):  # the copies of rows that were not ours to delete go too
-            kept = [m for m in rows if m not in gone]
-            since = min(m.claimed_at or _EPOCH for m in kept)
-            cur.execute(st.in_list(sql.UNRECORD_POPPED, len(kept)), (table, queue, since, *[m.id for m in kept]))
-        return gone
 
-    return transaction(cur, steps)
+def group(cur: Any, steps: list[tuple[str, tuple[Any, ...]]], *, read_committed: bool = False) -> list[int]:
+    """Run `steps` (statement, parameters) as one transaction in one round trip: `START TRANSACTION;
+    s1; s2; …; COMMIT` as a multi-statement query (mysqlclient connects with multi-statements on).
+    Returns each step's row count. A step that fails stops the server there: rolled back, raised.
+    `read_committed`: that transaction runs at READ COMMITTED (its reads take no locks)."""
+    head = [sql.NEXT_READ_COMMITTED, sql.BEGIN] if read_committed else [sql.BEGIN]
+    text = ";\n".join([*head, *(statement for statement, _ in steps), sql.COMMIT])
+    params = tuple(v for _, values in steps for v in values)
+    counts: list[int] = []
+    try:
+        cur.execute(text, params)  # the first result is START TRANSACTION's (or SET TRANSACTION's)
+        if read_committed:
+            cur.nextset()
+        for _ in steps:
+            cur.nextset()
+            counts.append(int(cur.rowcount))
+        cur.nextset()  # COMMIT's
+    except BaseException:
+        with contextlib.suppress(Exception):
+            while cur.nextset():
+                pass
+        with contextlib.suppress(Exception):  # a connection gone has committed nothing
+            cur.execute(sql.ROLLBACK)
+        raise
+    return counts
 
 
 def transaction(cur: Any, steps: Callable[[], T]) -> T:
@@ -213,7 +262,7 @@ def ack(cur: Any, st: Statements, r: Receipt) -> bool:
 def ack_many(cur: Any, st: Statements, receipts: list[Receipt]) -> set[int]:
     """Delete many claimed messages in one statement; returns the ids that were still held."""
     fences = [v for r in receipts for v in r.fence()]
-    deleted = cur.execute(st.in_list(st.ack_many, len(receipts), "(%s,%s,%s,%s,%s,%s)"), fences)
+    deleted = cur.execute(st.in_list(st.ack_many, len(receipts), "(%s,%s,%s,%s,%s,%s,%s)"), fences)
     if deleted == len(receipts):
         return {r.id for r in receipts}
     if not deleted:

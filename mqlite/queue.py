@@ -16,14 +16,16 @@ from .failure import Backoff
 from .history import HistoryEntry, Recording
 from .pool import Pool
 from .produce import Producing
+from .schedule import Schedule, Scheduling
 from .sessions import ClaimSessions
 from .settle import ACK_GROUP
 from .sql import statements
+from .wake import Doorbell
 
-__all__ = ["HistoryEntry", "Queue", "QueueStats", "Stats", "default_queue"]
+__all__ = ["HistoryEntry", "Queue", "QueueStats", "Schedule", "Stats", "default_queue"]
 
 
-class Queue(Producing, Consuming, Administering, Recording):
+class Queue(Producing, Consuming, Administering, Recording, Scheduling):
     """A handle on one messages table. Thread-safe; one per process is the intended use.
 
     `dsn=None` reads `MQLITE_DSN`. Connections are pooled (at most `pool_size`), opened lazily,
@@ -39,6 +41,9 @@ class Queue(Producing, Consuming, Administering, Recording):
     dedicated connections besides the pool, shared by every queue name; one idle for a few
     seconds and owning nothing is closed. `first_connect_retry_for` bounds the retries of a
     refused *first* connection (None: `retry_for`), for commands a person waits on.
+    Idle consumers of this Queue wait on `doorbell` (mqlite/wake.py): a push from any process
+    wakes them within milliseconds; a lost wake-up is made up by a look every `wake_bound`
+    seconds at most. `wake=False`: pushes ring no consumer (they find messages by polling).
     """
 
     def __init__(
@@ -56,6 +61,8 @@ class Queue(Producing, Consuming, Administering, Recording):
         routing: Literal["single", "spread"] | None = None,
         claim_sessions: int = 8,
         first_connect_retry_for: float | None = None,
+        wake: bool = True,
+        wake_bound: float = 1.0,
     ) -> None:
         self.settings = parse_dsn(resolve_dsn(dsn))
         self._sql = statements(table)
@@ -72,6 +79,7 @@ class Queue(Producing, Consuming, Administering, Recording):
             lambda: self._pool.open_session(), self._pool.translating, self._sql, limit=claim_sessions,
             wait_timeout=checkout_timeout,
         )
+        self.doorbell = Doorbell(self._pool, self._sql, table, bound=wake_bound, ring=wake)
         self._claimers = {}
         self._claimers_lock = threading.Lock()
         self._counters = Counters(self._flush_counts)
@@ -96,9 +104,15 @@ class Queue(Producing, Consuming, Administering, Recording):
         Messages still inside a `claim` block become orphans and come back by recovery.
         The Queue reopens connections if used again.
         """
+        self.doorbell.close()
         self._close_claimers()
         self._counters.flush()
         self._pool.close()
+
+    def ring(self, queue: str) -> None:
+        """Wake the idle consumers of `queue` now: after committing pushes made with `connection=`
+        (those ring nobody: they are not visible before the commit). Never raises."""
+        self.doorbell.ring(queue)
 
     # -- schema ----------------------------------------------------------------
 

@@ -6,7 +6,8 @@
 Each thread claims from the listed queues in order (the first queue with a ready message wins,
 and the sweep starts again from the first after every message), calls the handler, and lets the
 claim acknowledge the message when the handler returns or record the failure when it raises.
-When every queue is empty the thread waits `idle_min` seconds, doubling up to `idle_max`; the
+When every queue is empty the thread waits `idle_min` seconds, doubling up to `idle_max`, or
+until the queue's doorbell rings (a push from any process, mqlite/wake.py): milliseconds; the
 first message found resets the wait.
 
 Stopping (first SIGTERM/SIGINT, `stop()`, `max_messages`, `max_seconds`, or an empty sweep with
@@ -16,6 +17,9 @@ claims come back to the queue by recovery (the session that owned them is gone).
 
 `mqlite.command.command_handler(cmd)` makes a handler that runs a shell command per message
 (`mqlite consume`); it is importable from here too.
+
+`Worker(…, scheduler=True)` also ticks the table's recurring schedules (scheduler.py) on a thread
+of its own while it runs: any number of workers may, each tick is pushed once.
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ class Worker:
         handle_signals: bool = True,
         stop_on_error: bool = False,
         heartbeat_every: float = 5.0,
+        scheduler: bool = False,
     ) -> None:
         if isinstance(queues, str):
             queues = [queues]
@@ -108,6 +113,7 @@ class Worker:
         if max_messages is not None and max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         self.queue = queue
+        self._bell = getattr(queue, "doorbell", None)  # a Queue's (duck-typed stand-ins may have none)
         self.queues = [check_queue(name) for name in queues]
         self.handler = handler
         self.concurrency = concurrency
@@ -122,6 +128,7 @@ class Worker:
         self._error: MqliteError | None = None
         self.lease = lease
         self.heartbeat_every = heartbeat_every
+        self.scheduler = scheduler
         self._worker_id: int | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -194,9 +201,15 @@ class Worker:
             for t in threads:
                 t.start()
             heartbeat.start()
+            if self.scheduler:
+                from . import scheduler
+
+                threads.append(scheduler.start(self.queue, self._stop))
             while not self._stop.is_set():
                 # Wake now and then even without news: a signal handler runs between waits.
                 self._stop.wait(0.5)
+            if self._bell is not None:
+                self._bell.interrupt_waiters()  # threads asleep on the bell stop waiting
             deadline = time.monotonic() + self.stop_timeout
             for t in threads:
                 # Short joins: a signal delivered to another thread does not interrupt a long one,
@@ -223,7 +236,7 @@ class Worker:
         return WorkerResult(counts["processed"], counts["failed"], counts["errors"], abandoned, reason)
 
     def _loop(self) -> None:
-        idle = IdleWait(self.idle_min, self.idle_max)
+        idle = IdleWait(self.idle_min, self.idle_max, bell=self._bell, queues=self.queues)
         try:
             while not self._stop.is_set():
                 if self._deadline is not None and time.monotonic() >= self._deadline:
@@ -306,6 +319,8 @@ class Worker:
                 _exit_block(block, exc)
                 raise
             block.__exit__(None, None, None)  # acknowledges; raises MqliteError if it cannot
+            if getattr(message._handle, "cancelled", False):  # ended by the heartbeat's touch, handler unaware
+                return False
             self._count("processed")
             return True
         finally:
@@ -386,6 +401,8 @@ class _Heartbeat:
                     message.touch()
                 except NotClaimed:
                     pass  # settled between the listing and the touch
+                except Cancelled:  # ended, cancelled: its handler is told at its next check-in
+                    log.info("message %s of queue %r: cancelled while running", message.id, message.queue)
                 except Exception as exc:
                     log.warning("cannot extend the lease of message %s: %s", message.id, _one_line(exc))
 

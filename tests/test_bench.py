@@ -26,8 +26,8 @@ RATIO_FIELDS = {f.name for f in dataclasses.fields(bench.Ratio)}
 GOAL_FIELDS = {f.name for f in dataclasses.fields(bench.Goal)}
 CONFIG_FIELDS = {
     "run_id", "started_at", "dsn", "server", "clients", "seconds", "messages", "cap_s", "body_size", "batch",
-    "backlog", "scenarios", "processes", "compare", "api", "redis_url", "machine", "duration_s", "queues", "rate",
-    "find_max", "workers", "worker_threads",
+    "backlog", "scenarios", "processes", "compare", "api", "history", "redis_url", "machine", "duration_s",
+    "queues", "rate", "find_max", "workers", "worker_threads",
 }
 
 
@@ -228,6 +228,19 @@ def test_find_max_searches_the_rate_kept_up_against_claim_alone(dsn: str) -> Non
     best = goals["mixed_max_vs_claim_alone"]["value"]
     assert best == (round(max(kept) / alone["rate"], 3) if kept else None)
     assert goals["mixed_p99_at_half_ms"]["value"] == paced[0]["e2e_p99_ms"]
+    assert leftover_tables(dsn) == []
+
+
+def test_wakeup_measures_push_to_handler_with_an_idle_worker_process(dsn: str) -> None:
+    report = run_bench("--dsn", dsn, "--scenario", "wakeup", "--messages", "5", "--gaps", "0.02-0.05",
+                       "--idle-seconds", "1", "--idle-max", "0.2")
+    assert report["config"]["messages"] == 5 and report["config"]["gap_max"] == 0.05
+    rows = {r["strategy"]: r for r in report["results"]}
+    assert set(rows) == {"mqlite", "no-ring"}
+    for r in rows.values():
+        assert (r["received"], r["duplicates"], r["error"]) == (5, 0, None)
+        assert r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] and r["idle_statements_per_s"] > 0
+    assert rows["mqlite"]["p50_ms"] < 200  # woken by the doorbell, not by the worker's polling
     assert leftover_tables(dsn) == []
 
 

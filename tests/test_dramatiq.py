@@ -180,6 +180,41 @@ def test_consumer_respects_prefetch_and_requeue_releases(broker: MqliteBroker, q
     consumer.close()
 
 
+def test_consumer_claims_its_prefetch_in_one_batch_and_close_gives_back_the_undelivered(
+    broker: MqliteBroker, q: mqlite.Queue,
+) -> None:
+    actor = declare(broker, "noop", "pfb")
+    for i in range(6):
+        actor.send(i)
+    consumer = broker.consume("pfb", prefetch=4, timeout=200)
+    first = next(consumer)
+    assert first is not None and first.args == (0,)
+    assert q.stats().queues["pfb"].claimed == 4  # one claim for the whole prefetch window
+    assert [next(consumer).args for _ in range(3)] == [(1,), (2,), (3,)]  # type: ignore[union-attr]
+    assert next(consumer) is None  # four unacked: nothing more
+    consumer.ack(first)
+    fifth = next(consumer)
+    assert fifth is not None and fifth.args == (4,)
+    consumer.close()  # nothing undelivered left; the delivered ones stay claimed until requeued
+    s = q.stats().queues["pfb"]
+    assert (s.ready, s.claimed) == (1, 4)
+
+
+def test_close_releases_what_was_claimed_but_never_delivered(broker: MqliteBroker, q: mqlite.Queue) -> None:
+    actor = declare(broker, "noop", "pfc")
+    for i in range(5):
+        actor.send(i)
+    consumer = broker.consume("pfc", prefetch=4, timeout=200)
+    delivered = next(consumer)
+    assert delivered is not None
+    consumer.close()
+    s = q.stats().queues["pfc"]
+    assert (s.ready, s.claimed) == (4, 1)
+    assert all(m.attempts == 0 for m in q.peek("pfc"))
+    consumer.requeue([delivered])
+    assert q.stats().queues["pfc"].ready == 5
+
+
 def test_flush_join_and_delayed_enqueue(broker: MqliteBroker, q: mqlite.Queue) -> None:
     actor = declare(broker, "noop", "fl")
     other = declare(broker, "noop2", "fl2")
@@ -207,3 +242,30 @@ def test_idle_consumer_backs_off_to_its_timeout(broker: MqliteBroker) -> None:
         polls += 1
     # 10 ms doubling to 300 ms: about 10 polls in 2 s.
     assert 4 <= polls <= 16, polls
+
+
+def test_a_retry_delayed_100_ms_runs_on_time(q: mqlite.Queue, dsn: str) -> None:
+    # The consumer's own polling backs off to 2 s and its listener looks every 5 s at most: the
+    # retry falls due while it sleeps, and only the doorbell (mqlite/wake.py) explains an on-time
+    # run: the push rings, the listener sleeps until the due time, then wakes the consumer.
+    attempts: list[float] = []
+
+    def flaky() -> None:
+        if not attempts:
+            time.sleep(0.7)  # the consumer's backoff grows meanwhile (polls at 0.63 s, then 1.27 s)
+            attempts.append(time.monotonic())
+            raise RuntimeError("first try fails")
+        attempts.append(time.monotonic())
+
+    broker = MqliteBroker(dsn, wake_bound=5.0)
+    actor = declare(broker, "flaky_fast", "retry_fast", flaky, max_retries=1, min_backoff=100, max_backoff=100)
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=2000)
+    worker.start()
+    try:
+        actor.send()
+        wait_for(lambda: len(attempts) == 2, timeout=30, what="the retry")
+    finally:
+        worker.stop()
+        broker.close()
+    gap = attempts[1] - attempts[0]
+    assert gap < 0.1 + 0.15, f"a retry delayed at most 100 ms ran {gap * 1000:.0f} ms after the failure"

@@ -36,24 +36,49 @@ def test_each_table_has_its_own_version(dsn: str) -> None:
     assert b.pop("x") is None and a.pop("x").body == b"in a"
 
 
-def test_claim_is_an_index_range_scan_past_delayed_and_failed_rows(q: mqlite.Queue, admin) -> None:
-    q.push_many("a", [b"x"] * 2000)
-    q.push_many("b", [b"y"] * 2000)
-    for _ in range(50):
-        q.push("a", b"later", delay=3600)
-    admin.cursor().execute("UPDATE mqlite_messages SET available_at = NULL, failed_at = NOW(6) WHERE id % 7 = 0")
-    admin.cursor().execute("ANALYZE TABLE mqlite_messages")
+def _plan_and_rows(admin, statement: str, params: tuple) -> tuple[dict, str]:
+    import json
+
     cur = admin.cursor()
-    cur.execute("EXPLAIN " + q._sql.claim, (30_000_000, "a", q.table, "a", 16))
+    cur.execute("EXPLAIN " + statement, params)
     columns = [d[0] for d in cur.description]
     plan = dict(zip(columns, cur.fetchone(), strict=False))
+    cur.execute("ANALYZE FORMAT=JSON " + statement.replace("LIMIT %s", "LIMIT 16"), params[:-1])
+    return plan, json.dumps(json.loads(cur.fetchone()[0]))
+
+
+@pytest.mark.parametrize("levels", [(0,), tuple(range(-5, 5))], ids=["one priority", "ten priorities"])
+def test_claim_is_an_index_range_scan_past_delayed_and_failed_rows(q: mqlite.Queue, admin, levels) -> None:
+    for p in levels:
+        q.push_many("a", [b"x"] * (2000 // len(levels)), priority=p)
+        for _ in range(5):
+            q.push("a", b"later", delay=3600, priority=p)
+    q.push_many("b", [b"y"] * 2000)
+    admin.cursor().execute("UPDATE mqlite_messages SET available_at = NULL, failed_at = NOW(6) WHERE id % 7 = 0")
+    admin.cursor().execute("ANALYZE TABLE mqlite_messages")
+    statement = q._sql.in_list(q._sql.claim_levels, len(levels))
+    plan, analyzed = _plan_and_rows(admin, statement, (30_000_000, "a", *levels, q.table, "a", 16))
     assert plan["key"] == "mqlite_ready" and plan["type"] == "range", plan
     assert "filesort" not in (plan.get("Extra") or ""), plan
-    # The range is bounded by available_at <= NOW(): the claim reads as many rows as it takes.
-    cur.execute("ANALYZE FORMAT=JSON " + q._sql.claim.replace("LIMIT %s", "LIMIT 16"), (30_000_000, "a", q.table, "a"))
-    import json
-    analyzed = json.dumps(json.loads(cur.fetchone()[0]))
+    # Ranges bounded by available_at <= NOW() per priority: the claim reads as many rows as it takes.
     assert '"r_rows": 16' in analyzed, analyzed
+    # The priorities come from a loose index scan, one dive each.
+    cur = admin.cursor()
+    cur.execute("EXPLAIN " + q._sql.levels, ("a", 65))
+    columns = [d[0] for d in cur.description]
+    plan = dict(zip(columns, cur.fetchone(), strict=False))
+    assert "Using index for group-by" in (plan.get("Extra") or ""), plan
+
+
+def test_claim_over_many_priorities_walks_one_range_without_filesort(q: mqlite.Queue, admin) -> None:
+    for p in range(70):
+        q.push_many("a", [b"x"] * 20, priority=p)
+    admin.cursor().execute("ANALYZE TABLE mqlite_messages")
+    plan, _ = _plan_and_rows(admin, q._sql.claim, (30_000_000, "a", q.table, "a", 16))
+    assert plan["key"] == "mqlite_ready" and plan["type"] in ("range", "ref"), plan
+    assert "filesort" not in (plan.get("Extra") or ""), plan
+    # (ANALYZE ran the claim: it took the first 16 rows.)
+    assert [m.priority for m in q.pop_many("a", 30)] == [0] * 4 + [1] * 20 + [2] * 6
 
 
 @pytest.mark.slow

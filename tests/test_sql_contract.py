@@ -187,14 +187,14 @@ def test_the_documented_inserts_enqueue_for_consumers(q: mqlite.Queue, py_conn: 
     cur = py_conn.cursor()
     py_conn.begin()
     cur.execute(plain, ("docs", b"plain"))
-    cur.execute(with_options, ("docs", b"options", 0, "doc-key", 2))
+    cur.execute(with_options, ("docs", b"options", 0, "doc-key", 2, 0))
     py_conn.commit()
     assert rows(admin, "SELECT unique_key, max_attempts FROM mqlite_messages WHERE body = 'options'") == [("doc-key", 2)]
     with pytest.raises(mqlite.errors.Duplicate):
         q.push("docs", b"again", unique_key="doc-key")
     cur.execute(cap, (DEFAULT_TABLE, "doc-cap", 1, 1))
     py_conn.commit()
-    cur.execute(keyed, ("docs", b"keyed", 0, None, None, "doc-cap"))
+    cur.execute(keyed, ("docs", b"keyed", 0, None, None, "doc-cap", 0))
     py_conn.commit()
     q.recover_every = 0  # no housekeeping in the pops: the parked one stays parked
     first, second = q.pop("docs"), q.pop("docs")

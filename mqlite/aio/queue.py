@@ -13,7 +13,7 @@ from ..admin import Stats
 from ..config import DEFAULT_LEASE, check_queue
 from ..consume import check_batch
 from ..message import Body, Message, as_bytes
-from ..queue import HistoryEntry, Queue
+from ..queue import HistoryEntry, Queue, Schedule
 from ..settle import Claimable
 from .batches import GROUP_BODY_MAX, Batches
 from .offload import Offload
@@ -72,7 +72,7 @@ class AsyncQueue:
     # -- producing -------------------------------------------------------------------------------
 
     async def push(self, queue: str, body: Body, **options: Any) -> int:
-        """`Queue.push`: append one message (same options: delay, run_at, unique_key, …); its id.
+        """`Queue.push`: append one message (same options: delay, run_at, unique_key, priority, …); its id.
 
         Plain pushes (no options, small bodies) made while another is in flight go together into
         one multi-row INSERT.
@@ -85,9 +85,9 @@ class AsyncQueue:
             return await self._offload.run(self.queue.push, name, data)
         return await self._batches.push(name, data)
 
-    async def push_many(self, queue: str, bodies: Iterable[Body]) -> list[int]:
-        """`Queue.push_many`: append many messages in one transaction; their ids in order."""
-        return await self._offload.run(self.queue.push_many, queue, list(bodies))
+    async def push_many(self, queue: str, bodies: Iterable[Body], *, priority: int = 0) -> list[int]:
+        """`Queue.push_many`: append many messages in one transaction (of `priority`); their ids in order."""
+        return await self._offload.run(self.queue.push_many, queue, list(bodies), priority=priority)
 
     # -- consuming -------------------------------------------------------------------------------
 
@@ -205,6 +205,18 @@ class AsyncQueue:
     async def replay(self, queue: str, **options: Any) -> list[int]:
         """`Queue.replay`: push copies of finished messages back."""
         return await self._offload.finish(self.queue.replay, queue, **options)
+
+    async def schedule(self, name: str, queue: str, body: Body, **options: Any) -> Schedule:
+        """`Queue.schedule`: add or replace a recurring schedule."""
+        return await self._offload.run(self.queue.schedule, name, queue, body, **options)
+
+    async def unschedule(self, name: str) -> bool:
+        """`Queue.unschedule`: remove a schedule."""
+        return await self._offload.run(self.queue.unschedule, name)
+
+    async def schedules(self) -> list[Schedule]:
+        """`Queue.schedules`: every schedule of the table."""
+        return await self._offload.run(self.queue.schedules)
 
     # -- looking and tidying ---------------------------------------------------------------------
 

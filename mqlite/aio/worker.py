@@ -194,7 +194,8 @@ class AsyncWorker:
 
     async def _consume(self) -> None:
         assert self._stop is not None
-        idle = self.idle_wait(self.idle_min, self.idle_max)
+        bell = getattr(self.queue.queue, "doorbell", None)
+        idle = self.idle_wait(self.idle_min, self.idle_max, bell=bell, queues=self.queues)
         try:
             while not self._stop.is_set():
                 if self._deadline is not None and time.monotonic() >= self._deadline:
@@ -269,6 +270,8 @@ class AsyncWorker:
             self._in_hand.pop(id(message), None)
         if not message._handle.finished:
             await self.queue.ack(message)
+        elif message._handle.cancelled:  # ended cancelled by a lease renewal, the handler unaware
+            return False
         self._counts["processed"] += 1
         return True
 

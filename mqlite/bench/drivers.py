@@ -115,6 +115,17 @@ def create_table(dsn: str, table: str) -> None:
         conn.close()
 
 
+def keep_history(dsn: str, table: str, queue: str) -> None:
+    """Turn on the history of `queue` in `table` (the `--history` rows)."""
+    from ..queue import Queue
+
+    q = Queue(dsn, table=table, pool_size=1)
+    try:
+        q.keep_history(queue, days=1)
+    finally:
+        q.close()
+
+
 def drop_table(dsn: str, table: str) -> None:
     conn = connect(dsn)
     try:
@@ -414,13 +425,13 @@ class RawDriver:
 
         def group() -> int:
             with self._in_flight:
-                if not cur.execute(gs.claim, (lease_us, queue, gs.table, queue, GROUP)):
+                if not cur.execute(gs.claim, (lease_us, queue, 0, gs.table, queue, GROUP)):
                     raise Empty
                 cur.execute(gs.read_back, (last[0], queue))
                 rows = cur.fetchall()
                 stamp = rows[0][gs.claimed_at_column]
                 last[0] = max(r[gs.claimed_at_column] for r in rows)
-                keys = [v for r in rows for v in (r[gs.available_at_column], r[0])]
+                keys = [v for r in rows for v in (r[gs.priority_column], r[gs.available_at_column], r[0])]
                 cur.execute(gs.delete(len(rows)), (queue, *keys, stamp))
                 assert rows[0][gs.owner_column] == me
                 return len(rows)

@@ -100,15 +100,16 @@ class BareGroupClaim:
     table: str
     read_committed: str
     connection_id: str
-    claim: str  # params: lease µs, queue, table name, queue, limit
+    claim: str  # params: lease µs, queue, priority 0, table name, queue, limit (the bench pushes at priority 0)
     read_back: str  # params: claimed after, queue
-    delete_head: str  # params: queue, (available_at, id)…, claimed_at
+    delete_head: str  # params: queue, (priority, available_at, id)…, claimed_at
     claimed_at_column: int  # positions in read_back's rows
     available_at_column: int
+    priority_column: int
     owner_column: int
 
     def delete(self, rows: int) -> str:
-        return sql.Statements.in_list(self.delete_head, rows, "(%s,%s)")
+        return sql.Statements.in_list(self.delete_head, rows, "(%s,%s,%s)")
 
 
 @lru_cache(maxsize=8)
@@ -116,9 +117,11 @@ def bare_group_claim(table: str) -> BareGroupClaim:
     st = sql.statements(table)
     columns = [c.strip() for c in sql.MESSAGE_COLUMNS.split(",")]
     return BareGroupClaim(
-        table=table, read_committed=sql.READ_COMMITTED, connection_id=sql.CONNECTION_ID, claim=st.claim,
+        table=table, read_committed=sql.READ_COMMITTED, connection_id=sql.CONNECTION_ID,
+        claim=st.in_list(st.claim_levels, 1),
         read_back=st.read_claimed_since, delete_head=st.delete_claimed,
         claimed_at_column=columns.index("claimed_at"), available_at_column=columns.index("available_at"),
+        priority_column=columns.index("priority"),
         owner_column=columns.index("owner"),
     )
 

@@ -24,7 +24,8 @@ def bench(
     messages: Annotated[Optional[int], typer.Option(min=1, help="Instead of --seconds: messages per row.")] = None,
     body_size: Annotated[int, typer.Option(min=0, help="Body size in bytes.")] = 100,
     scenario: Annotated[
-        str, typer.Option(help="push, push-many, pop, claim, mixed, a comma list, or all (those five); also drain.")
+        str, typer.Option(help="push, push-many, pop, claim, mixed, a comma list, or all (those five); also drain; "
+                          "or wakeup (alone).")
     ] = "all",
     processes: Annotated[int, typer.Option(min=1, max=64, help="Split the clients over this many processes.")] = 1,
     compare: Annotated[bool, typer.Option(help="Also run the reference strategies and peers; print ratios.")] = False,
@@ -40,6 +41,18 @@ def bench(
         str, typer.Option(help="sync, or async: also push, pop and claim through mqlite.aio (one asyncio task per "
                           "client), with the event-loop lag; with --compare, a native async driver too.")
     ] = "sync",
+    history: Annotated[
+        bool, typer.Option("--history", help="Also pop and claim + ack with the queue's history on, each right "
+                           "after its plain row (ratios and goals against it).")
+    ] = False,
+    gaps: Annotated[
+        str, typer.Option(help="wakeup: seconds between two pushes, drawn in MIN-MAX (the worker is idle at each).")
+    ] = "0.05-0.3",
+    idle_seconds: Annotated[
+        float, typer.Option(min=1, help="wakeup: how long the idle worker's statements are counted (s).")
+    ] = 10.0,
+    rounds: Annotated[int, typer.Option(min=1, max=20, help="wakeup: rows of each strategy, alternated.")] = 1,
+    idle_max: Annotated[float, typer.Option(min=0.01, help="wakeup: the idle worker's --idle-max (s).")] = 1.0,
     queues: Annotated[
         int, typer.Option(min=1, max=10_000, help="Also push, pop and claim going round this many queues.")
     ] = 1,
@@ -71,7 +84,7 @@ def bench(
     --json prints one object (format 1; fields are only ever added):
     config {run_id, started_at, dsn (redacted), server, clients (a list of counts), seconds, messages, cap_s,
     body_size, batch, backlog, scenarios, processes, compare, api, redis_url, machine, duration_s, queues,
-    rate, find_max, workers, worker_threads};
+    rate, find_max, workers, worker_threads, history};
     results [{scenario, strategy, kind (mqlite|sql|peer), clients, processes, messages, seconds,
     rate (msg/s), p50_ms, p99_ms (one call), backlog (ready at start; mixed: left at end), drained,
     truncated, errors, error, skipped (why, or null), client_cpu_s, server_cpu_s, lock_waits,
@@ -82,7 +95,19 @@ def bench(
     unhandled (paced rows), queues (round-robin rows)}];
     ratios [{numerator, denominator ("scenario/strategy"), clients, denominator_clients, ratio,
     goal, met}]; goals [{id, text, clients, target, value, met (null: not measured)}].
+
+    --scenario wakeup (bench/wakeup.py): push → handler latency with an idle `mqlite worker` in
+    another process, --messages (default 200) pushed --gaps apart, and the statements a second
+    the idle worker sends (counted by a relay between it and the server; also the server's
+    global Questions, where other clients count too); rows mqlite and no-ring (polling alone).
+    --json: config {messages, gap_min, gap_max, idle_seconds, idle_max, rounds, seed, dsn,
+    machine}; results [{scenario, strategy, messages, received, duplicates, p50_ms, p90_ms,
+    p99_ms, max_ms, idle_statements_per_s, server_questions_per_s, idle_seconds, error,
+    load_avg [start, end]}].
     """
+    if scenario == "wakeup":
+        _wakeup(dsn, messages or 200, gaps, idle_seconds, rounds, idle_max, as_json)
+        return
     from .. import bench as harness
     from ..bench import plot as bench_plot
     from ..testing import dsn_or_throwaway
@@ -109,7 +134,7 @@ def bench(
         clients=clients, seconds=seconds, messages=messages, body_size=body_size, scenarios=scenarios,
         processes=processes, compare=compare, sweep=counts, batch=batch, backlog=backlog,
         redis_url=redis_url or harness.DEFAULT_REDIS_URL, api=api, queues=queues, rate=rate, find_max=find_max,
-        workers=workers, worker_threads=worker_threads,
+        workers=workers, worker_threads=worker_threads, history=history,
     )
     with dsn_or_throwaway(dsn) as target, _progress_bar() as progress:
         report = harness.run(target, opts, progress)
@@ -119,6 +144,41 @@ def bench(
         print_json(report.as_dict())
         return
     bench_report(report, plot)
+
+
+def _wakeup(dsn: str | None, messages: int, gaps: str, idle_seconds: float, rounds: int, idle_max: float,
+            as_json: bool) -> None:
+    from ..bench import wakeup
+    from ..config import parse_dsn
+    from ..testing import dsn_or_throwaway
+
+    low, _, high = gaps.partition("-")
+    try:
+        gap_min, gap_max = float(low), float(high or low)
+    except ValueError:
+        raise typer.BadParameter("give MIN-MAX seconds, e.g. 0.3-2", param_hint="--gaps") from None
+    if not 0 <= gap_min <= gap_max:
+        raise typer.BadParameter("need 0 <= MIN <= MAX", param_hint="--gaps")
+    opts = wakeup.WakeOptions(messages=messages, gap_min=gap_min, gap_max=gap_max, idle_seconds=idle_seconds,
+                              rounds=rounds, idle_max=idle_max)
+    with dsn_or_throwaway(dsn) as target:
+        rows = wakeup.run(target, opts)
+        data = wakeup.as_dict(rows, opts, parse_dsn(target).redacted())
+    if as_json:
+        print_json(data)
+        return
+    from rich.table import Table
+
+    from .render import out
+
+    table = Table("strategy", "received", "p50 ms", "p90 ms", "p99 ms", "max ms", "idle stmt/s", "server q/s",
+                  "error",
+                  title="push → handler, idle `mqlite worker` in another process")
+    for r in data["results"]:
+        table.add_row(r["strategy"], f"{r['received']}/{r['messages']}", *(str(r[k]) for k in (
+            "p50_ms", "p90_ms", "p99_ms", "max_ms", "idle_statements_per_s", "server_questions_per_s")),
+            r["error"] or "")
+    out.print(table)
 
 
 @contextmanager

@@ -33,6 +33,9 @@ def push(
         typer.Option(help="Refuse (exit 2) a second message with this key while the first is in the table.",
                      show_default=False),
     ] = None,
+    priority: Annotated[
+        int, typer.Option(help="Lower is handed out first (-32768 to 32767); first in first out within one.")
+    ] = 0,
     dsn: Dsn = None,
     wait: WaitOpt = None,
     table: TableOpt = DEFAULT_TABLE,
@@ -48,7 +51,7 @@ def push(
         raw = sys.stdin.buffer.read() if str(file) == "-" else _read_file(file)
         bodies = [line for line in raw.splitlines() if line.strip()]
         with open_queue(dsn, table, wait=wait, pool_size=1) as q:
-            ids = q.push_many(queue, bodies)
+            ids = q.push_many(queue, bodies, priority=priority)
         if as_json:
             print_json({"queue": queue, "ids": ids})
         elif ids:
@@ -63,7 +66,8 @@ def push(
     else:
         data = body
     with open_queue(dsn, table, wait=wait, pool_size=1) as q:
-        new_id = q.push(queue, data, delay=due.total_seconds() if due is not None else None, unique_key=unique_key)
+        new_id = q.push(queue, data, delay=due.total_seconds() if due is not None else None, unique_key=unique_key,
+                        priority=priority)
     if as_json:
         print_json({"queue": queue, "id": new_id})
     else:

@@ -78,6 +78,7 @@ def message_json(m: Message) -> dict[str, Any]:
         "queue": m.queue,
         "created_at": m.created_at,
         "attempts": m.attempts,
+        "priority": m.priority,
         "owner": m.owner,
         "claimed_at": m.claimed_at,
         "available_at": m.available_at,
@@ -92,10 +93,10 @@ def message_json(m: Message) -> dict[str, Any]:
 def messages_table(messages: list[Message], title: str) -> Table:
     # Not failed means waiting, delayed (a backoff, a delay) or in a consumer's hands: "due" and
     # "owner" tell which.
-    t = Table("id", "age", "due", "attempts", "owner", "last error", "body", title=title)
+    t = Table("id", "age", "due", "attempts", "priority", "owner", "last error", "body", title=title)
     for m in messages:
         t.add_row(
-            str(m.id), age(m.created_at), due(m.available_at), str(m.attempts), str(m.owner or "-"),
+            str(m.id), age(m.created_at), due(m.available_at), str(m.attempts), str(m.priority), str(m.owner or "-"),
             Text(preview(m.last_error, ERROR_PREVIEW), style="red"),
             Text(preview(m.body, PREVIEW)),
         )

@@ -10,8 +10,13 @@ mqlite queue per Dramatiq queue, same name, optionally prefixed):
 
 - `enqueue(message, delay=ms)`: `Queue.push(…, delay=ms / 1000)`. Delayed messages (`send_with_
   options(delay=…)`, and the Retries middleware's backoff) wait in the table, hidden until due:
-  no `.DQ` delay queue, so no worker holds them in memory and no consumer polls for them.
-- consume: `Queue.take(lease=…)`, at most `prefetch` messages unacknowledged per consumer.
+  no `.DQ` delay queue, so no worker holds them in memory and no consumer polls for them: an idle
+  consumer sleeps on the queue's doorbell (mqlite/wake.py), rung by pushes from any process and
+  by the listener when a delayed message falls due (a 100 ms retry runs after about 100 ms).
+- An actor's `priority` (lower first, as in Dramatiq) is the mqlite priority of its messages:
+  across the whole queue, not only among the messages one worker has prefetched.
+- consume: `Queue.take_many(lease=…)`, as many as the consumer's `prefetch` leaves room for, in
+  one claim; at most `prefetch` messages unacknowledged (delivered or waiting) per consumer.
   `ack` -> `Queue.ack`; `nack` (Dramatiq's dead letter: retries exhausted, or an actor that
   raised an exception listed in `throws`) -> `Queue.fail` with the actor's exception and its
   traceback, kept as failed (`q.peek(queue, failed=True)`, `q.retry_failed(queue)`); `requeue`
@@ -30,6 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,7 +45,8 @@ from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed, DecodeError, QueueJoinTimeout
 from dramatiq.message import Message
 
-from ..errors import MqliteError, NotClaimed, Unavailable
+from ..config import PRIORITY_MAX, PRIORITY_MIN
+from ..errors import Cancelled, MqliteError, NotClaimed, Unavailable
 from ..idle import IdleWait
 from ..message import Message as MqMessage
 from ..queue import Queue
@@ -48,6 +55,7 @@ log = logging.getLogger("mqlite.dramatiq")
 
 DEFAULT_LEASE = 600.0
 _MIN_POLL = 0.01  # seconds: the first idle sleep, doubled up to the consumer's timeout
+_MAX_CLAIM = 64  # messages claimed at once, at the most (Dramatiq's default prefetch is 2 x threads)
 
 
 class MqliteBroker(dramatiq.Broker):
@@ -112,11 +120,20 @@ class MqliteBroker(dramatiq.Broker):
         seconds = None if delay is None else max(0.0, delay / 1000)
         self.emit_before("enqueue", message, delay)
         try:
-            self.mq.push(self.table_queue(queue_name), message.encode(), delay=seconds)
+            self.mq.push(self.table_queue(queue_name), message.encode(), delay=seconds,
+                         priority=self._priority_of(message))
         except Unavailable as exc:
             raise ConnectionClosed(exc) from None
         self.emit_after("enqueue", message, delay)
         return message
+
+    def _priority_of(self, message: Message) -> int:
+        """The priority of the message's actor (0 when this process does not know the actor)."""
+        actor = self.actors.get(message.actor_name)
+        value = getattr(actor, "priority", 0)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return 0
+        return max(PRIORITY_MIN, min(PRIORITY_MAX, value))
 
     def get_declared_queues(self) -> set[str]:
         return self.queues.copy()
@@ -157,35 +174,43 @@ class _MqliteConsumer(Consumer):
         self.table_queue = broker.table_queue(queue_name)
         self.prefetch = max(1, prefetch)
         self.timeout = timeout / 1000
-        self._idle = IdleWait(_MIN_POLL, self.timeout)
+        # Woken by a push to its queue from any process, and when a delayed message falls due.
+        self._idle = IdleWait(_MIN_POLL, self.timeout, bell=self.mq.doorbell, queues=(self.table_queue,))
         self._cond = threading.Condition()
         self._held: dict[int, tuple[_MqliteMessageProxy, float]] = {}  # id -> (message, next renewal)
+        self._ready: deque[_MqliteMessageProxy] = deque()  # claimed, held, not yet handed to Dramatiq
         self._next_renewal = 0.0
 
     def __next__(self) -> MessageProxy | None:
         self._renew_leases()
+        if self._ready:
+            return self._ready.popleft()
         with self._cond:
-            if len(self._held) >= self.prefetch:
+            room = self.prefetch - len(self._held)
+            if room <= 0:
                 self._cond.wait(self.timeout)  # until an ack frees a slot
                 return None
         try:
-            claim = self.mq.take(self.table_queue, lease=self.broker.lease)
+            claims = self.mq.take_many(self.table_queue, min(room, _MAX_CLAIM), lease=self.broker.lease)
         except Unavailable as exc:
             raise ConnectionClosed(exc) from None
-        if claim is None:
+        if not claims:
             self._idle.wait()
             return None
         self._idle.reset()
-        try:
-            message = Message.decode(claim.body)
-        except DecodeError as exc:
-            log.error("mqlite: message %s on queue %r is not a Dramatiq message: %s", claim.id, claim.queue, exc)
-            self.mq.fail(claim, f"not a Dramatiq message: {exc}")
-            return None
-        proxy = _MqliteMessageProxy(message, claim, self)
-        with self._cond:
-            self._held[claim.id] = (proxy, time.monotonic() + self.broker.lease / 3)
-        return proxy
+        renew_at = time.monotonic() + self.broker.lease / 3
+        for claim in claims:
+            try:
+                message = Message.decode(claim.body)
+            except DecodeError as exc:
+                log.error("mqlite: message %s on queue %r is not a Dramatiq message: %s", claim.id, claim.queue, exc)
+                self.mq.fail(claim, f"not a Dramatiq message: {exc}")
+                continue
+            proxy = _MqliteMessageProxy(message, claim, self)
+            with self._cond:
+                self._held[claim.id] = (proxy, renew_at)
+            self._ready.append(proxy)
+        return self._ready.popleft() if self._ready else None
 
     def _done(self, message: MessageProxy) -> MqMessage:
         claim: MqMessage = message._claim  # type: ignore[attr-defined]
@@ -237,6 +262,13 @@ class _MqliteConsumer(Consumer):
                 kept = self.mq.extend(claim, self.broker.lease)
             except NotClaimed:
                 continue  # settled meanwhile
+            except Cancelled:
+                # `Queue.cancel` marked it: it has ended (deleted, recorded cancelled); the actor
+                # runs on, and its ack finds nothing to settle.
+                with self._cond:
+                    if claim.id in self._held:
+                        self._held[claim.id] = (proxy, float("inf"))
+                continue
             except MqliteError as exc:
                 log.warning("mqlite: could not renew the lease of message %s: %s", claim.id, exc)
                 continue
@@ -248,5 +280,8 @@ class _MqliteConsumer(Consumer):
                 log.warning("mqlite: claim of message %s was lost while held; it will be delivered again", claim.id)
 
     def close(self) -> None:
+        # Claimed in a batch but never handed to Dramatiq: back to the queue, no attempt counted.
+        self.requeue(list(self._ready))
+        self._ready.clear()
         with self._cond:
             self._cond.notify_all()

@@ -49,6 +49,14 @@ def integer(text: str, name: str, low: int, high: int) -> int:
     return int(text)
 
 
+def signed(text: str, name: str, low: int, high: int) -> int:
+    """An integer that may be negative (a priority)."""
+    digits = text[1:] if text[:1] in ("-", "+") else text
+    if not text.isascii() or not digits.isdigit() or not low <= int(text) <= high:
+        raise ApiError(400, "bad_parameter", f"{name} must be an integer from {low} to {high}, got {text[:40]!r}")
+    return int(text)
+
+
 def utf8_header(value: str | None) -> str | None:
     """A header value as UTF-8 (Starlette decodes headers as latin-1; receipts carry the queue name)."""
     if value is None:

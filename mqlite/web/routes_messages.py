@@ -12,11 +12,22 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..config import COUNT_MAX, CURSOR_MAX, DEFAULT_LEASE, MAX_DELAY
+from ..config import COUNT_MAX, CURSOR_MAX, DEFAULT_LEASE, MAX_DELAY, PRIORITY_MAX, PRIORITY_MIN
 from ..errors import Cancelled, MqliteError, NotClaimed, NotFound
 from ..message import Receipt
 from .errors import ApiError
-from .parsing import allow_params, field_seconds, integer, json_object, key, number, queue_name, read_body, utf8_header
+from .parsing import (
+    allow_params,
+    field_seconds,
+    integer,
+    json_object,
+    key,
+    number,
+    queue_name,
+    read_body,
+    signed,
+    utf8_header,
+)
 from .shapes import body_json, iso
 from .state import Api, api
 
@@ -31,7 +42,8 @@ async def push(request: Request) -> Response:
     a = api(request)
     a.guard.check(request)
     name = queue_name(request)
-    allow_params(request, "delay", "unique_key", "if_exists", "max_attempts", "concurrency_key", "max_running")
+    allow_params(request, "delay", "unique_key", "if_exists", "max_attempts", "concurrency_key", "max_running",
+                 "priority")
     delay = number(request, "delay", None, 0.0, MAX_DELAY)
     unique_key = key(request, "unique_key")
     ckey = key(request, "concurrency_key")
@@ -44,10 +56,13 @@ async def push(request: Request) -> Response:
         raise ApiError(400, "bad_parameter", "if_exists must be raise or ignore")
     attempts_text = request.query_params.get("max_attempts")
     max_attempts = None if attempts_text is None else integer(attempts_text, "max_attempts", 1, COUNT_MAX)
+    priority_text = request.query_params.get("priority")
+    priority = None if priority_text is None else signed(priority_text, "priority", PRIORITY_MIN, PRIORITY_MAX)
     body = await read_body(request, a.max_body)
     # Only the options given: a plain push goes into one INSERT with the others arriving meanwhile.
     options: dict[str, Any] = {k: v for k, v in (("delay", delay), ("unique_key", unique_key),
-                                                 ("max_attempts", max_attempts)) if v is not None}
+                                                 ("max_attempts", max_attempts), ("priority", priority))
+                                if v is not None}
     if unique_key is not None:
         options["if_exists"] = if_exists
     if ckey is not None:
@@ -96,6 +111,8 @@ async def claim(request: Request) -> Response:
     receipt = str(message.receipt)
     try:
         extended = lease == _CLAIM_LEASE or await a.aq.extend(message, lease)
+    except Cancelled:  # cancelled in the instant after the claim: it has ended
+        raise ApiError(409, "cancelled", f"message {message.id} was cancelled as it was claimed") from None
     except BaseException:
         with contextlib.suppress(MqliteError):
             await a.aq.release(message)  # cancelled before the lease keeper knew of it: back at once
@@ -108,6 +125,7 @@ async def claim(request: Request) -> Response:
     return JSONResponse(
         {
             "id": message.id, "queue": name, "body": text, "encoding": kind, "attempts": message.attempts,
+            "priority": message.priority,
             "max_attempts": message.max_attempts or a.queue.max_attempts, "lease": lease, "receipt": receipt,
             "created_at": iso(message.created_at), "cursor": message.cursor,
             "progress": message.progress,

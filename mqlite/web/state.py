@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 
 from ..aio import AsyncQueue
-from ..idle import IdleWait
+from ..aio.idle import AsyncIdleWait
 from ..message import Message
 from ..queue import Queue, Stats
 from . import metrics
@@ -88,7 +88,7 @@ class Api:
         No database connection is held between two tries: the request sleeps in the event loop.
         """
         deadline = time.monotonic() + wait
-        idle = IdleWait(FIRST_PAUSE, MAX_PAUSE)
+        idle = AsyncIdleWait(FIRST_PAUSE, MAX_PAUSE, bell=getattr(self.queue, "doorbell", None), queues=(name,))
         while True:
             message = await fetch()
             remaining = deadline - time.monotonic()
@@ -96,7 +96,7 @@ class Api:
                 return message
             if await request.is_disconnected():
                 return None  # nobody to hand a message to: take nothing
-            await self.arrivals.wait(name, idle.pause(remaining))
+            await self.arrivals.wait(name, idle.pause(remaining), idle)
 
 
 def api(request: Request) -> Api:

@@ -39,8 +39,8 @@ class DjangoQueue(Queue):
     def push(self, queue: str, body: Body, *, connection: Any = None, **options: Any) -> int:
         return super().push(queue, body, connection=self.joined(connection), **options)
 
-    def push_many(self, queue: str, bodies: Iterable[Body], *, connection: Any = None) -> list[int]:
-        return super().push_many(queue, bodies, connection=self.joined(connection))
+    def push_many(self, queue: str, bodies: Iterable[Body], *, priority: int = 0, connection: Any = None) -> list[int]:
+        return super().push_many(queue, bodies, priority=priority, connection=self.joined(connection))
 
     def ack(self, message: Claimable, *, connection: Any = None) -> bool:
         return super().ack(message, connection=self.joined(connection))

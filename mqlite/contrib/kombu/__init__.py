@@ -17,6 +17,8 @@ How kombu's verbs map onto mqlite (one mqlite queue per kombu queue, same name):
 
 - publish: `Queue.push`, one `INSERT`. Celery's `countdown`/`eta` (the `eta` header) and a
   `DelaySeconds` property become mqlite delays: the message waits in the table, not in a worker.
+  Celery's `priority` (the message's `priority` property) becomes the mqlite priority as it is:
+  lower first, as with kombu's Redis transport (not RabbitMQ's higher-first).
 - consume (`no_ack=False`, which is every Celery worker): `Queue.take(lease=…)`; the delivery tag
   is the claim's receipt. `basic_ack` -> `ack`; `basic_reject(requeue=True)` -> `nack` with no
   delay (back at once, one attempt counted, so a message that keeps killing its worker ends
@@ -46,7 +48,8 @@ renewal is what keeps it, and a dead worker's messages come back when their leas
 
 Idle polling: every queue is polled once per round; after an empty round the consumer sleeps
 `min_polling_interval` (default 0.01 s), doubling up to `polling_interval` (default 1 s) while
-nothing arrives; an acknowledgement wakes it early (a slot in the prefetch window opened).
+nothing arrives; an acknowledgement wakes it early (a slot in the prefetch window opened), and so
+does a publish from any process to a queue it consumes (the Queue's doorbell, mqlite/wake.py).
 
 Broadcast (routing.py): bindings are shared through the database, so fanout exchanges reach every
 bound queue of every process (Celery's remote control: `celery inspect`, `celery control`,

@@ -13,11 +13,11 @@ from typing import Any
 from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 
-from ...errors import MqliteError, NotClaimed
+from ...errors import Cancelled, MqliteError, NotClaimed
 from ...message import Message as MqMessage
 from ...queue import Queue
 from .routing import RoutingChannel
-from .shared import Claim, delay_of
+from .shared import Claim, delay_of, priority_of
 
 log = logging.getLogger("mqlite.kombu")
 
@@ -51,7 +51,7 @@ class Channel(RoutingChannel, virtual.Channel):
 
     def _put(self, queue: str, message: dict, **kwargs: Any) -> None:
         delay = delay_of(message)
-        self.mq.push(self._name(queue), dumps(message), delay=delay)
+        self.mq.push(self._name(queue), dumps(message), delay=delay, priority=priority_of(message))
 
     def _purge(self, queue: str) -> int:
         return self.mq.purge(self._name(queue))
@@ -263,6 +263,9 @@ class Channel(RoutingChannel, virtual.Channel):
             try:
                 kept = self.mq.extend(c.message, lease)
             except NotClaimed:  # settled meanwhile
+                continue
+            except Cancelled:  # `Queue.cancel` ended it (deleted, recorded cancelled): nothing to ack later
+                self._settled(c.tag)
                 continue
             with self._lock:
                 if c.tag not in self._held:

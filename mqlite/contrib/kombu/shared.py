@@ -7,6 +7,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
+from ...config import PRIORITY_MAX, PRIORITY_MIN
 from ...message import Message as MqMessage
 from ...queue import Queue
 
@@ -67,6 +68,14 @@ def dsn_of(hostname: str | None) -> str | None:
     if scheme in ("mqlite", "mqlite+mysql"):
         return "mysql://" + rest
     return hostname
+
+
+def priority_of(message: dict) -> int:
+    """The message's `priority` property (Celery's task option), within mqlite's range; else 0."""
+    value = (message.get("properties") or {}).get("priority")
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return max(PRIORITY_MIN, min(PRIORITY_MAX, value))
 
 
 def delay_of(message: dict) -> float | None:

@@ -30,7 +30,9 @@ DEFAULT_ACK_THREADS = 8  # acks in flight at once, so that their commits share f
 # `celery inspect` waits 1 s for replies.
 DEFAULT_BROADCAST_POLLING = 0.2
 BROADCAST_SCHEMA = 10  # schema/010_kombu_broadcast.sql: the shared bindings and expiring queues
-_QUEUE_OPTIONS = ("table", "pool_size", "max_attempts", "retry_for", "recover_every", "connect_timeout")
+_QUEUE_OPTIONS = (
+    "table", "pool_size", "max_attempts", "retry_for", "recover_every", "connect_timeout", "wake", "wake_bound",
+)
 
 
 class Transport(virtual.Transport):
@@ -212,8 +214,13 @@ class Transport(virtual.Transport):
         except MqliteError as exc:
             log.warning("mqlite: recovery at consumer start failed: %s", exc)
 
+    def _consumed(self) -> tuple[str, ...]:
+        """The mqlite names of the queues this connection's channels consume."""
+        return tuple(sorted({ch._name(q) for ch in list(self.channels) for q in list(ch._active_queues)}))
+
     def wake(self) -> None:
         self._wakeup.set()
+        self._idle.interrupt()  # a sleep on the doorbell does not watch `_wakeup`
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:  # type: ignore[override]
         """Deliver one message; poll with a bounded exponential backoff while there is none."""
@@ -235,6 +242,8 @@ class Transport(virtual.Transport):
                 if timeout is not None and elapsed >= timeout:
                     raise socket.timeout() from None
                 pause = self._idle.pause(None if timeout is None else timeout - elapsed)
+                # Rung by pushes to the queues consumed now, from any process (mqlite/wake.py).
+                self._idle.bell, self._idle.queues = self.mq.doorbell, self._consumed()
                 delivered = self._wait_polling_control(pause)
                 self._wakeup.clear()
                 if delivered:
