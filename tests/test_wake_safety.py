@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import mqlite
+from mqlite.config import Settings, parse_dsn
 from mqlite.testing.database import admin_connection
 from mqlite.wake import slot_names
 
@@ -45,3 +46,33 @@ def test_a_push_after_lost_connections_does_not_kill_a_session_by_a_listener_id_
         assert slept == [0], "the push's ring cut the query of a session that holds no slot"
     finally:
         other.close()
+
+
+def test_a_pusher_not_allowed_to_kill_the_listener_pushes_and_stops_ringing(dsn: str, caplog) -> None:
+    # MySQL/MariaDB refuse KILL of another user's session without CONNECTION_ADMIN/SUPER: the push
+    # must still succeed, raise nothing, leak no password, and the listener finds it by its look.
+    settings = parse_dsn(dsn)
+    admin = admin_connection(dsn)
+    cur = admin.cursor()
+    cur.execute("CREATE USER IF NOT EXISTS 'mq_review'@'%' IDENTIFIED BY 'pw-review-s3cret'")
+    cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{settings.database}`.* TO 'mq_review'@'%'")
+    limited = Settings("mq_review", "pw-review-s3cret", settings.hosts, settings.database, settings.unix_socket).url()
+    try:
+        with mqlite.Queue(dsn, wake_bound=0.5) as listener, mqlite.Queue(limited) as pusher:
+            listener.apply_schema()
+            waited: list[int] = []
+            token = listener.doorbell.generation
+            t = threading.Thread(target=lambda: waited.append(listener.doorbell.wait(["jobs"], token, 10)))
+            t.start()
+            wait_for(lambda: "jobs" in listener.doorbell.listening and rows(
+                admin, "SELECT IS_USED_LOCK(%s)", slot_names(settings.database, listener.table, "jobs")[0])[0][0],
+                what="the listener holding its slot")
+            pusher.push("jobs", b"x")
+            assert not pusher.doorbell.ringing
+            t.join(10)
+            assert not t.is_alive()
+            assert listener.pop("jobs").body == b"x"
+        assert "pw-review-s3cret" not in caplog.text
+    finally:
+        cur.execute("DROP USER IF EXISTS 'mq_review'@'%'")
+        admin.close()
