@@ -40,6 +40,10 @@ class Ringer:
         self._pool, self._table = pool, table
         self.ringing = ringing
         self._holders: dict[str, tuple[float, tuple[int, ...]]] = {}
+        # queue -> where its holders were read: (host index, the pool's last connection error). Their
+        # ids are rung without a new look only on that host, with no connection lost since: ids are
+        # per server and restart with it, so a remembered one may name an unrelated session.
+        self._read_on: dict[str, tuple[Any, float]] = {}
         self._refreshing: set[str] = set()  # queues whose holders one pushing thread is reading now
         self._refresh_lock = threading.Lock()
 
@@ -75,6 +79,9 @@ class Ringer:
 
     def _ring_on(self, cur: Any, queue: str, cached: tuple[float, tuple[int, ...]] | None, now: float) -> None:
         rung: set[int] = set()
+        where = (getattr(cur.connection, "_mqlite_host", None), self._pool._suspect_since)
+        if cached is not None and self._read_on.get(queue) != where:
+            cached = None  # read elsewhere, or before a connection was lost: look again first
         stale = cached is None or cached[0] <= now
         if cached is not None:
             # The listeners known, even if the cache is stale, first: the wake-up does not wait
@@ -90,6 +97,7 @@ class Ringer:
             row = cur.fetchone()
             holders = tuple(int(h) for h in row if h is not None)
             self._holders[queue] = (now + HOLDERS_TTL, holders)
+            self._read_on[queue] = where
             for holder in holders:
                 if holder not in rung and self._kill(cur, holder) is None:
                     return
