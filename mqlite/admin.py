@@ -28,6 +28,7 @@ class QueueStats:
     oldest_age: float | None  # seconds the oldest ready message has been waiting (server clock)
     counted_since: datetime | None
     paused: bool = False
+    cancelling: int = 0  # claimed messages `Queue.cancel` marked, their handlers not yet told
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,12 @@ class Administering(QueueCore):
                 cur.close()
             queues = {}
             for q in sorted(set(depth) | set(totals)):
-                ready, delayed, claimed, failed, oldest, age = depth.get(q, (0, 0, 0, 0, None, None))
+                ready, delayed, claimed, failed, oldest, age, cancelling = depth.get(q, (0, 0, 0, 0, None, None, 0))
                 processed, failed_total, since, paused = totals.get(q, (0, 0, None, 0))
                 queues[q] = QueueStats(
                     q, int(ready or 0), int(delayed or 0), int(claimed or 0), int(failed or 0),
                     int(processed), int(failed_total), oldest, None if age is None else float(age), since,
-                    bool(paused),
+                    bool(paused), int(cancelling or 0),
                 )
             return Stats(queues, sees_all, cipher)
 

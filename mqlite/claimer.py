@@ -98,6 +98,8 @@ class Claimer:
         asked: dict[str, int] = {}
         for queue, n in wants:
             asked[queue] = asked.get(queue, 0) + n
+        if len(asked) == 1 and self._levels is not None:
+            self._levels(wants[0][0]).current()  # a stale list is read anew before a claim session is held
         with self._sessions.hold() as session:
             got = self._fetch(session, asked)
         if self.consume and self._on_consumed is not None:

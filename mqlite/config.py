@@ -262,6 +262,14 @@ def check_queue(name: object) -> str:
     return _check_name(name, "queue name", QUEUE_NAME_MAX)
 
 
+SCHEDULE_NAME_MAX = 128  # leaves room in a message's unique key for "schedule:<name>:<tick>"
+
+
+def check_schedule_name(name: object) -> str:
+    """`name` if it is a valid schedule name (1–128 characters of UTF-8), else InvalidName."""
+    return _check_name(name, "schedule name", SCHEDULE_NAME_MAX)
+
+
 def _check_name(name: object, what: str, limit: int) -> str:
     if not isinstance(name, str):
         raise InvalidName(f"{what} must be a string, not {type(name).__name__}")

@@ -11,9 +11,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from . import recovery, retry
+from . import recovery, retry, sql
 from .claimer import MAX_BATCH, Claimer
 from .config import MAX_DELAY, check_queue
+from .ending import worker_label
 from .errors import DatabaseError, MqliteError
 from .levels import Levels
 from .message import Message
@@ -202,6 +203,9 @@ class Consuming(Settling):
                         cur.execute(self._sql.restore, (m.id, m.queue, m.body, m.created_at, m.available_at,
                                                         m.attempts, m.max_attempts, m.unique_key, m.concurrency_key,
                                                         m.priority))
+                        table = self._recording(m.queue)
+                        if table is not None and m.claimed_at is not None:  # it did not end after all
+                            cur.execute(self._sql.in_list(sql.UNRECORD_POPPED, 1), (table, m.queue, m.claimed_at, m.id))
                     finally:
                         cur.close()
 
@@ -219,9 +223,12 @@ class Consuming(Settling):
         return self._recover(self._policy)
 
     def _recover(self, policy: retry.Policy | None) -> recovery.Recovery:
+        # Any queue keeping history: the claims given up are recorded (the join picks the queues).
+        history = (self.table, worker_label()) if self._history.all() else None
+
         def attempt() -> recovery.Recovery:
             with self._pool.connection() as conn:
-                return recovery.recover(conn, self._sql, self.max_attempts)
+                return recovery.recover(conn, self._sql, self.max_attempts, history)
 
         report = retry.call(policy, attempt)
         if report.total:

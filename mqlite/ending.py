@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import protocol
+from . import protocol, sql
 from .errors import MqliteError
 from .message import Receipt
 from .sql import Statements
@@ -83,38 +83,67 @@ class HistorySettings:
 
 def ack_many(cur: Any, st: Statements, receipts: list[Receipt], table: str) -> set[int]:
     """`protocol.ack_many`, each message still held leaving a history row ('acked', or
-    'cancelled_late' when it was cancelled while its handler ran). The copy's locking read holds
-    the rows until the DELETE, so both see the same ones."""
-    fences = [v for r in receipts for v in r.fence()]
-    copy = st.in_list(st.history_acked, len(receipts), "(%s,%s,%s,%s,%s,%s,%s)")
+    'cancelled_late' when it was cancelled while its handler ran): the copy and the DELETE in one
+    round trip, at READ COMMITTED so that the copy locks nothing (the DELETE locks what it deletes).
 
-    def steps() -> set[int]:
-        cur.execute(copy, (worker_label(), table, *fences))
-        return protocol.ack_many(cur, st, receipts)
+    A claim lost between the copy's read and the DELETE (recovered in that instant) leaves a copy
+    of a row not deleted: seen by the counts, that copy is deleted right after."""
+    fences = tuple(v for r in receipts for v in r.fence())
+    item = "(%s,%s,%s,%s,%s,%s,%s)"
+    copy = st.in_list(st.history_acked, len(receipts), item)
+    copied, deleted = protocol.group(cur, [(copy, (worker_label(), table, *fences)),
+                                           (st.in_list(st.ack_many, len(receipts), item), fences)],
+                                     read_committed=True)
+    if deleted == len(receipts):
+        return {r.id for r in receipts}
+    if not deleted and not copied:
+        return set()
+    still = protocol.present(cur, st, [r.id for r in receipts])  # as protocol.ack_many
+    extra = copied - deleted
+    if extra > 0:
+        kept = [r for r in receipts if r.id in still]
+        for q in {r.queue for r in kept}:
+            ids = [r.id for r in kept if r.queue == q]
+            since = min(r.claimed_at for r in kept if r.queue == q)
+            extra -= int(cur.execute(st.in_list(sql.UNRECORD_ACKED, len(ids)), (table, q, since, *ids)))
+        if extra > 0:  # a row gone, deleted by another ending of its claim after our copy read it
+            _unrecord_doubled(cur, [r for r in receipts if r.id not in still], table, extra)
+    return {r.id for r in receipts if r.id not in still}
 
-    return protocol.transaction(cur, steps)
+
+def _unrecord_doubled(cur: Any, gone: list[Receipt], table: str, extra: int) -> None:
+    """Of messages recorded twice (our copy, and the ending that deleted them first), drop the
+    newer 'acked'/'cancelled_late' row, at most `extra` rows (the copies our DELETE did not match)."""
+    for q in {r.queue for r in gone}:
+        ids = [r.id for r in gone if r.queue == q]
+        since = min(r.claimed_at for r in gone if r.queue == q)
+        cur.execute(sql.Statements.in_list(sql.HISTORY_ROWS_OF, len(ids)), (table, q, since, *ids))
+        found: dict[int, list[tuple[Any, str]]] = {}
+        for id_, finished, outcome in cur.fetchall():
+            found.setdefault(int(id_), []).append((finished, outcome))
+        for id_, recorded in found.items():
+            ours = [f for f, outcome in recorded if outcome in ("acked", "cancelled_late")]
+            if len(recorded) > 1 and ours and extra > 0:
+                extra -= int(cur.execute(sql.UNRECORD_ONE, (table, q, ours[-1], id_)))
 
 
 def fail(cur: Any, st: Statements, r: Receipt, attempts: int, error: str, table: str) -> bool:
     """`protocol.fail` with a 'failed' history row (failed for good: no attempt left, or given up)."""
-
-    def steps() -> bool:
-        cur.execute(st.history_failed, (attempts, error, worker_label(), table, *r.fence()))
-        return protocol.fail(cur, st, r, attempts, error)
-
-    return protocol.transaction(cur, steps)
+    _, failed = protocol.group(cur, [
+        (st.history_failed, (attempts, error, worker_label(), table, *r.fence())),
+        (st.fail, (attempts, error, *r.fence())),
+    ])
+    return failed == 1
 
 
 def finish_cancelled(cur: Any, st: Statements, r: Receipt, table: str | None) -> bool:
     """End a cancelling claim: deleted, with a 'cancelled' history row when `table` keeps history.
     False if the claim is not (or no longer) a cancelling one."""
-
-    def steps() -> bool:
-        if table is not None:
-            cur.execute(st.history_cancelled, (worker_label(), table, *r.fence()))
-        return bool(cur.execute(st.finish_cancelled, r.fence()) == 1)
-
-    return protocol.transaction(cur, steps)
+    steps: list[tuple[str, tuple[Any, ...]]] = []
+    if table is not None:
+        steps.append((st.history_cancelled, (worker_label(), table, *r.fence())))
+    steps.append((st.finish_cancelled, r.fence()))
+    return protocol.group(cur, steps)[-1] == 1
 
 
 def is_cancelling(cur: Any, st: Statements, r: Receipt) -> bool:
@@ -161,3 +190,8 @@ def purge_slice(cur: Any, st: Statements, select: str, params: tuple[Any, ...], 
         return int(cur.execute(st.in_list(st.delete_ids, len(ids)), ids))
 
     return protocol.transaction(cur, steps)
+
+
+# Steps whose statement leaves a cancelling claim alone (sql.Statements: `cancelled_at IS NULL`): their
+# 0-row answer is checked with `is_cancelling`.
+SPARING_CANCELLING = (protocol.release, protocol.retry_later, protocol.fail, fail, protocol.extend, protocol.checkpoint)

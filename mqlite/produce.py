@@ -225,6 +225,12 @@ class Producing(QueueCore):
                 promote()
             else:
                 held.after_commit(promote)
+        # Idle consumers see the message once the caller commits: ring then, where the framework
+        # tells us (else `Queue.ring` after the commit, or they find it by their bounded look).
+        if held.autocommit():
+            self.doorbell.ring(name)
+        else:
+            held.after_commit(lambda: self.doorbell.ring(name))
         return new_id
 
     def _duplicate_on(self, cur: Any, guarded: bool, name: str, key: str, if_exists: str) -> int:

@@ -245,22 +245,57 @@ def delete_claimed(cur: Any, st: Statements, queue: str, rows: list[Message], se
 def _delete_recorded(
     cur: Any, st: Statements, queue: str, rows: list[Message], session: Session, history: tuple[str, str]
 ) -> list[Message]:
-    """`delete_claimed` with a 'popped' history row per message, in one transaction."""
+    """`delete_claimed` with a 'popped' history row per message: the copies and the DELETEs go as
+    one transaction in one round trip (`group`)."""
     table, worker = history
+    stamps = sorted({m.claimed_at for m in rows if m.claimed_at is not None})
+    steps: list[tuple[str, tuple[Any, ...]]] = []
+    for stamp in stamps:
+        keys = [v for m in rows if m.claimed_at == stamp for v in (m.priority, m.available_at, m.id)]
+        copy = st.in_list(st.history_popped, len(keys) // 3, "(%s,%s,%s)")
+        steps.append((copy, (worker, table, queue, *keys, stamp)))
+    for stamp in stamps:
+        keys = [v for m in rows if m.claimed_at == stamp for v in (m.priority, m.available_at, m.id)]
+        steps.append((st.in_list(st.delete_claimed, len(keys) // 3, "(%s,%s,%s)"), (queue, *keys, stamp)))
+    deleted = sum(group(cur, steps)[len(stamps):])
+    if deleted == len(rows):
+        return rows
+    # Some row was not ours to delete any more (recovered meanwhile: the claim session was taken
+    # for dead, or its lease ran out): as `delete_claimed`, and the copies of the rows left go too.
+    check_pinned(cur, session, "the delete of its claim")
+    still_there = present(cur, st, [m.id for m in rows])
+    kept = [m for m in rows if m.id in still_there]
+    if kept:
+        since = min(m.claimed_at or _EPOCH for m in kept)
+        cur.execute(st.in_list(sql.UNRECORD_POPPED, len(kept)), (table, queue, since, *[m.id for m in kept]))
+    return [m for m in rows if m.id not in still_there]
 
-    def steps() -> list[Message]:
-        for stamp in {m.claimed_at for m in rows}:
-            keys = [v for m in rows if m.claimed_at == stamp for v in (m.priority, m.available_at, m.id)]
-            copy = st.in_list(st.history_popped, len(keys) // 3, "(%s,%s,%s)")
-            cur.execute(copy, (worker, table, queue, *keys, stamp))
-        gone = delete_claimed(cur, st, queue, rows, session)
-        if len(gone) != len(rows):  # the copies of rows that were not ours to delete go too
-            kept = [m for m in rows if m not in gone]
-            since = min(m.claimed_at or _EPOCH for m in kept)
-            cur.execute(st.in_list(sql.UNRECORD_POPPED, len(kept)), (table, queue, since, *[m.id for m in kept]))
-        return gone
 
-    return transaction(cur, steps)
+def group(cur: Any, steps: list[tuple[str, tuple[Any, ...]]], *, read_committed: bool = False) -> list[int]:
+    """Run `steps` (statement, parameters) as one transaction in one round trip: `START TRANSACTION;
+    s1; s2; …; COMMIT` as a multi-statement query (mysqlclient connects with multi-statements on).
+    Returns each step's row count. A step that fails stops the server there: rolled back, raised.
+    `read_committed`: that transaction runs at READ COMMITTED (its reads take no locks)."""
+    head = [sql.NEXT_READ_COMMITTED, sql.BEGIN] if read_committed else [sql.BEGIN]
+    text = ";\n".join([*head, *(statement for statement, _ in steps), sql.COMMIT])
+    params = tuple(v for _, values in steps for v in values)
+    counts: list[int] = []
+    try:
+        cur.execute(text, params)  # the first result is START TRANSACTION's (or SET TRANSACTION's)
+        if read_committed:
+            cur.nextset()
+        for _ in steps:
+            cur.nextset()
+            counts.append(int(cur.rowcount))
+        cur.nextset()  # COMMIT's
+    except BaseException:
+        with contextlib.suppress(Exception):
+            while cur.nextset():
+                pass
+        with contextlib.suppress(Exception):  # a connection gone has committed nothing
+            cur.execute(sql.ROLLBACK)
+        raise
+    return counts
 
 
 def transaction(cur: Any, steps: Callable[[], T]) -> T:

@@ -16,15 +16,16 @@ from .failure import Backoff
 from .history import HistoryEntry, Recording
 from .pool import Pool
 from .produce import Producing
+from .schedule import Schedule, Scheduling
 from .sessions import ClaimSessions
 from .settle import ACK_GROUP
 from .sql import statements
 from .wake import Doorbell
 
-__all__ = ["HistoryEntry", "Queue", "QueueStats", "Stats", "default_queue"]
+__all__ = ["HistoryEntry", "Queue", "QueueStats", "Schedule", "Stats", "default_queue"]
 
 
-class Queue(Producing, Consuming, Administering, Recording):
+class Queue(Producing, Consuming, Administering, Recording, Scheduling):
     """A handle on one messages table. Thread-safe; one per process is the intended use.
 
     `dsn=None` reads `MQLITE_DSN`. Connections are pooled (at most `pool_size`), opened lazily,

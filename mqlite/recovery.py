@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import sql
+from . import protocol, sql
 from .sql import Statements
 
 _CHUNK = 500  # owner ids per UPDATE … IN (…)
@@ -66,27 +66,33 @@ def sees_all_connections(cur: Any) -> bool:
     return bool(cur.fetchone()[0])
 
 
-def recover(conn: Any, st: Statements, max_attempts: int) -> Recovery:
-    """One recovery pass over the messages table on `conn`."""
-
-    def why(text: str) -> tuple[int, int, str]:
-        return (max_attempts, max_attempts, f"Recovered: {text}")
-
+def recover(conn: Any, st: Statements, max_attempts: int, history: tuple[str, str] | None = None) -> Recovery:
+    """One recovery pass over the messages table on `conn`. With `history` (table name, worker),
+    the claims it gives up (failed now) are recorded in their queue's history in the same transaction."""
     cur = conn.cursor()
+
+    def run(update: str, text: str, *where: Any) -> int:
+        reason = f"Recovered: {text}"
+        if history is None:
+            return int(cur.execute(update, (max_attempts, max_attempts, reason, *where)))
+        table, worker = history
+
+        return protocol.group(cur, [
+            (st.recovered_history(update), (reason, worker, table, *where, max_attempts)),
+            (update, (max_attempts, max_attempts, reason, *where)),
+        ])[1]
+
     try:
         now, surely_before, maybe_before = server_start(cur)
-        before_restart = cur.execute(
-            st.recover_before, (*why("claimed before the server restarted"), surely_before)
-        )
+        before_restart = run(st.recover_before, "claimed before the server restarted", surely_before)
         # A claim from the second around the restart may belong to a live session that reuses the
         # dead owner's id: it comes back when its lease runs out, whoever can see what.
-        before_restart += cur.execute(
-            st.recover_before_expired, (*why("claimed around a server restart, lease expired"), maybe_before)
-        )
+        before_restart += run(st.recover_before_expired, "claimed around a server restart, lease expired",
+                              maybe_before)
         # Claims made on other nodes of a cluster: neither our PROCESSLIST nor our uptime knows them.
-        other_nodes = cur.execute(st.recover_other_nodes, why("lease expired (claimed on another node)"))
+        other_nodes = run(st.recover_other_nodes, "lease expired (claimed on another node)")
         if not sees_all_connections(cur):
-            expired = cur.execute(st.recover_expired, why("lease expired (owner not visible without PROCESS)"))
+            expired = run(st.recover_expired, "lease expired (owner not visible without PROCESS)")
             return Recovery(before_restart=before_restart, lease_expired=expired + other_nodes,
                             sees_all_connections=False)
         # Snapshot order matters: `now` was read before PROCESSLIST, and only claims older than
@@ -98,8 +104,7 @@ def recover(conn: Any, st: Statements, max_attempts: int) -> Recovery:
         dead_owner = 0
         for i in range(0, len(dead), _CHUNK):
             chunk = dead[i : i + _CHUNK]
-            statement = st.in_list(st.recover_owners, len(chunk))
-            dead_owner += cur.execute(statement, (*why("owner session gone"), *chunk, now))
+            dead_owner += run(st.in_list(st.recover_owners, len(chunk)), "owner session gone", *chunk, now)
         return Recovery(dead_owner=dead_owner, before_restart=before_restart, lease_expired=other_nodes,
                         sees_all_connections=True)
     finally:

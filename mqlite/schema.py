@@ -157,5 +157,8 @@ def drop(conn: Any, table: str) -> None:
         cur.execute(sql.VERSION_TABLE_EXISTS, ("mqlite_history",))
         if cur.fetchone()[0]:
             cur.execute(sql.FORGET_HISTORY, (table,))
+        cur.execute(sql.VERSION_TABLE_EXISTS, ("mqlite_schedules",))
+        if cur.fetchone()[0]:
+            cur.execute(sql.FORGET_SCHEDULES, (table,))
     finally:
         cur.close()

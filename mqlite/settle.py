@@ -7,56 +7,23 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any, Union
 
 from . import ending, protocol, retry
 from .base import QueueCore
 from .config import delay_us
-from .errors import Cancelled, Interrupted, NotClaimed
+from .errors import Cancelled, NotClaimed
 from .failure import describe
+from .held import Held, settled_if_cancelled
 from .message import Message, Receipt
 from .txn import Borrowed, borrow
 
 log = logging.getLogger("mqlite")
+__all__ = ["ACK_GROUP", "Claimable", "Held", "Settling", "receipt_of"]
 
 Claimable = Union[Message, Receipt, str]
 ACK_GROUP = 500  # receipts per grouped DELETE
-
-
-class Held:
-    """What a message taken by `claim`/`take` knows about its claim, so `message.fail()` etc. work."""
-
-    def __init__(self, owner: Settling, lease: float, interrupt: threading.Event | None) -> None:
-        self.owner = owner
-        self.lease = lease
-        self.interrupt = interrupt
-        self.finished = False
-        self.in_transaction = False  # acknowledged inside a caller's transaction (ack(connection=…))
-
-    def touch(self, m: Message) -> None:
-        self.extend(m, self.lease)
-
-    def extend(self, m: Message, seconds: float) -> None:
-        if not self.owner.extend(m, seconds):  # Cancelled: ended, and marked finished there
-            raise NotClaimed(f"message {m.id}: the claim was lost (recovered after its lease or owner died)")
-
-    def fail(self, m: Message, reason: str | BaseException) -> None:
-        self.owner.fail(m, reason)
-
-    def release(self, m: Message, delay: float) -> None:
-        self.owner.release(m, delay)
-
-    def ack(self, m: Message, connection: Any = None) -> bool:
-        return self.owner.ack(m, connection=connection)
-
-    def checkpoint(self, m: Message, cursor: str, progress: float | None) -> None:
-        if not self.owner.checkpoint(m, cursor, progress, lease=self.lease):
-            raise NotClaimed(f"message {m.id}: the claim was lost (recovered after its lease or owner died)")
-        if self.interrupt is not None and self.interrupt.is_set():
-            raise Interrupted(f"message {m.id}: stopping at cursor {cursor!r}")
 
 
 class Settling(QueueCore):
@@ -144,8 +111,10 @@ class Settling(QueueCore):
         """Make a claim's lease run until `seconds` from now. False if the claim was lost; raises
         Cancelled (the message has ended, cancelled) if `Queue.cancel` marked it meanwhile."""
         if isinstance(message, Message) and message._handle is not None and message._handle.finished:
+            if message._handle.cancelled:
+                raise Cancelled(f"message {message.id} was cancelled: it has ended, not to be retried")
             raise NotClaimed(f"message {message.id} was already settled")
-        with _ends_if_cancelled(message):
+        with settled_if_cancelled(message):
             return self._settle(receipt_of(message), protocol.extend, delay_us(seconds, None), finishing=False)
 
     def checkpoint(
@@ -161,7 +130,7 @@ class Settling(QueueCore):
         if progress is not None and not (isinstance(progress, (int, float)) and math.isfinite(progress)):
             raise ValueError(f"progress must be a finite number, got {progress!r}")
         args = (cursor, None if progress is None else float(progress), delay_us(lease, None))
-        with _ends_if_cancelled(message):
+        with settled_if_cancelled(message):
             return self._settle(receipt_of(message), protocol.checkpoint, *args, finishing=False)
 
     # -- in the caller's transaction (`connection=`) ------------------------------------------
@@ -239,6 +208,8 @@ class Settling(QueueCore):
     def _settling(self, message: Claimable) -> Receipt:
         handle = message._handle if isinstance(message, Message) else None
         if handle is not None:
+            if handle.cancelled:
+                raise Cancelled(f"message {message.id} was cancelled: it has ended, not to be retried")  # type: ignore[union-attr]
             if handle.finished:
                 raise NotClaimed(f"message {message.id} was already settled")  # type: ignore[union-attr]
             handle.finished = True
@@ -263,7 +234,7 @@ class Settling(QueueCore):
 
         try:
             done = retry.call(self._policy, attempt)
-            if not done and step in _SPARING_CANCELLING and self._end_cancelled(r):
+            if not done and step in ending.SPARING_CANCELLING and self._end_cancelled(r):
                 self._settled(r, True, key=key)
                 if not finishing:  # extend, checkpoint: the handler learns it here
                     raise Cancelled(f"message {r.id} was cancelled: it has ended, not to be retried")
@@ -332,23 +303,6 @@ class Settling(QueueCore):
                 self._settle(m.receipt, protocol.release, 0, key=m.concurrency_key)
             except Exception as exc:  # the claim stays; it comes back by recovery once its lease ends
                 log.warning("message %s: could not give back an unwanted claim: %s", m.id, exc)
-
-# Steps whose statement leaves a cancelling claim alone (sql.Statements: `cancelled_at IS NULL`).
-_SPARING_CANCELLING = (
-    protocol.release, protocol.retry_later, protocol.fail, ending.fail, protocol.extend, protocol.checkpoint,
-)
-
-
-@contextmanager
-def _ends_if_cancelled(message: Claimable) -> Iterator[None]:
-    """A message whose extend/checkpoint raised Cancelled is settled: its claim block leaves it be."""
-    try:
-        yield
-    except Cancelled:
-        if isinstance(message, Message) and message._handle is not None:
-            message._handle.finished = True
-        raise
-
 
 def receipt_of(message: Claimable) -> Receipt:
     """The claim receipt of a Message, a Receipt, or a receipt's text form."""

@@ -77,10 +77,27 @@ UNDO_PUSH = "ROLLBACK TO SAVEPOINT mqlite_push"
 # A statement group that ends messages and records them in mqlite_history commits as one.
 BEGIN = "START TRANSACTION"
 COMMIT = "COMMIT"
+NEXT_READ_COMMITTED = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"  # the next transaction only
 ROLLBACK = "ROLLBACK"
 VERSION_TABLE_EXISTS = (
     "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
 )
+
+
+# History rows copy the message row in the statement before the one that ends it, in one
+# transaction; the join keeps out queues whose history is off (a process's cached setting may lag).
+HISTORY_RECORD = (
+    "INSERT INTO mqlite_history (table_name, queue, finished_at, id, outcome, attempts, created_at, "
+    "first_claimed_at, duration, last_error, worker, body) SELECT h.table_name, m.queue, NOW(6), m.id, "
+)
+# STRAIGHT_JOIN: the messages first (their fence or ids, a few rows), then one primary-key lookup;
+# left to itself the optimizer starts from the setting and walks the whole queue (locking it).
+HISTORY_JOIN = (
+    "STRAIGHT_JOIN mqlite_queues h ON h.table_name = %s AND h.queue = m.queue AND h.history_days IS NOT NULL"
+)
+LAST_RUN = "TIMESTAMPDIFF(MICROSECOND, m.claimed_at, NOW(6)) / 1e6"
+# When a recovered claim is given up (failed, not retried): out of attempts, or cancelling.
+GIVE_UP = "cancelled_at IS NOT NULL OR attempts + 1 >= COALESCE(max_attempts, %s)"
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,7 @@ class Statements:
     push_many_row: str
     push_many_head_ranked: str
     push_many_row_ranked: str
+    push_ticks_head: str
     push_keyed: str
     set_cap: str
     lock_key: str
@@ -176,6 +194,18 @@ class Statements:
             return self.push_many_head_ranked + ",".join([self.push_many_row_ranked] * rows)
         return self.push_many_head + ",".join([self.push_many_row] * rows)
 
+    def recovered_history(self, recover: str) -> str:
+        """The history copy of what the recovery UPDATE `recover` gives up: its rows that become
+        failed, recorded 'failed' ('cancelled' when cancelling). Parameters: error, worker, table
+        name, the UPDATE's own WHERE parameters, max attempts."""
+        where = recover.split(" WHERE ", 1)[1]
+        return (
+            f"{HISTORY_RECORD}IF(m.cancelled_at IS NULL, 'failed', 'cancelled'), m.attempts + 1, m.created_at, "
+            f"COALESCE(m.first_claimed_at, m.claimed_at), {LAST_RUN}, %s, %s, m.body "
+            f"FROM `{self.table}` AS m {HISTORY_JOIN} "
+            f"WHERE {where} AND ({GIVE_UP})"
+        )
+
     def wake_wait(self, queues: int) -> str:
         """The listener's wait over `queues` queue names (params: the bound in seconds, then queue,
         table, queue per name): seconds until the next message is due (<= 0: ready now; a paused
@@ -214,17 +244,16 @@ def statements(table: str) -> Statements:
         "AND claimed_at = %s"
     )
     unclaim = "owner = 0, owner_node = 0, claimed_at = NULL, lease_until = NULL"
+    # A claim that ends without ending the message keeps its time as the first claim's (for history;
+    # before `unclaim` clears it, under MySQL's left-to-right and MariaDB's assignment alike). The
+    # claim itself writes nothing more: history reads COALESCE(first_claimed_at, claimed_at).
+    let_go = f"first_claimed_at = COALESCE(first_claimed_at, claimed_at), {unclaim}"
     mine = f"owner = CONNECTION_ID() AND owner_node = {NODE}"  # this session's claims, on this node
     live = "cancelled_at IS NULL"
-    # History rows copy the message row in the statement before the one that ends it, in one
-    # transaction; the join keeps out queues whose history is off (a process's cached setting may lag).
-    record = (
-        "INSERT INTO mqlite_history (table_name, queue, finished_at, id, outcome, attempts, created_at, "
-        "first_claimed_at, duration, last_error, worker, body) SELECT h.table_name, m.queue, NOW(6), m.id, "
-    )
-    joined = "JOIN mqlite_queues h ON h.table_name = %s AND h.queue = m.queue AND h.history_days IS NOT NULL"
+    record, joined = HISTORY_RECORD, HISTORY_JOIN
     from_ready = f"FROM {t} AS m FORCE INDEX (mqlite_ready) {joined}"
-    last_run = "TIMESTAMPDIFF(MICROSECOND, m.claimed_at, NOW(6)) / 1e6"
+    last_run = LAST_RUN
+    first_claim = "COALESCE(m.first_claimed_at, m.claimed_at)"
     fence_m = (
         "m.queue = %s AND m.priority = %s AND m.available_at = %s AND m.id = %s AND m.owner = %s "
         "AND m.owner_node = %s AND m.claimed_at = %s"
@@ -239,14 +268,14 @@ def statements(table: str) -> Statements:
     # time ends up failed, not in an endless loop). `attempts` is read before it is assigned:
     # the same under MySQL's left-to-right and MariaDB's simultaneous assignment.
     # A cancelling claim whose consumer is gone is not retried: it comes back failed.
-    give_up = "cancelled_at IS NOT NULL OR attempts + 1 >= COALESCE(max_attempts, %s)"
+    give_up = GIVE_UP
     recover_set = (
         f"available_at = IF({give_up}, NULL, available_at), failed_at = IF({give_up}, NOW(6), NULL), "
-        f"attempts = attempts + 1, last_error = %s, {unclaim}"
+        f"attempts = attempts + 1, last_error = %s, {let_go}"
     )
     claim = (
         f"UPDATE {by_queue} SET owner = CONNECTION_ID(), owner_node = {NODE}, claimed_at = NOW(6), "
-        "lease_until = NOW(6) + INTERVAL %s MICROSECOND, first_claimed_at = COALESCE(first_claimed_at, NOW(6)) "
+        "lease_until = NOW(6) + INTERVAL %s MICROSECOND "
         "WHERE queue = %s AND available_at <= NOW(6) AND owner = 0 "
         # A paused queue hands out nothing; the check is a constant subquery, read once.
         "AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
@@ -264,6 +293,8 @@ def statements(table: str) -> Statements:
         push_many_row="(%s,%s)",
         push_many_head_ranked=f"INSERT INTO {t} (queue, body, priority) VALUES ",
         push_many_row_ranked="(%s,%s,%s)",
+        # The messages of schedule ticks (schedule.py): a tick already pushed is left as it is.
+        push_ticks_head=f"INSERT INTO {t} (queue, body, priority, unique_key, max_attempts) VALUES ",
         push_keyed=(
             f"INSERT INTO {t} (queue, body, available_at, due_at, unique_key, max_attempts, concurrency_key, "
             f"priority) VALUES (%s, %s, {PARKED}, NOW(6) + INTERVAL %s MICROSECOND, %s, %s, %s, %s)"
@@ -376,12 +407,12 @@ def statements(table: str) -> Statements:
         ),
         # A cancelling claim (cancelled_at set) matches none of these: the 0-row answer, rare, is then
         # told apart from a lost claim by `cancelling`, and the message ends cancelled.
-        release=f"UPDATE {by_queue} SET {unclaim}, {back_later} WHERE {fence} AND {live}",
+        release=f"UPDATE {by_queue} SET {let_go}, {back_later} WHERE {fence} AND {live}",
         retry_later=(
-            f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, {back_later} WHERE {fence} AND {live}"
+            f"UPDATE {by_queue} SET {let_go}, attempts = %s, last_error = %s, {back_later} WHERE {fence} AND {live}"
         ),
         fail=(
-            f"UPDATE {by_queue} SET {unclaim}, attempts = %s, last_error = %s, "
+            f"UPDATE {by_queue} SET {let_go}, attempts = %s, last_error = %s, "
             f"available_at = NULL, failed_at = NOW(6) WHERE {fence} AND {live}"
         ),
         extend=f"UPDATE {by_queue} SET lease_until = NOW(6) + INTERVAL %s MICROSECOND WHERE {fence} AND {live}",
@@ -434,7 +465,7 @@ def statements(table: str) -> Statements:
             "SUM(owner <> 0), SUM(available_at IS NULL), "
             "MIN(IF(owner = 0 AND available_at <= NOW(6), available_at, NULL)), "
             "TIMESTAMPDIFF(MICROSECOND, MIN(IF(owner = 0 AND available_at <= NOW(6), available_at, NULL)), NOW(6))"
-            " / 1e6 "
+            " / 1e6, SUM(owner <> 0 AND cancelled_at IS NOT NULL) "
             f"FROM {t} GROUP BY queue ORDER BY queue"
         ),
         counters=(
@@ -497,24 +528,24 @@ def statements(table: str) -> Statements:
         # attempts in history count the attempt that ended the message (the table counts failed ones).
         history_acked=(
             f"{record}IF(m.cancelled_at IS NULL, 'acked', 'cancelled_late'), m.attempts + 1, m.created_at, "
-            f"m.first_claimed_at, {last_run}, m.last_error, %s, m.body {from_ready} "
+            f"{first_claim}, {last_run}, m.last_error, %s, m.body {from_ready} "
             "WHERE (m.queue, m.priority, m.available_at, m.id, m.owner, m.owner_node, m.claimed_at) IN ({ids})"
         ),
         history_popped=(
-            f"{record}'popped', m.attempts + 1, m.created_at, m.first_claimed_at, {last_run}, m.last_error, "
+            f"{record}'popped', m.attempts + 1, m.created_at, {first_claim}, {last_run}, m.last_error, "
             f"%s, m.body {from_ready} WHERE m.queue = %s AND (m.priority, m.available_at, m.id) IN ({{ids}}) "
             f"AND m.owner = CONNECTION_ID() AND m.owner_node = {NODE} AND m.claimed_at = %s"
         ),
         history_failed=(
-            f"{record}'failed', %s, m.created_at, m.first_claimed_at, {last_run}, %s, %s, m.body {from_ready} "
+            f"{record}'failed', %s, m.created_at, {first_claim}, {last_run}, %s, %s, m.body {from_ready} "
             f"WHERE {fence_m} AND m.cancelled_at IS NULL"
         ),
         history_cancelled=(
-            f"{record}'cancelled', m.attempts + 1, m.created_at, m.first_claimed_at, {last_run}, m.last_error, "
+            f"{record}'cancelled', m.attempts + 1, m.created_at, {first_claim}, {last_run}, m.last_error, "
             f"%s, m.body {from_ready} WHERE {fence_m} AND m.cancelled_at IS NOT NULL"
         ),
         history_ids=(
-            f"{record}%s, m.attempts, m.created_at, m.first_claimed_at, NULL, m.last_error, %s, m.body "
+            f"{record}%s, m.attempts, m.created_at, {first_claim}, NULL, m.last_error, %s, m.body "
             f"FROM {t} AS m {joined} WHERE m.id IN ({{ids}}) AND m.owner = 0"
         ),
         purge_ids=f"SELECT id FROM {t} WHERE queue = %s AND owner = 0 AND available_at IS NOT NULL LIMIT %s FOR UPDATE",
@@ -526,11 +557,16 @@ def statements(table: str) -> Statements:
         drop_table=f"DROP TABLE IF EXISTS {t}",
         drop_push_procedure=f"DROP PROCEDURE IF EXISTS `{push_procedure(table)}`",
         # The head of one queue's unclaimed rows (ready or not yet due), as the claim would see it.
+        # The earliest unclaimed row of one queue (ready or not yet due), as the claim would see it:
+        # for each priority in use (a loose index scan, as `priorities`), the head of its range in
+        # index order (no sort), then the earliest of those heads.
         wake_next=(
-            f"SELECT m.available_at FROM {t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = %s "
-            "AND m.available_at IS NOT NULL AND m.owner = 0 AND NOT EXISTS (SELECT 1 FROM mqlite_queues p "
-            "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL) "
-            "ORDER BY m.available_at, m.id LIMIT 1"
+            "SELECT MIN(h.at) FROM (SELECT (SELECT m.available_at FROM "
+            f"{t} AS m FORCE INDEX (mqlite_ready) WHERE m.queue = d.queue AND m.priority = d.priority "
+            "AND m.available_at IS NOT NULL AND m.owner = 0 ORDER BY m.available_at, m.id LIMIT 1) AS at "
+            f"FROM (SELECT queue, priority FROM {by_queue} WHERE queue = %s GROUP BY queue, priority) AS d "
+            "WHERE NOT EXISTS (SELECT 1 FROM mqlite_queues p "
+            "WHERE p.table_name = %s AND p.queue = %s AND p.paused_at IS NOT NULL)) AS h"
         ),
     )
 
@@ -569,12 +605,23 @@ PRUNE_HISTORY = (
     "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s "
     "AND finished_at < NOW(6) - INTERVAL %s DAY ORDER BY finished_at LIMIT %s"
 )
-# A pop whose DELETE found fewer rows than its history copy (its claim was recovered meanwhile):
-# the copies of rows not deleted go, in the same transaction.
+# A pop or grouped ack whose DELETE found fewer rows than its history copy (a claim recovered in
+# between): the copies of the rows not deleted go, right after.
 UNRECORD_POPPED = (
     "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s AND outcome = 'popped' "
     "AND finished_at >= %s AND id IN ({ids})"
 )
+UNRECORD_ACKED = (
+    "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s AND outcome IN ('acked', 'cancelled_late') "
+    "AND finished_at >= %s AND id IN ({ids})"
+)
+# A grouped ack whose copy saw a row that another ending of the same claim (a heartbeat ending it
+# cancelled, a second ack) deleted before its DELETE could: that message's rows, to keep only one.
+HISTORY_ROWS_OF = (
+    "SELECT id, finished_at, outcome FROM mqlite_history WHERE table_name = %s AND queue = %s "
+    "AND finished_at >= %s AND id IN ({ids}) ORDER BY id, finished_at"
+)
+UNRECORD_ONE = "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s AND finished_at = %s AND id = %s"
 FORGET_HISTORY = "DELETE FROM mqlite_history WHERE table_name = %s"
 
 
@@ -611,3 +658,45 @@ KOMBU_EXPIRED_QUEUES = (
 KOMBU_FORGET_QUEUE = (
     "DELETE FROM mqlite_kombu_queues WHERE table_name = %s AND prefix = %s AND queue = %s AND expires_at < NOW(6)"
 )
+
+
+# Recurring schedules (schedule.py; schema/006), shared by every messages table (keyed by its name).
+SCHEDULE_COLUMNS = (
+    "name, queue, body, cron, every_us, timezone, priority, max_attempts, catch_up, next_run_at, last_run_at"
+)
+SERVER_UTC = "SELECT UTC_TIMESTAMP(6)"
+# A schedule added again keeps its next tick unless its timing changed. next_run_at is assigned
+# first, so it compares the old timing under MySQL's left-to-right assignment and MariaDB's alike.
+SCHEDULE_UPSERT = (
+    "INSERT INTO mqlite_schedules (table_name, name, queue, body, cron, every_us, timezone, priority, "
+    "max_attempts, catch_up, next_run_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON DUPLICATE KEY UPDATE next_run_at = IF(cron <=> %s AND every_us <=> %s AND timezone = %s, next_run_at, %s), "
+    "queue = %s, body = %s, cron = %s, every_us = %s, timezone = %s, priority = %s, max_attempts = %s, catch_up = %s"
+)
+SCHEDULE_DELETE = "DELETE FROM mqlite_schedules WHERE table_name = %s AND name = %s"
+FORGET_SCHEDULES = "DELETE FROM mqlite_schedules WHERE table_name = %s"
+SCHEDULE_LIST = f"SELECT {SCHEDULE_COLUMNS} FROM mqlite_schedules WHERE table_name = %s ORDER BY name"
+# A scheduler's poll: one statement, whatever the number due (at most a batch).
+SCHEDULES_DUE = (
+    f"SELECT {SCHEDULE_COLUMNS}, UTC_TIMESTAMP(6) FROM mqlite_schedules FORCE INDEX (mqlite_schedules_due) "
+    "WHERE table_name = %s AND next_run_at <= UTC_TIMESTAMP(6) ORDER BY next_run_at, name LIMIT %s"
+)
+# Claims the ticks read by the poll: moves each schedule on, only where next_run_at is still what
+# was read (a scheduler that lost the race matches fewer rows and rolls back).
+SCHEDULES_ADVANCE = (
+    "UPDATE mqlite_schedules SET next_run_at = CASE name {cases} END, last_run_at = UTC_TIMESTAMP(6) "
+    "WHERE table_name = %s AND (name, next_run_at) IN ({ids})"
+)
+START_TRANSACTION = "START TRANSACTION"
+
+
+def advance_schedules(count: int) -> str:
+    """SCHEDULES_ADVANCE for `count` schedules (params: name, next time per schedule, the table
+    name, then name, old next time per schedule)."""
+    return SCHEDULES_ADVANCE.replace("{cases}", " ".join(["WHEN %s THEN %s"] * count)).replace(
+        "{ids}", ",".join(["(%s,%s)"] * count))
+
+
+def push_ticks(st: Statements, count: int) -> str:
+    """The INSERT of `count` tick messages (params: queue, body, priority, unique key, max attempts each)."""
+    return st.push_ticks_head + ",".join(["(%s,%s,%s,%s,%s)"] * count) + " ON DUPLICATE KEY UPDATE id = id"

@@ -17,6 +17,9 @@ claims come back to the queue by recovery (the session that owned them is gone).
 
 `mqlite.command.command_handler(cmd)` makes a handler that runs a shell command per message
 (`mqlite consume`); it is importable from here too.
+
+`Worker(…, scheduler=True)` also ticks the table's recurring schedules (scheduler.py) on a thread
+of its own while it runs: any number of workers may, each tick is pushed once.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class Worker:
         stop_on_error: bool = False,
         heartbeat_every: float = 5.0,
         prefetch: int = 1,
+        scheduler: bool = False,
     ) -> None:
         if isinstance(queues, str):
             queues = [queues]
@@ -129,6 +133,7 @@ class Worker:
         self.lease = lease
         self.heartbeat_every = heartbeat_every
         self.prefetch = prefetch
+        self.scheduler = scheduler
         self._worker_id: int | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -201,6 +206,10 @@ class Worker:
             for t in threads:
                 t.start()
             heartbeat.start()
+            if self.scheduler:
+                from . import scheduler
+
+                threads.append(scheduler.start(self.queue, self._stop))
             while not self._stop.is_set():
                 # Wake now and then even without news: a signal handler runs between waits.
                 self._stop.wait(0.5)
@@ -317,6 +326,8 @@ class Worker:
                 _exit_block(block, exc)
                 raise
             block.__exit__(None, None, None)  # acknowledges; raises MqliteError if it cannot
+            if getattr(message._handle, "cancelled", False):  # ended by the heartbeat's touch, handler unaware
+                return False
             self._count("processed")
             return True
         finally:
@@ -462,6 +473,8 @@ class _Heartbeat:
                     message.touch()
                 except NotClaimed:
                     pass  # settled between the listing and the touch
+                except Cancelled:  # ended, cancelled: its handler is told at its next check-in
+                    log.info("message %s of queue %r: cancelled while running", message.id, message.queue)
                 except Exception as exc:
                     log.warning("cannot extend the lease of message %s: %s", message.id, _one_line(exc))
 

@@ -7,12 +7,12 @@
 -- over this index needs no sort, but a claim bounded only by `queue = ?` would read, before the
 -- first ready row of each priority, that priority's failed rows (available_at NULL sorts first)
 -- and, once a priority has nothing ready, all its delayed and parked rows: an idle poll of a queue
--- with 100k delayed messages would read 100k index entries (measured with 2000 delayed and 20000
--- ready rows: 345 rows read for a claim of 16, against 16). So the claim names the priorities in
--- use, `queue = ? AND priority IN (p1, …, pk) AND available_at <= NOW(6)`: k exact ranges, read
--- in index order (no filesort), each stopping at its first delayed row, as the one range of
--- before did. The priorities in use come from a loose index scan of this same index
--- (`SELECT DISTINCT priority … WHERE queue = ?`: one index dive per priority), which a consumer
+-- with 100k delayed messages would read 100k index entries (bench/RESULTS.md, "Priorities", has
+-- the measured cost). So the claim names the priorities in use,
+-- `queue = ? AND priority IN (p1, …, pk) AND available_at <= NOW(6)`: k exact ranges, read in
+-- index order (no filesort), each stopping at its first delayed row, as the one range of before
+-- did. The priorities in use come from a loose index scan of this same index (`SELECT priority …
+-- WHERE queue = ? GROUP BY queue, priority`: one index dive per priority), which a consumer
 -- repeats at most every 0.2 s and whenever a claim comes back short (claimer.py, levels.py).
 -- Beyond 64 priorities in one queue, the claim falls back to the walk bounded by `queue = ?`.
 -- Alternatives weighed: a second index (queue, priority, …) beside (queue, available_at, id) costs

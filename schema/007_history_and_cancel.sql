@@ -3,7 +3,9 @@
 -- cancelled_at: set by `Queue.cancel` on a claimed message (*cancelling*). The fenced statements a
 --   handler's checkpoint/touch/extend runs match only rows without it, so a cancelling claim costs
 --   the common path nothing: the rare 0-row answer is then told apart (lost vs cancelling).
--- first_claimed_at: when the message was first claimed (the claim keeps the earliest), for history.
+-- first_claimed_at: when the message was first claimed, for history. Kept by the statements that end
+--   a claim without ending the message (release, retry, failure, recovery); the claim itself writes
+--   nothing more (history reads COALESCE(first_claimed_at, claimed_at)).
 ALTER TABLE {table}
     ADD COLUMN cancelled_at DATETIME(6) NULL,
     ADD COLUMN first_claimed_at DATETIME(6) NULL;

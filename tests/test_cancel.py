@@ -14,6 +14,7 @@ from mqlite.errors import Cancelled, ConfigError, NotClaimed, NotFound
 from mqlite.worker import Worker
 
 from .conftest import rows
+from .helpers import wait_for
 
 runner = CliRunner()
 
@@ -142,3 +143,61 @@ def test_http_cancel(q: mqlite.Queue) -> None:
         assert client.post(f"/messages/{running}/cancel").status_code == 400
         assert "Cancel" in client.get("/").text
     assert q.peek("jobs") == []
+
+
+def test_stats_count_the_cancelling_and_the_async_queue_cancels(q: mqlite.Queue) -> None:
+    import asyncio
+
+    from mqlite.aio import AsyncQueue
+
+    mid = q.push("jobs", b"x")
+    m = q.take("jobs")
+
+    async def go() -> None:
+        async with AsyncQueue(queue=q) as aq:
+            assert await aq.cancel("jobs", mid) == "cancelling"
+            assert q.stats().queues["jobs"].cancelling == 1
+            with pytest.raises(Cancelled):
+                await aq.checkpoint(m, "1")
+            assert m._handle.finished  # the message has ended: nothing left for its claim block
+            other = await aq.push("jobs", b"y")
+            with pytest.raises(Cancelled):
+                async with aq.claim("jobs") as claimed:
+                    assert claimed.id == other
+                    await aq.cancel("jobs", other)
+                    await aq.extend(claimed, 30)
+
+    asyncio.run(go())
+    assert "jobs" not in q.stats().queues and q.peek("jobs") == []  # both ended: nothing left of the queue
+
+
+def test_a_workers_heartbeat_ends_a_cancelled_message_and_the_handler_learns_at_its_checkpoint(
+    q: mqlite.Queue,
+) -> None:
+    q.keep_history("jobs")
+    mid = q.push("jobs", b"long")
+    started, go = threading.Event(), threading.Event()
+    seen: list[BaseException] = []
+
+    def handler(message: mqlite.Message) -> None:
+        started.set()
+        go.wait(15)  # no check-in meanwhile: the heartbeat's touch is the first to hear of the cancel
+        try:
+            message.checkpoint("1")
+        except Cancelled as exc:
+            seen.append(exc)
+            raise
+
+    worker = Worker(q, ["jobs"], handler, until_empty=True, handle_signals=False, heartbeat_every=0.5,
+                    idle_min=0.01, idle_max=0.05)
+    results: list[object] = []
+    done = threading.Thread(target=lambda: results.append(worker.run()))
+    done.start()
+    assert started.wait(10)
+    assert q.cancel("jobs", mid) == "cancelling"
+    wait_for(lambda: q.history("jobs"), what="the heartbeat ending the cancelled message")
+    go.set()
+    done.join(15)
+    assert not done.is_alive() and len(seen) == 1
+    assert [(e.id, e.outcome) for e in q.history("jobs")] == [(mid, "cancelled")]
+    assert results[0].processed == 0 and results[0].failed == 0  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from mqlite.errors import ConfigError
 from mqlite.failure import Backoff
 
 from .conftest import rows
+from .helpers import wait_for
 
 runner = CliRunner()
 
@@ -160,6 +161,10 @@ def test_cli_history_enable_show_json_and_replay(q: mqlite.Queue, dsn: str) -> N
                                "--dsn", dsn])
     assert done.exit_code == 0 and "replayed 1 message onto fixed" in done.output
     assert q.pop("fixed").body == b"payload"
+    done = runner.invoke(app, ["replay", "jobs", "--since", "1h", "--json", "--dsn", dsn])  # failed by default
+    assert done.exit_code == 0 and len(json.loads(done.output)["ids"]) == 1
+    done = runner.invoke(app, ["replay", "jobs", "--since", "1h", "--outcome", "succeeded", "--dsn", dsn])
+    assert done.exit_code == 0 and "replayed 0 messages" in done.output
     done = runner.invoke(app, ["history", "disable", "jobs", "--dsn", dsn])
     q._history.invalidate()  # else seen within ending.SETTINGS_TTL
     assert done.exit_code == 0 and q.history_days("jobs") is None
@@ -179,3 +184,62 @@ def test_http_history_and_the_status_page_list(q: mqlite.Queue) -> None:
         assert [m["body_preview"] for m in got.json()["messages"]] == ["seen on the page"]
         assert client.get("/q/jobs/history?outcome=won").status_code == 400
         assert "seen on the page" in client.get("/").text
+
+
+def test_claims_recovery_gives_up_are_recorded(q: mqlite.Queue, admin) -> None:
+    q.keep_history("jobs")
+    out_of_attempts = q.push("jobs", b"dies", max_attempts=1)
+    cancelling = q.push("jobs", b"cancelled, then dies")
+    held = q.take_many("jobs", 2)
+    assert {m.id for m in held} == {out_of_attempts, cancelling}
+    q.cancel("jobs", cancelling)
+    for (owner,) in rows(admin, "SELECT DISTINCT owner FROM mqlite_messages WHERE owner <> 0"):
+        admin.cursor().execute(f"KILL {int(owner)}")  # the claim session dies with its claims
+    back: list[int] = []  # the KILL takes effect a moment later: until then the session still looks alive
+    wait_for(lambda: sum(back.append(q.recover().dead_owner) or back) >= 2, what="recovery of the killed claims")
+    assert sum(back) == 2
+    assert outcomes(q) == [(b"cancelled, then dies", "cancelled"), (b"dies", "failed")]
+    assert all("owner session gone" in (e.last_error or "") for e in q.history("jobs"))
+    assert len(q.peek("jobs", failed=True)) == 2  # both stay failed in the table, not retried
+
+
+def test_a_popped_message_given_back_loses_its_history_row(q: mqlite.Queue, dsn: str) -> None:
+    q.keep_history("jobs")
+    q.push("jobs", b"back")
+    m = q.pop("jobs")
+    assert [e.outcome for e in q.history("jobs")] == ["popped"]
+    q.give_back([m])  # its caller never got it: back in the table, same id, not ended
+    assert q.history("jobs") == [] and q.pop("jobs").id == m.id
+    assert [e.id for e in q.history("jobs")] == [m.id]
+    done = runner.invoke(app, ["history", "enable", "--dsn", dsn])
+    assert done.exit_code == 2 and "give the queue" in done.output
+
+
+def test_without_history_the_hot_path_runs_the_plain_statements(q: mqlite.Queue, monkeypatch) -> None:
+    import mqlite.ending
+    import mqlite.protocol
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a history statement group ran for a queue without history")
+
+    for module, name in ((mqlite.ending, "ack_many"), (mqlite.ending, "fail"), (mqlite.protocol, "group")):
+        monkeypatch.setattr(module, name, refused)
+    q.push_many("plain", [b"a", b"b", b"c", b"d"])
+    with q.claim("plain"):
+        pass
+    assert q.ack_many(q.take_many("plain", 1)) == 1
+    assert q.pop("plain").body == b"c"
+    q.fail(q.take("plain"), "no")
+    assert q._history.all() == {}  # one settings read served all of them
+
+
+def test_first_claimed_at_is_the_first_claims_time(q: mqlite.Queue) -> None:
+    q.keep_history("jobs")
+    q.push("jobs", b"twice")
+    first = q.take("jobs")
+    q.nack(first, "again", delay=0)
+    second = q.take("jobs")
+    assert q.ack(second)
+    (entry,) = q.history("jobs")
+    assert entry.first_claimed_at == first.claimed_at and second.claimed_at > first.claimed_at
+    assert entry.attempts == 2 and entry.last_error == "again"

@@ -44,9 +44,9 @@ def test_one_statement_claims_the_heads_of_several_queues_oldest_first(dsn: str,
     q.resume("mq-paused")
 
 
-def test_a_head_taken_by_another_session_meanwhile_is_skipped_and_the_queue_asked_again(
-    dsn: str, q: mqlite.Queue, admin
-) -> None:
+def test_a_head_taken_by_another_session_meanwhile_is_skipped_and_the_queue_asked_again(dsn: str, admin) -> None:
+    q = mqlite.Queue(dsn, table="mqlite_race", recover_every=0)  # a table of its own: no other test's rows
+    q.apply_schema()
     ids = q.push_many("mq-race", ["r1", "r2", "r3"])
     other = q.push_many("mq-other", ["o1"])
     st = statements(q.table)
@@ -78,6 +78,7 @@ def test_a_head_taken_by_another_session_meanwhile_is_skipped_and_the_queue_aske
     finally:
         mine.raw.close()
         theirs.raw.close()
+        q.close()
 
 
 def test_threads_of_two_processes_going_round_many_queues_get_each_message_once(dsn: str) -> None:

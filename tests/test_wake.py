@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import pytest
 
 import mqlite
+from mqlite.idle import IdleWait
 from mqlite.message import Message
 
 from .conftest import rows
@@ -23,9 +24,9 @@ q = mqlite.Queue(sys.argv[1], wake=sys.argv[2] == "ring")
 q.push("warm", b"x")  # connect before the first timed push
 print("ready", flush=True)
 for line in sys.stdin:
-    queue, delay = line.split()
+    queue, delay, priority = line.split()
     sent = time.time()
-    q.push(queue, str(sent).encode(), delay=float(delay) or None)
+    q.push(queue, str(sent).encode(), delay=float(delay) or None, priority=int(priority))
     print(sent, flush=True)
 """
 
@@ -66,8 +67,8 @@ def dsn(q: mqlite.Queue, mqlite_dsn: str) -> str:
     return mqlite_dsn
 
 
-def push_from(proc: object, queue: str, delay: float = 0.0) -> float:
-    proc.stdin.write(f"{queue} {delay}\n")  # type: ignore[attr-defined]
+def push_from(proc: object, queue: str, delay: float = 0.0, priority: int = 0) -> float:
+    proc.stdin.write(f"{queue} {delay} {priority}\n")  # type: ignore[attr-defined]
     proc.stdin.flush()  # type: ignore[attr-defined]
     return float(read_line(proc))  # type: ignore[arg-type]
 
@@ -84,7 +85,8 @@ def test_idle_worker_wakes_on_a_push_from_another_process(dsn: str) -> None:
 
 def test_a_delayed_message_is_handled_when_due(dsn: str) -> None:
     with mqlite.Queue(dsn, wake_bound=5.0) as q, worker(q, ["later"]) as handled, pusher(dsn) as proc:
-        sent = push_from(proc, "later", delay=0.3)
+        push_from(proc, "later", delay=3600)  # the head of priority 0 is due in an hour...
+        sent = push_from(proc, "later", delay=0.3, priority=3)  # ...the next due is in another priority
         wait_for(lambda: handled, timeout=10, what="the delayed message handled")
         late = handled[0][0] - sent
         assert 0.3 <= late < 0.8, f"due after 0.3 s, handled after {late:.3f}s"
@@ -112,6 +114,31 @@ def test_a_broken_listening_session_falls_back_to_polling_then_listens_again(dsn
         sent = push_from(proc, "jobs")
         wait_for(lambda: len(handled) > 1, timeout=10, what="the second message handled")
         assert handled[1][0] - sent < 1.5
+
+
+def test_no_wake_up_is_lost_between_an_empty_poll_and_the_wait(dsn: str) -> None:
+    # Pushes 0-3 ms apart land in every phase of the consumer's cycle (claiming, handling, about
+    # to wait, waiting) and of the listener's (looking, sleeping, between statements). Polling
+    # and looks wait 5 s here: one lost wake-up would leave a message waiting seconds.
+    import random
+
+    rng = random.Random(7)
+    with mqlite.Queue(dsn, wake_bound=5.0) as q, worker(q, ["burst"]) as handled, mqlite.Queue(dsn) as producer:
+        sent: dict[str, float] = {}
+        for n in range(100):
+            sent[str(n)] = time.time()
+            producer.push("burst", str(n))
+            time.sleep(rng.uniform(0, 0.003))  # pacing, not synchronisation
+        wait_for(lambda: len(handled) >= 100, timeout=30, what="every message handled")
+        # How long the consumer sat idle while a message was there: from its push, or from the
+        # previous message handled if it was still busy then (one consumer, FIFO). A lost wake-up
+        # would show as seconds here; a loaded machine's backlog does not.
+        previous = 0.0
+        idle = []
+        for at, m in handled:
+            idle.append(at - max(sent[m.text()], previous))
+            previous = at
+        assert max(idle) < 1.0, f"a message waited {max(idle):.3f}s for an idle consumer"
 
 
 def test_nothing_lost_or_handled_twice(dsn: str) -> None:
@@ -181,10 +208,35 @@ def test_a_web_long_poll_wakes_on_a_push_from_another_process(dsn: str, monkeypa
         assert float(out["at"]) - sent < 0.5  # type: ignore[arg-type]
 
 
+def test_close_ends_the_listener_and_a_new_wait_listens_again(dsn: str) -> None:
+    # The second round's listener is new to the producer, whose cache names the first, gone: the
+    # ring finds the holder gone, reads the holders again and rings the new one.
+    with mqlite.Queue(dsn, wake_bound=5.0) as q, mqlite.Queue(dsn) as producer:
+        for _ in range(2):
+            woken: list[float] = []
+            idle = IdleWait(5.0, 5.0, bell=q.doorbell, queues=["again"])
+            def sleep(idle: IdleWait = idle, woken: list[float] = woken) -> None:
+                idle.wait()
+                woken.append(time.monotonic())
+
+            t = threading.Thread(target=sleep, daemon=True)
+            t.start()
+            wait_for(lambda: "again" in q.doorbell.listening, what="the listener waiting")
+            pushed = time.monotonic()
+            producer.push("again", b"x")
+            t.join(5)
+            assert woken and woken[0] - pushed < 0.5
+            started = time.monotonic()
+            q.close()  # the listener ends and its session closes with it
+            assert time.monotonic() - started < 3.0
+            wait_for(lambda: q.doorbell.listening == () and q.doorbell._session is None, what="the listener gone")
+            assert q.pop("again") is not None  # the Queue reopens on use, as before
+
+
 def test_a_push_to_a_queue_nobody_waits_on_rings_nobody(q: mqlite.Queue) -> None:
     for _ in range(20):
         q.push("nobody", b"x")
-    ((expires, holders),) = [q.doorbell._holders["nobody"]]
+    ((expires, holders),) = [q.doorbell.ringer._holders["nobody"]]
     assert holders == () and expires > time.monotonic()
 
 
@@ -192,3 +244,51 @@ def test_a_push_to_a_queue_nobody_waits_on_rings_nobody(q: mqlite.Queue) -> None
 def test_the_wake_bound_must_be_positive(dsn: str, bound: float) -> None:
     with pytest.raises(ValueError):
         mqlite.Queue(dsn, wake_bound=bound)
+
+
+KOMBU_PUBLISHER = """
+import sys, time, kombu
+conn = kombu.Connection(sys.argv[1], transport="mqlite.contrib.kombu:Transport")
+producer = conn.Producer()
+producer.publish("warm", routing_key="warm")
+print("ready", flush=True)
+for line in sys.stdin:
+    sent = time.time()
+    producer.publish(str(sent), routing_key=line.split()[0])
+    print(sent, flush=True)
+"""
+
+
+def test_a_kombu_consumer_wakes_on_a_publish_from_another_process(dsn: str) -> None:
+    kombu = pytest.importorskip("kombu")
+    options = {"polling_interval": 5.0, "min_polling_interval": 5.0, "wake_bound": 5.0}
+    got: list[float] = []
+    stop = threading.Event()
+    with kombu.Connection(dsn, transport="mqlite.contrib.kombu:Transport", transport_options=options) as conn:
+        def drain() -> None:
+            while not stop.is_set():
+                try:
+                    conn.drain_events(timeout=1)
+                except TimeoutError:
+                    pass
+
+        queue = kombu.Queue("kq", routing_key="kq")
+        with conn.Consumer([queue], callbacks=[lambda body, msg: (got.append(time.time()), msg.ack())]):
+            thread = threading.Thread(target=drain, daemon=True)
+            thread.start()
+            proc = python(KOMBU_PUBLISHER, dsn)
+            try:
+                assert read_line(proc) == "ready"
+                bell = conn.connection.mq.doorbell
+                for n in range(2):
+                    wait_for(lambda: "kq" in bell.listening, what="the consumer asleep on the bell")
+                    proc.stdin.write("kq\n")  # type: ignore[union-attr]
+                    proc.stdin.flush()  # type: ignore[union-attr]
+                    sent = float(read_line(proc))
+                    wait_for(lambda n=n: len(got) > n, timeout=10, what="the message delivered")
+                    assert got[n] - sent < 0.5, f"publish → callback took {got[n] - sent:.3f}s"
+            finally:
+                stop.set()
+                proc.kill()
+                proc.wait(10)
+                thread.join(10)

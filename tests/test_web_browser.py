@@ -151,6 +151,15 @@ def test_status_page_in_a_browser(browser: Any, web: Any, dsn: str) -> None:
     if os.environ.get("MQLITE_SCREENSHOT"):
         browser.save_screenshot(os.environ["MQLITE_SCREENSHOT"])
 
+    # Cancel a second failed message from its row: removed, said so, the first one left.
+    q.push("broken", b"doomed")
+    doomed = q.take("broken")
+    assert doomed is not None and doomed.id != m.id
+    q.fail(doomed, "beyond repair")
+    wait.until(lambda d: click(d, f'button[data-action="cancel-one"][data-id="{doomed.id}"]'))
+    wait.until(lambda d: f"message {doomed.id} of broken: cancelled (was failed)" in text(d, "#status"))
+    assert [f.id for f in q.peek("broken", failed=True)] == [m.id]
+
     # Retry the failed message: it is ready again, out of the failed list.
     wait.until(lambda d: click(d, f'button[data-action="retry-one"][data-id="{m.id}"]'))
     wait.until(lambda d: "retried 1 message(s) of broken" in text(d, "#status"))

@@ -13,7 +13,7 @@ from ..admin import Stats
 from ..config import DEFAULT_LEASE, check_queue
 from ..consume import check_batch
 from ..message import Body, Message, as_bytes
-from ..queue import HistoryEntry, Queue
+from ..queue import HistoryEntry, Queue, Schedule
 from ..settle import Claimable
 from .batches import GROUP_BODY_MAX, Batches
 from .offload import Offload
@@ -205,6 +205,18 @@ class AsyncQueue:
     async def replay(self, queue: str, **options: Any) -> list[int]:
         """`Queue.replay`: push copies of finished messages back."""
         return await self._offload.finish(self.queue.replay, queue, **options)
+
+    async def schedule(self, name: str, queue: str, body: Body, **options: Any) -> Schedule:
+        """`Queue.schedule`: add or replace a recurring schedule."""
+        return await self._offload.run(self.queue.schedule, name, queue, body, **options)
+
+    async def unschedule(self, name: str) -> bool:
+        """`Queue.unschedule`: remove a schedule."""
+        return await self._offload.run(self.queue.unschedule, name)
+
+    async def schedules(self) -> list[Schedule]:
+        """`Queue.schedules`: every schedule of the table."""
+        return await self._offload.run(self.queue.schedules)
 
     # -- looking and tidying ---------------------------------------------------------------------
 

@@ -270,6 +270,8 @@ class AsyncWorker:
             self._in_hand.pop(id(message), None)
         if not message._handle.finished:
             await self.queue.ack(message)
+        elif message._handle.cancelled:  # ended cancelled by a lease renewal, the handler unaware
+            return False
         self._counts["processed"] += 1
         return True
 

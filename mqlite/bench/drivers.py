@@ -115,6 +115,17 @@ def create_table(dsn: str, table: str) -> None:
         conn.close()
 
 
+def keep_history(dsn: str, table: str, queue: str) -> None:
+    """Turn on the history of `queue` in `table` (the `--history` rows)."""
+    from ..queue import Queue
+
+    q = Queue(dsn, table=table, pool_size=1)
+    try:
+        q.keep_history(queue, days=1)
+    finally:
+        q.close()
+
+
 def drop_table(dsn: str, table: str) -> None:
     conn = connect(dsn)
     try:

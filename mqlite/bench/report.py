@@ -113,6 +113,9 @@ RATIOS: list[tuple[tuple[str, str], tuple[str, str], float | None]] = [
     (("pop", "mqlite"), ("pop", "huey"), 20.0),
     (("pop", "mqlite"), ("pop", "rq"), 3.0),
     (("claim", "mqlite"), ("pop", "mqlite"), 0.8),
+    # `--history`: the same scenario with the queue's history on, against the plain row of the run.
+    (("pop", "mqlite-history"), ("pop", "mqlite"), 0.7),
+    (("claim", "mqlite-history"), ("claim", "mqlite"), 0.7),
     # `--api async`: the asyncio rows against the sync API's at the same count (tasks vs threads).
     (("push", "mqlite-async"), ("push", "mqlite"), 0.8),
     (("pop", "mqlite-async"), ("pop", "mqlite"), None),
@@ -144,6 +147,12 @@ ASYNC_GOALS: list[tuple[str, str, str, str, float]] = [
     ("loop_lag_max_ms", "event-loop lag max ≤ 50 ms", "", "", 50.0),
 ]
 
+# Goals of `--history` (issue 17): keeping history costs at most 30 %.
+HISTORY_GOALS: list[tuple[str, str, str, str, float]] = [
+    ("history_claim", "claim + ack, history on ≥ 0.7× off", "claim/mqlite-history", "claim/mqlite", 0.7),
+    ("history_pop", "pop, history on ≥ 0.7× off", "pop/mqlite-history", "pop/mqlite", 0.7),
+]
+
 
 QUEUES_GOAL = 0.7  # `--queues N`: round-robin over N queues against one queue, same run
 
@@ -172,11 +181,14 @@ def add_ratios(report: Report, counts: Sequence[int], queues: int = 1) -> None:
             report.ratios.append(Ratio("pop/mqlite", "pop/mqlite", top, base, ratio, 0.8, ratio >= 0.8))
 
 
-def add_goals(report: Report, counts: Sequence[int], api: str = "sync", queues: int = 1) -> None:
+def add_goals(
+    report: Report, counts: Sequence[int], api: str = "sync", queues: int = 1, history: bool = False
+) -> None:
     top = max(counts)
     more = [(f"pop_{queues}_queues", f"pop over {queues} queues round-robin ≥ {QUEUES_GOAL}× one queue",
              f"pop/mqlite-{queues}q", "pop/mqlite", QUEUES_GOAL)] if queues > 1 else []
-    for gid, text, num, den, target in GOALS + (ASYNC_GOALS if api == "async" else []) + more:
+    extra = (ASYNC_GOALS if api == "async" else []) + more + (HISTORY_GOALS if history else [])
+    for gid, text, num, den, target in GOALS + extra:
         goal = Goal(gid, text, top, target)
         if gid.startswith("loop_lag_"):
             lags = [getattr(r, gid) for r in report.results

@@ -57,6 +57,7 @@ class Options:
     redis_url: str = DEFAULT_REDIS_URL
     cap: float = 120.0  # no row runs longer than this, whatever the bound
     api: str = "sync"  # "async": also the asyncio rows (tasks on one event loop) of push, pop and claim
+    history: bool = False  # also pop and claim on a queue keeping history, right after the plain rows
     queues: int = 1  # > 1: also push, pop and claim rows going round this many queues
     rate: float | None = None  # mixed: an open-loop producer at this rate, consumers as worker processes
     find_max: bool = False  # mixed: search the highest rate the worker processes keep up with
@@ -88,6 +89,7 @@ class Plan:
     seeded: bool = False
     per_call: int = 1
     tasks: bool = False  # clients are asyncio tasks on one event loop (aio_harness), not threads
+    history: bool = False  # the queue keeps history (`Queue.keep_history`) before the row runs
     round_robin: bool = False  # the clients go round `Options.queues` queues
 
 
@@ -137,6 +139,11 @@ APIS = ("sync", "async")
 ROUND_ROBIN = {
     name: Plan(name, "mqlite-{n}q", "mqlite", "table", MqliteDriver, name, seeded=name != "push", round_robin=True)
     for name in ("push", "pop", "claim")
+}
+# `--history`: pop and claim + ack again with the queue's history on, next to the plain rows.
+HISTORY_PLANS: dict[str, list[Plan]] = {
+    "pop": [Plan("pop", "mqlite-history", "mqlite", "table", MqliteDriver, "pop", seeded=True, history=True)],
+    "claim": [Plan("claim", "mqlite-history", "mqlite", "table", MqliteDriver, "claim", seeded=True, history=True)],
 }
 
 
@@ -280,6 +287,8 @@ def _setup(run: _Run, plan: Plan, case: Case, label: str) -> int | None:
     if plan.store in ("table", "reftable"):
         mqlite = plan.store == "table"
         (drivers.create_table if mqlite else drivers.create_reference_table)(case.dsn, case.table)
+        if plan.history:
+            drivers.keep_history(case.dsn, case.table, case.queue)
         if rows and case.queues > 1:
             names = case.queue_names
             share = -(-rows // len(names))
@@ -413,11 +422,13 @@ def run(dsn: str, opts: Options, progress: Progress | None = None) -> Report:
                 if opts.queues > 1 and scenario in ROUND_ROBIN:
                     rr = ROUND_ROBIN[scenario]
                     plans = plans + [replace(rr, strategy=rr.strategy.format(n=opts.queues))]
+                if opts.history:
+                    plans = plans + HISTORY_PLANS.get(scenario, [])
                 for plan in plans:
                     report.results.append(run_row(bench, plan, clients))
                     bench.probe.settle(bench.baseline + 2)
         add_ratios(report, opts.client_counts, queues=opts.queues)
-        add_goals(report, opts.client_counts, api=opts.api, queues=opts.queues)
+        add_goals(report, opts.client_counts, api=opts.api, queues=opts.queues, history=opts.history)
         report.config["duration_s"] = round(time.monotonic() - began, 1)
         return report
     finally:
@@ -465,6 +476,7 @@ def _config(bench: _Run, opts: Options) -> dict[str, Any]:
         "processes": opts.processes,
         "compare": opts.compare,
         "api": opts.api,
+        "history": opts.history,
         "queues": opts.queues,
         "rate": opts.rate,
         "find_max": opts.find_max,

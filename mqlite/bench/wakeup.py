@@ -65,6 +65,7 @@ class WakeRow:
     server_questions_per_s: float | None  # the whole server's
     idle_seconds: float
     error: str | None = None
+    load_avg: tuple[float, float] | None = None  # the machine's 1-minute load at the row's start and end
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
 
@@ -86,7 +87,8 @@ def run(dsn: str, opts: WakeOptions) -> list[WakeRow]:
 
 
 def _row(dsn: str, opts: WakeOptions, strategy: str, rng: random.Random) -> WakeRow:
-    table = f"bench_wake_{uuid.uuid4().hex[:10]}"
+    table = f"mqb_wake_{uuid.uuid4().hex[:10]}"
+    load_at_start = os.getloadavg()[0]
     with Queue(dsn, table=table, wake=strategy == "mqlite", pool_size=2) as q, \
             tempfile.TemporaryDirectory(prefix="mqlite-wake-") as tmp:
         q.apply_schema()
@@ -109,6 +111,7 @@ def _row(dsn: str, opts: WakeOptions, strategy: str, rng: random.Random) -> Wake
             _stop(worker)
             relay.close()
     drivers.drop_table(dsn, table)
+    row.load_avg = (round(load_at_start, 2), round(os.getloadavg()[0], 2))
     return row
 
 
@@ -138,7 +141,7 @@ def _idle_rates(q: Queue, log: Path, worker: subprocess.Popen[bytes], relay: Cou
     q.push(QUEUE, f"w {time.time():.6f}".encode())
     if not _wait_lines(log, lines + 1, 60.0, worker):
         return None, None
-    time.sleep(opts.idle_max + 2.0)  # its polling has backed off; the doorbell listens
+    time.sleep(opts.idle_max + 0.5)  # its polling has backed off; the doorbell listens
     before, mine = _questions(q), relay.commands
     time.sleep(opts.idle_seconds)
     after, mine_after = _questions(q), relay.commands

@@ -41,6 +41,10 @@ def bench(
         str, typer.Option(help="sync, or async: also push, pop and claim through mqlite.aio (one asyncio task per "
                           "client), with the event-loop lag; with --compare, a native async driver too.")
     ] = "sync",
+    history: Annotated[
+        bool, typer.Option("--history", help="Also pop and claim + ack with the queue's history on, each right "
+                           "after its plain row (ratios and goals against it).")
+    ] = False,
     gaps: Annotated[
         str, typer.Option(help="wakeup: seconds between two pushes, drawn in MIN-MAX (the worker is idle at each).")
     ] = "0.05-0.3",
@@ -48,6 +52,7 @@ def bench(
         float, typer.Option(min=1, help="wakeup: how long the idle worker's statements are counted (s).")
     ] = 10.0,
     rounds: Annotated[int, typer.Option(min=1, max=20, help="wakeup: rows of each strategy, alternated.")] = 1,
+    idle_max: Annotated[float, typer.Option(min=0.01, help="wakeup: the idle worker's --idle-max (s).")] = 1.0,
     queues: Annotated[
         int, typer.Option(min=1, max=10_000, help="Also push, pop and claim going round this many queues.")
     ] = 1,
@@ -82,7 +87,7 @@ def bench(
     --json prints one object (format 1; fields are only ever added):
     config {run_id, started_at, dsn (redacted), server, clients (a list of counts), seconds, messages, cap_s,
     body_size, batch, backlog, scenarios, processes, compare, api, redis_url, machine, duration_s, queues,
-    rate, find_max, workers, worker_threads, worker_prefetch};
+    rate, find_max, workers, worker_threads, worker_prefetch, history};
     results [{scenario, strategy, kind (mqlite|sql|peer), clients, processes, messages, seconds,
     rate (msg/s), p50_ms, p99_ms (one call), backlog (ready at start; mixed: left at end), drained,
     truncated, errors, error, skipped (why, or null), client_cpu_s, server_cpu_s, lock_waits,
@@ -100,10 +105,11 @@ def bench(
     global Questions, where other clients count too); rows mqlite and no-ring (polling alone).
     --json: config {messages, gap_min, gap_max, idle_seconds, idle_max, rounds, seed, dsn,
     machine}; results [{scenario, strategy, messages, received, duplicates, p50_ms, p90_ms,
-    p99_ms, max_ms, idle_statements_per_s, server_questions_per_s, idle_seconds, error}].
+    p99_ms, max_ms, idle_statements_per_s, server_questions_per_s, idle_seconds, error,
+    load_avg [start, end]}].
     """
     if scenario == "wakeup":
-        _wakeup(dsn, messages or 200, gaps, idle_seconds, rounds, as_json)
+        _wakeup(dsn, messages or 200, gaps, idle_seconds, rounds, idle_max, as_json)
         return
     from .. import bench as harness
     from ..bench import plot as bench_plot
@@ -131,7 +137,7 @@ def bench(
         clients=clients, seconds=seconds, messages=messages, body_size=body_size, scenarios=scenarios,
         processes=processes, compare=compare, sweep=counts, batch=batch, backlog=backlog,
         redis_url=redis_url or harness.DEFAULT_REDIS_URL, api=api, queues=queues, rate=rate, find_max=find_max,
-        workers=workers, worker_threads=worker_threads, worker_prefetch=worker_prefetch,
+        workers=workers, worker_threads=worker_threads, worker_prefetch=worker_prefetch, history=history,
     )
     with dsn_or_throwaway(dsn) as target, _progress_bar() as progress:
         report = harness.run(target, opts, progress)
@@ -143,7 +149,8 @@ def bench(
     bench_report(report, plot)
 
 
-def _wakeup(dsn: str | None, messages: int, gaps: str, idle_seconds: float, rounds: int, as_json: bool) -> None:
+def _wakeup(dsn: str | None, messages: int, gaps: str, idle_seconds: float, rounds: int, idle_max: float,
+            as_json: bool) -> None:
     from ..bench import wakeup
     from ..config import parse_dsn
     from ..testing import dsn_or_throwaway
@@ -156,7 +163,7 @@ def _wakeup(dsn: str | None, messages: int, gaps: str, idle_seconds: float, roun
     if not 0 <= gap_min <= gap_max:
         raise typer.BadParameter("need 0 <= MIN <= MAX", param_hint="--gaps")
     opts = wakeup.WakeOptions(messages=messages, gap_min=gap_min, gap_max=gap_max, idle_seconds=idle_seconds,
-                              rounds=rounds)
+                              rounds=rounds, idle_max=idle_max)
     with dsn_or_throwaway(dsn) as target:
         rows = wakeup.run(target, opts)
         data = wakeup.as_dict(rows, opts, parse_dsn(target).redacted())

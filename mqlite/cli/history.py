@@ -61,6 +61,9 @@ def history(
 ) -> None:
     """Keep (enable --days N), stop keeping (disable) or show a queue's history of finished messages."""
     if queue is None:
+        if action in ("enable", "disable"):
+            raise UsageError(f"give the queue: mqlite history {action} QUEUE (a queue named {action!r}: "
+                             f"mqlite history show {action})")
         action, queue = "show", action
     elif action not in ("enable", "disable", "show"):
         raise UsageError(f"unknown action {action!r}: enable, disable or show (or QUEUE alone)")
@@ -86,7 +89,11 @@ def replay(
     queue: QueueArg,
     since: Annotated[str, typer.Option(help="Messages finished this long ago or later: 30m, 1h, 7d.",
                                        show_default=False)],
-    outcome: OutcomeOpt = None,
+    outcome: Annotated[
+        str,
+        typer.Option("--outcome", help="failed, succeeded (acked and popped), cancelled, purged, one outcome, "
+                     "or all."),
+    ] = "failed",
     to: Annotated[Optional[str], typer.Option("--to", help="Push the copies onto this queue instead.",
                                               show_default=False)] = None,
     dsn: Dsn = None,
@@ -94,10 +101,11 @@ def replay(
     table: TableOpt = DEFAULT_TABLE,
     as_json: JsonOpt = False,
 ) -> None:
-    """Push copies of QUEUE's finished messages (from its history) back, oldest first; default: all outcomes."""
+    """Push copies of QUEUE's finished messages (from its history) back, oldest first: the failed ones
+    unless --outcome says otherwise."""
     back = duration(since, "--since")
     with open_queue(dsn, table, wait=wait, pool_size=1) as q:
-        ids = q.replay(queue, since=back, outcome=outcome, to=to)
+        ids = q.replay(queue, since=back, outcome=None if outcome == "all" else outcome, to=to)
     target = to or queue
     if as_json:
         print_json({"queue": target, "ids": ids})

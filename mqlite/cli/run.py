@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Optional
@@ -84,6 +85,9 @@ def worker(
                           "handled are acknowledged together (sync handlers).")
     ] = 1,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    with_scheduler: Annotated[
+        bool, typer.Option("--scheduler", help="Also tick the recurring schedules (see `mqlite schedule`).")
+    ] = False,
     dsn: Dsn = None,
     table: TableOpt = DEFAULT_TABLE,
 ) -> None:
@@ -91,7 +95,8 @@ def worker(
 
     The function returning acknowledges the message; raising records a failure (logged on one
     line). An `async def` function runs on an event loop (mqlite.aio.AsyncWorker), --concurrency
-    handlers at once. When the queues are empty it polls every 50 ms, backing off to --idle-max.
+    handlers at once. When the queues are empty it sleeps on their doorbell (a push from any process
+    wakes it in milliseconds) and polls every 50 ms, backing off to --idle-max.
     SIGTERM/SIGINT: finish the messages in hand, acknowledge them, exit 0 (1 if --stop-timeout ran
     out); a second signal exits at once and its claims come back by recovery.
     """
@@ -110,11 +115,20 @@ def worker(
             if is_async_handler(function):
                 import asyncio
 
-                result = asyncio.run(_run_async(q, queues, function, options))
+                from .. import scheduler
+
+                stop = threading.Event()
+                ticking = scheduler.start(q, stop) if with_scheduler else None
+                try:
+                    result = asyncio.run(_run_async(q, queues, function, options))
+                finally:
+                    stop.set()
+                    if ticking is not None:
+                        ticking.join(5)
             else:
                 from ..worker import Worker
 
-                result = Worker(q, queues, function, prefetch=prefetch, **options).run()
+                result = Worker(q, queues, function, prefetch=prefetch, scheduler=with_scheduler, **options).run()
     if not result.clean:
         raise typer.Exit(1)
 

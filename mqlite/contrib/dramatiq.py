@@ -10,7 +10,9 @@ mqlite queue per Dramatiq queue, same name, optionally prefixed):
 
 - `enqueue(message, delay=ms)`: `Queue.push(…, delay=ms / 1000)`. Delayed messages (`send_with_
   options(delay=…)`, and the Retries middleware's backoff) wait in the table, hidden until due:
-  no `.DQ` delay queue, so no worker holds them in memory and no consumer polls for them.
+  no `.DQ` delay queue, so no worker holds them in memory and no consumer polls for them: an idle
+  consumer sleeps on the queue's doorbell (mqlite/wake.py), rung by pushes from any process and
+  by the listener when a delayed message falls due (a 100 ms retry runs after about 100 ms).
 - An actor's `priority` (lower first, as in Dramatiq) is the mqlite priority of its messages:
   across the whole queue, not only among the messages one worker has prefetched.
 - consume: `Queue.take_many(lease=…)`, as many as the consumer's `prefetch` leaves room for, in
@@ -44,7 +46,7 @@ from dramatiq.errors import ConnectionClosed, DecodeError, QueueJoinTimeout
 from dramatiq.message import Message
 
 from ..config import PRIORITY_MAX, PRIORITY_MIN
-from ..errors import MqliteError, NotClaimed, Unavailable
+from ..errors import Cancelled, MqliteError, NotClaimed, Unavailable
 from ..idle import IdleWait
 from ..message import Message as MqMessage
 from ..queue import Queue
@@ -260,6 +262,13 @@ class _MqliteConsumer(Consumer):
                 kept = self.mq.extend(claim, self.broker.lease)
             except NotClaimed:
                 continue  # settled meanwhile
+            except Cancelled:
+                # `Queue.cancel` marked it: it has ended (deleted, recorded cancelled); the actor
+                # runs on, and its ack finds nothing to settle.
+                with self._cond:
+                    if claim.id in self._held:
+                        self._held[claim.id] = (proxy, float("inf"))
+                continue
             except MqliteError as exc:
                 log.warning("mqlite: could not renew the lease of message %s: %s", claim.id, exc)
                 continue

@@ -90,7 +90,8 @@ async def pop(request: Request) -> Response:
     a.stats.invalidate()
     return Response(
         message.body, status_code=200, media_type="application/octet-stream",
-        headers={"X-Mqlite-Id": str(message.id), "X-Mqlite-Attempts": str(message.attempts)},
+        headers={"X-Mqlite-Id": str(message.id), "X-Mqlite-Attempts": str(message.attempts),
+                 "X-Mqlite-Priority": str(message.priority)},
     )
 
 
@@ -111,6 +112,8 @@ async def claim(request: Request) -> Response:
     receipt = str(message.receipt)
     try:
         extended = lease == _CLAIM_LEASE or await a.aq.extend(message, lease)
+    except Cancelled:  # cancelled in the instant after the claim: it has ended
+        raise ApiError(409, "cancelled", f"message {message.id} was cancelled as it was claimed") from None
     except BaseException:
         with contextlib.suppress(MqliteError):
             await a.aq.release(message)  # cancelled before the lease keeper knew of it: back at once
@@ -128,7 +131,8 @@ async def claim(request: Request) -> Response:
             "created_at": iso(message.created_at), "cursor": message.cursor,
             "progress": message.progress,
         },
-        headers={"X-Mqlite-Id": str(message.id), "X-Mqlite-Attempts": str(message.attempts)},
+        headers={"X-Mqlite-Id": str(message.id), "X-Mqlite-Attempts": str(message.attempts),
+                 "X-Mqlite-Priority": str(message.priority)},
     )
 
 

@@ -21,6 +21,7 @@ def stats_json(s: QueueStats) -> dict[str, Any]:
         "queue": s.queue, "ready": s.ready, "delayed": s.delayed, "claimed": s.claimed, "failed": s.failed,
         "processed": s.processed, "failed_total": s.failed_total, "oldest_ready": iso(s.oldest_ready),
         "oldest_age": s.oldest_age, "counted_since": iso(s.counted_since), "paused": s.paused,
+        "cancelling": s.cancelling,
     }
 
 
@@ -37,7 +38,8 @@ def body_json(body: bytes, encoding: str) -> tuple[str, str]:
 def failed_json(m: Message) -> dict[str, Any]:
     preview = m.body[:PREVIEW_BYTES].decode("utf-8", "replace")
     return {
-        "id": m.id, "attempts": m.attempts, "failed_at": iso(m.failed_at), "created_at": iso(m.created_at),
+        "id": m.id, "priority": m.priority, "attempts": m.attempts, "failed_at": iso(m.failed_at),
+        "created_at": iso(m.created_at),
         "last_error": m.last_error, "body_preview": preview, "body_bytes": len(m.body),
         "truncated": len(m.body) > PREVIEW_BYTES,
     }

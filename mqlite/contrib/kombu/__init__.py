@@ -48,7 +48,8 @@ renewal is what keeps it, and a dead worker's messages come back when their leas
 
 Idle polling: every queue is polled once per round; after an empty round the consumer sleeps
 `min_polling_interval` (default 0.01 s), doubling up to `polling_interval` (default 1 s) while
-nothing arrives; an acknowledgement wakes it early (a slot in the prefetch window opened).
+nothing arrives; an acknowledgement wakes it early (a slot in the prefetch window opened), and so
+does a publish from any process to a queue it consumes (the Queue's doorbell, mqlite/wake.py).
 
 Broadcast (routing.py): bindings are shared through the database, so fanout exchanges reach every
 bound queue of every process (Celery's remote control: `celery inspect`, `celery control`,

@@ -13,7 +13,7 @@ from typing import Any
 from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 
-from ...errors import MqliteError, NotClaimed
+from ...errors import Cancelled, MqliteError, NotClaimed
 from ...message import Message as MqMessage
 from ...queue import Queue
 from .routing import RoutingChannel
@@ -263,6 +263,9 @@ class Channel(RoutingChannel, virtual.Channel):
             try:
                 kept = self.mq.extend(c.message, lease)
             except NotClaimed:  # settled meanwhile
+                continue
+            except Cancelled:  # `Queue.cancel` ended it (deleted, recorded cancelled): nothing to ack later
+                self._settled(c.tag)
                 continue
             with self._lock:
                 if c.tag not in self._held:

@@ -30,7 +30,9 @@ DEFAULT_ACK_THREADS = 8  # acks in flight at once, so that their commits share f
 # `celery inspect` waits 1 s for replies.
 DEFAULT_BROADCAST_POLLING = 0.2
 BROADCAST_SCHEMA = 10  # schema/010_kombu_broadcast.sql: the shared bindings and expiring queues
-_QUEUE_OPTIONS = ("table", "pool_size", "max_attempts", "retry_for", "recover_every", "connect_timeout")
+_QUEUE_OPTIONS = (
+    "table", "pool_size", "max_attempts", "retry_for", "recover_every", "connect_timeout", "wake", "wake_bound",
+)
 
 
 class Transport(virtual.Transport):

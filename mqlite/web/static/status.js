@@ -139,6 +139,7 @@
     setText(state, s.paused ? "paused" : "running");
     state.className = "state" + (s.paused ? " paused" : "");
     for (const field of FIELDS) setText(row.querySelector("td." + field), s[field]);
+    if (s.cancelling) setText(row.querySelector("td.claimed"), s.claimed + " (" + s.cancelling + " cancelling)");
     setText(row.querySelector("td.oldest"), age(s.oldest_age));
     row.querySelector("td.depth").replaceChildren(bar(s, biggest), spark(history.get(name) || []));
     const [toggle, retry, purge] = row.querySelectorAll("td.actions button");
@@ -180,7 +181,7 @@
   function failedTable(name, messages) {
     const table = el("table", { class: "failed", "data-queue": name });
     const head = el("tr");
-    for (const [label, cls] of [["id", "n"], ["attempts", "n"], ["failed at", ""], ["last error", ""], ["body", ""], ["", ""]]) {
+    for (const [label, cls] of [["id", "n"], ["priority", "n"], ["attempts", "n"], ["failed at", ""], ["last error", ""], ["body", ""], ["", ""]]) {
       head.appendChild(el("th", cls ? { class: cls } : {}, label));
     }
     table.appendChild(el("thead")).appendChild(head);
@@ -188,6 +189,7 @@
     for (const m of messages) {
       const row = el("tr", { "data-id": m.id });
       row.appendChild(el("td", { class: "n" }, m.id));
+      row.appendChild(el("td", { class: "n" }, m.priority));
       row.appendChild(el("td", { class: "n" }, m.attempts));
       row.appendChild(el("td", {}, (m.failed_at || "").slice(0, 19)));
       row.appendChild(el("td")).appendChild(el("pre", { class: "error" }, m.last_error || ""));
