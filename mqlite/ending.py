@@ -99,13 +99,32 @@ def ack_many(cur: Any, st: Statements, receipts: list[Receipt], table: str) -> s
     if not deleted and not copied:
         return set()
     still = protocol.present(cur, st, [r.id for r in receipts])  # as protocol.ack_many
-    if copied > deleted:
+    extra = copied - deleted
+    if extra > 0:
         kept = [r for r in receipts if r.id in still]
         for q in {r.queue for r in kept}:
             ids = [r.id for r in kept if r.queue == q]
             since = min(r.claimed_at for r in kept if r.queue == q)
-            cur.execute(st.in_list(sql.UNRECORD_ACKED, len(ids)), (table, q, since, *ids))
+            extra -= int(cur.execute(st.in_list(sql.UNRECORD_ACKED, len(ids)), (table, q, since, *ids)))
+        if extra > 0:  # a row gone, deleted by another ending of its claim after our copy read it
+            _unrecord_doubled(cur, [r for r in receipts if r.id not in still], table, extra)
     return {r.id for r in receipts if r.id not in still}
+
+
+def _unrecord_doubled(cur: Any, gone: list[Receipt], table: str, extra: int) -> None:
+    """Of messages recorded twice (our copy, and the ending that deleted them first), drop the
+    newer 'acked'/'cancelled_late' row, at most `extra` rows (the copies our DELETE did not match)."""
+    for q in {r.queue for r in gone}:
+        ids = [r.id for r in gone if r.queue == q]
+        since = min(r.claimed_at for r in gone if r.queue == q)
+        cur.execute(sql.Statements.in_list(sql.HISTORY_ROWS_OF, len(ids)), (table, q, since, *ids))
+        found: dict[int, list[tuple[Any, str]]] = {}
+        for id_, finished, outcome in cur.fetchall():
+            found.setdefault(int(id_), []).append((finished, outcome))
+        for id_, recorded in found.items():
+            ours = [f for f, outcome in recorded if outcome in ("acked", "cancelled_late")]
+            if len(recorded) > 1 and ours and extra > 0:
+                extra -= int(cur.execute(sql.UNRECORD_ONE, (table, q, ours[-1], id_)))
 
 
 def fail(cur: Any, st: Statements, r: Receipt, attempts: int, error: str, table: str) -> bool:

@@ -27,6 +27,9 @@ class Held:
         self.interrupt = interrupt
         self.finished = False
         self.cancelled = False  # ended by a cancel: every later check-in of the handler raises Cancelled
+        # Check-ins of one message one at a time (the handler's, a Worker heartbeat's): the second
+        # then sees the first's verdict instead of a row already gone.
+        self.lock = threading.Lock()
         self.in_transaction = False  # acknowledged inside a caller's transaction (ack(connection=…))
 
     def touch(self, m: Message) -> None:
@@ -62,10 +65,17 @@ class Held:
 
 @contextmanager
 def settled_if_cancelled(message: Any) -> Iterator[None]:
-    """A message whose extend/checkpoint raised Cancelled is settled: its claim block leaves it be."""
-    try:
+    """Around a check-in (extend, checkpoint) of `message`: one at a time per message; raises
+    Cancelled if an earlier one ended it cancelled, and marks the handle settled when this one does."""
+    handle = message._handle if isinstance(message, Message) else None
+    if handle is None:
         yield
-    except Cancelled:
-        if isinstance(message, Message) and message._handle is not None:
-            message._handle.finished = message._handle.cancelled = True
-        raise
+        return
+    with handle.lock:
+        if handle.cancelled:
+            raise Cancelled(f"message {message.id} was cancelled: it has ended, not to be retried")
+        try:
+            yield
+        except Cancelled:
+            handle.finished = handle.cancelled = True  # its claim block has nothing left to settle
+            raise

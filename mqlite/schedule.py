@@ -75,8 +75,13 @@ def next_tick(cron: str | None, every: float | None, tz: str, when: datetime) ->
     from cronsim import CronSim
 
     local = when.replace(tzinfo=timezone.utc).astimezone(zone(tz))
-    found: datetime = next(CronSim(cron, local))
-    return found.astimezone(timezone.utc).replace(tzinfo=None)
+    ticks = CronSim(cron, local)
+    while True:
+        # In the repeated hour of a fall-back, cronsim may answer the wall time's first pass, an
+        # hour before `when`: a past tick would be due again at once. Skip to one after `when`.
+        found: datetime = next(ticks).astimezone(timezone.utc).replace(tzinfo=None)
+        if found > when:
+            return found
 
 
 def check_timing(cron: object, every: object, tz: object) -> tuple[str | None, float | None]:

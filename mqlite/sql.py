@@ -573,6 +573,13 @@ UNRECORD_ACKED = (
     "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s AND outcome IN ('acked', 'cancelled_late') "
     "AND finished_at >= %s AND id IN ({ids})"
 )
+# A grouped ack whose copy saw a row that another ending of the same claim (a heartbeat ending it
+# cancelled, a second ack) deleted before its DELETE could: that message's rows, to keep only one.
+HISTORY_ROWS_OF = (
+    "SELECT id, finished_at, outcome FROM mqlite_history WHERE table_name = %s AND queue = %s "
+    "AND finished_at >= %s AND id IN ({ids}) ORDER BY id, finished_at"
+)
+UNRECORD_ONE = "DELETE FROM mqlite_history WHERE table_name = %s AND queue = %s AND finished_at = %s AND id = %s"
 FORGET_HISTORY = "DELETE FROM mqlite_history WHERE table_name = %s"
 
 
