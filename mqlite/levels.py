@@ -3,9 +3,10 @@
 A claim over `priority IN (p1, …, pk)` reads k exact index ranges and never the failed, delayed
 or parked rows of a queue. The list comes from a loose index scan (one index dive per priority) on
 a pool connection, not the claim session (whose statements keep their claim/read-back rhythm),
-re-read at most every `FRESH` seconds, and again when a claim came back short: a priority never
-used before in a queue is served within `FRESH` seconds while the queue is busy, at once when it is
-not. Beyond `MOST` priorities, claims walk the queue's whole index range instead (None).
+re-read at most every `FRESH` seconds, and again when a claim came back short (unless it was read
+less than `RECHECK` seconds before): a priority never used before in a queue is served within
+`FRESH` seconds while the queue is busy, by the next claim (or the one after) when it is not.
+Beyond `MOST` priorities, claims walk the queue's whole index range instead (None).
 """
 
 from __future__ import annotations

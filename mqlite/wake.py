@@ -17,14 +17,14 @@ In the process, a wake-up between a consumer's empty poll and its wait is kept b
 A lost signal costs latency, never a message: consumers always claim, a wake-up only shortens
 their wait. Not rung (found by the listener's next look, <= `bound` s): a listener newer than a
 pusher's cache (<= HOLDERS_TTL), more than SLOTS listening processes on one queue, a KILL refused
-(another user, without CONNECTION_ADMIN: ringing stops), pushes inside the caller's transaction
-(call `Queue.ring` after the commit), released or recovered messages. A broken listening session
-is reopened with backoff; meanwhile consumers poll on their own `IdleWait` backoff.
+(another user, without CONNECTION_ADMIN: ringing stops), pushes in the caller's transaction on a
+plain DB-API connection (call `Queue.ring` after the commit), released or recovered messages. A
+broken listening session is reopened with backoff; meanwhile consumers poll on their own
+`IdleWait` backoff. Details and the designs weighed: docs/wake.md.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -37,24 +37,15 @@ import MySQLdb
 from . import sql
 from .errors import MqliteError
 from .pool import Pool
+from .ring import SLOTS, Ringer, slot_names
 from .sql import Statements
 
 log = logging.getLogger("mqlite.wake")
 
-SLOTS = 16  # listening processes per queue that can be rung; more are served by their own looks
-HOLDERS_TTL = 0.5  # seconds a pusher trusts what it read of a queue's listeners
 LINGER = 2.0  # seconds a listener keeps a queue's slot after its last waiter left (pushers stop ringing)
 RECONNECT_MAX = 10.0  # the longest pause before reopening a broken listening session
 _ER_QUERY_INTERRUPTED = 1317
-_ER_NO_SUCH_THREAD = 1094
-_ER_NOT_OWNER = 1095
 _READY_STREAK = 3  # looks in a row that found a message but woke nobody who took it: then back off
-
-
-def slot_names(database: str, table: str, queue: str) -> list[str]:
-    """The lock names of `queue`'s listening slots (user locks are server-wide: the database is in)."""
-    digest = hashlib.sha1(f"{database}\0{table}\0{queue}".encode()).hexdigest()[:24]
-    return [f"mqlite:wake:{digest}:{n}" for n in range(SLOTS)]
 
 
 class _Waiter:
@@ -74,14 +65,7 @@ class Doorbell:
             raise ValueError("the wake bound must be positive")
         self._pool, self._sql, self._table = pool, statements, table
         self.bound = bound
-        self.ringing = ring
-        self._holders: dict[str, tuple[float, tuple[int, ...]]] = {}
-        # queue -> where its holders were read: (host index, the pool's last connection error). Their
-        # ids are rung without a new look only on that host, with no connection lost since: ids are
-        # per server and restart with it, so a remembered one may name an unrelated session.
-        self._read_on: dict[str, tuple[Any, float]] = {}
-        self._refreshing: set[str] = set()  # queues whose holders one pushing thread is reading now
-        self._refresh_lock = threading.Lock()
+        self.ringer = Ringer(pool, table, ringing=ring)
         self._cond = threading.Condition()
         self._gen = 0
         self._waiters: dict[int, _Waiter] = {}
@@ -91,10 +75,15 @@ class Doorbell:
         self._session: Any = None
         self._session_id = 0
         self._thread: threading.Thread | None = None
-        self._closed = False
+        self._epoch = 0  # bumped by close: a listener thread of an older epoch ends
+        self._old: threading.Thread | None = None  # a closed listener still finishing its statement
         self._pid = os.getpid()
 
     # -- waiting (consumers) ----------------------------------------------------------
+
+    def ring(self, queue: str, cur: Any = None) -> None:
+        """After a push to `queue` committed: end the waits of its listeners (see `Ringer.ring`)."""
+        self.ringer.ring(queue, cur)
 
     @property
     def generation(self) -> int:
@@ -121,7 +110,7 @@ class Doorbell:
         with self._cond:
             waiter = self._waiters.get(token)
             if waiter is not None:
-                self._cond.wait_for(lambda: self._gen != waiter.seen or waiter.poked or self._closed, timeout)
+                self._cond.wait_for(lambda: self._gen != waiter.seen or waiter.poked, timeout)
 
     def poke(self, token: int) -> None:
         """End the wait of one waiter (its consumer has news of its own); the others sleep on."""
@@ -136,10 +125,11 @@ class Doorbell:
         a wake-up newer than `seen` already happened. Pair with `unsubscribe`."""
         names = tuple(queues)
         with self._cond:
-            if self._gen != seen or self._closed or not names:
+            if self._gen != seen or not names:
                 return None
             if self._pid != os.getpid():  # forked: the parent's session and thread are not ours
                 self._pid, self._session, self._thread, self._held, self._listening = os.getpid(), None, None, {}, ()
+                self._old = None
             waiter = _Waiter(names, seen, callback)
             token = id(waiter)
             self._waiters[token] = waiter
@@ -147,8 +137,10 @@ class Doorbell:
             for q in names:
                 self._wanted[q] = now
             restart = bool(self._listening) and not set(names) <= set(self._listening)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._listen, name="mqlite-wake", daemon=True)
+            if self._thread is None and (self._old is None or not self._old.is_alive()):
+                # (Never two listeners on one session: after a close, the old one ends first.)
+                self._thread = threading.Thread(target=self._listen, args=(self._epoch,), name="mqlite-wake",
+                                                daemon=True)
                 self._thread.start()
             self._cond.notify_all()
         if restart:
@@ -165,94 +157,33 @@ class Doorbell:
             self._bump()
 
     def close(self) -> None:
-        """Stop listening (waiters return at once) and close the session; reopened on next use."""
+        """Stop listening (waiters return at once); the session closes with its thread, within
+        2 s (a thread still in a statement then closes it when that ends). Reopened on next use."""
         with self._cond:
-            self._closed = True
+            self._epoch += 1
             thread, self._thread = self._thread, None
-            self._cond.notify_all()
-        if thread is not None:
+            self._old = thread
+            self._bump()
+        if thread is not None and thread.is_alive():
             self._interrupt()
             thread.join(2.0)
-        with self._cond:
-            self._closed = False
-            self._drop_session()
-
-    # -- ringing (producers) ----------------------------------------------------------
-
-    def ring(self, queue: str, cur: Any = None) -> None:
-        """After a push to `queue` committed: end the waits of its listeners. Never raises (a
-        lost ring is found by the listeners' next look); `cur` is a cursor to ring on."""
-        if not self.ringing:
-            return
-        now = time.monotonic()
-        cached = self._holders.get(queue)
-        if cached is not None and not cached[1]:
-            if cached[0] > now:
-                return  # nobody listens: the common, free case
-            # Stale: one pushing thread reads the holders again; the others go on as nobody listened.
-            with self._refresh_lock:
-                if queue in self._refreshing:
-                    return
-                self._refreshing.add(queue)
-        try:
-            if cur is not None:
-                self._ring_on(cur, queue, cached, now)
-                return
-            with self._pool.connection() as conn:
-                own = conn.cursor()
-                try:
-                    self._ring_on(own, queue, cached, now)
-                finally:
-                    own.close()
-        except (MqliteError, MySQLdb.Error) as exc:
-            log.debug("could not ring the listeners of %r: %s", queue, exc)
-        finally:
-            self._refreshing.discard(queue)
-
-    def _ring_on(self, cur: Any, queue: str, cached: tuple[float, tuple[int, ...]] | None, now: float) -> None:
-        rung: set[int] = set()
-        where = (getattr(cur.connection, "_mqlite_host", None), self._pool._suspect_since)
-        if cached is not None and self._read_on.get(queue) != where:
-            cached = (now, ())  # read elsewhere, or before a connection was lost: look again first
-        if cached is not None:
-            # The listeners known, even if the cache is stale, first: the wake-up does not wait
-            # for the lookup below (a holder gone since is refused by the server, harmlessly).
-            for holder in cached[1]:
-                if not self._kill(cur, holder):
-                    return
-                rung.add(holder)
-        if cached is None or cached[0] <= now:
-            cur.execute(sql.wake_holders(SLOTS), slot_names(self._pool.settings.database, self._table, queue))
-            row = cur.fetchone()
-            holders = tuple(int(h) for h in row if h is not None)
-            self._holders[queue] = (now + HOLDERS_TTL, holders)
-            self._read_on[queue] = where
-            for holder in holders:
-                if holder not in rung and not self._kill(cur, holder):
-                    return
-
-    def _kill(self, cur: Any, holder: int) -> bool:
-        """End `holder`'s waiting statement; False when this user may not (ringing stops)."""
-        try:
-            cur.execute(sql.WAKE_RING, (holder,))
-        except MySQLdb.OperationalError as exc:
-            if exc.args[0] == _ER_NOT_OWNER:
-                log.warning("cannot wake listeners of another user (KILL refused: needs CONNECTION_ADMIN); "
-                            "consumers will find new messages by polling")
-                self.ringing = False
-                return False
-            if exc.args[0] != _ER_NO_SUCH_THREAD:
-                raise
-        return True
 
     # -- the listening session ---------------------------------------------------------
 
-    def _listen(self) -> None:
+    def _listen(self, epoch: int) -> None:
+        try:
+            self._listen_until_closed(epoch)
+        finally:
+            with self._cond:
+                self._listening = ()
+                self._drop_session()
+
+    def _listen_until_closed(self, epoch: int) -> None:
         pause = 0.0
         streak = 0
         while True:
             with self._cond:
-                active = self._next_active()
+                active = self._next_active(epoch)
                 if active is None:
                     return
                 self._listening = active
@@ -263,7 +194,7 @@ class Doorbell:
                 with self._cond:
                     self._listening = ()
                     self._drop_session()
-                    if self._closed:
+                    if epoch != self._epoch:
                         return
                     pause = min(RECONNECT_MAX, max(0.5, pause * 2))
                     log.warning("wake-up listener lost its session (%s); retrying in %.1fs", exc, pause)
@@ -286,9 +217,9 @@ class Doorbell:
                 if streak > _READY_STREAK:  # due, but the woken take nothing (e.g. a claim that skips it)
                     self._cond.wait(min(self.bound, 0.01 * 2 ** (streak - _READY_STREAK)))
 
-    def _next_active(self) -> tuple[str, ...] | None:
+    def _next_active(self, epoch: int) -> tuple[str, ...] | None:
         """Under the lock: the queues to look at next, once some waiter has not been woken; None: closed."""
-        while not self._closed:
+        while epoch == self._epoch:
             fresh = [w for w in self._waiters.values() if w.seen == self._gen]
             now = time.monotonic()
             expired = [q for q in self._held if now - self._wanted.get(q, 0.0) >= LINGER]

@@ -8,7 +8,7 @@ broker differs. Redis: database CELERY_SUITE_REDIS_DB (default 13), refused unle
 start, flushed (that database only) at the end. mqlite: a database created on MQLITE_DSN's
 server for the run and dropped after it.
 
-    python scripts/celery_suite.py [--broker mqlite|redis|both] [-k EXPR] [pytest args...]
+    python scripts/celery_suite.py [--broker mqlite|redis|both] [--mqlite-settings JSON] [pytest args...]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def sdist() -> Path:
     return tree
 
 
-def rundir(tree: Path, broker: str) -> Path:
+def rundir(tree: Path, broker: str, settings: dict) -> Path:
     """A directory holding only Celery's `t` package (the installed celery is imported, not the
     sdist's) and the suite's config override file."""
     run = WORK / f"run-{broker}"
@@ -52,7 +52,7 @@ def rundir(tree: Path, broker: str) -> Path:
         link.symlink_to(tree / "t")
     # Celery's pytest settings (its test classes are named test_*), from its pyproject.toml.
     (run / "pyproject.toml").write_text((tree / "pyproject.toml").read_text())
-    override = {"broker_transport": "mqlite.contrib.kombu:Transport"} if broker == "mqlite" else {}
+    override = {"broker_transport": "mqlite.contrib.kombu:Transport", **settings} if broker == "mqlite" else {}
     (run / "integration-tests-config.json").write_text(json.dumps(override))
     return run
 
@@ -72,7 +72,7 @@ def outcomes(junit: Path) -> dict[str, str]:
     return found
 
 
-def run(broker: str, tree: Path, redis_db: int, extra: list[str]) -> dict[str, str]:
+def run(broker: str, tree: Path, redis_db: int, settings: dict, extra: list[str]) -> dict[str, str]:
     from mqlite import Queue
     from mqlite.testing.database import scratch_database
 
@@ -82,12 +82,12 @@ def run(broker: str, tree: Path, redis_db: int, extra: list[str]) -> dict[str, s
     with scratch_database(base, name="mqlite_celery_suite") as dsn:
         Queue(dsn).apply_schema()
         env = {**os.environ, "TEST_BROKER": dsn if broker == "mqlite" else backend, "TEST_BACKEND": backend,
-               "PYTHONPATH": str(rundir(tree, broker))}
+               "PYTHONPATH": str(rundir(tree, broker, settings))}
         # Celery's fixtures are a plugin of its own (pytest-celery registers it; loaded by name here).
         cmd = [sys.executable, "-m", "pytest", *FILES, "-p", "no:cacheprovider", "-p", "no:mqlite",
                "-p", "celery.contrib.pytest", "--timeout", "180", f"--junitxml={junit}", "-q", *extra]
         print(f"== {broker}: {' '.join(cmd)}", flush=True)
-        subprocess.run(cmd, cwd=rundir(tree, broker), env=env)
+        subprocess.run(cmd, cwd=rundir(tree, broker, settings), env=env)
     return outcomes(junit)
 
 
@@ -120,6 +120,8 @@ def redis_db_is_free(db: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--broker", choices=("mqlite", "redis", "both"), default="both")
+    parser.add_argument("--mqlite-settings", default="{}", metavar="JSON",
+                        help='Celery settings for the mqlite run, e.g. \'{"worker_pool_putlocks": false}\'')
     args, extra = parser.parse_known_args()
     db = int(os.environ.get("CELERY_SUITE_REDIS_DB", "13"))
     redis_db_is_free(db)
@@ -129,7 +131,7 @@ def main() -> None:
 
     try:
         for broker in ("mqlite", "redis") if args.broker == "both" else (args.broker,):
-            results[broker] = run(broker, tree, db, extra)
+            results[broker] = run(broker, tree, db, json.loads(args.mqlite_settings), extra)
             redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()  # this database only
     finally:
         summary(results)

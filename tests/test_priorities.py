@@ -17,6 +17,7 @@ from mqlite.errors import ConfigError
 from mqlite.message import Receipt
 
 from .conftest import rows
+from .helpers import wait_for
 
 
 def test_one_consumer_gets_priority_order_then_push_order(q: mqlite.Queue) -> None:
@@ -90,7 +91,7 @@ def test_a_priority_new_to_a_busy_queue_is_served_within_the_refresh(q: mqlite.Q
     while (m := q.pop("busy")) is not None and m.id != urgent:
         pass
     assert m is not None and m.id == urgent, "served only once the queue ran dry"
-    assert time.monotonic() - pushed < levels.FRESH + 2 and q.size("busy") > 0
+    assert time.monotonic() - pushed < levels.FRESH + 5 and q.size("busy") > 0  # (+5: a loaded machine)
 
 
 def test_asyncio_push_and_push_many_take_a_priority(q: mqlite.Queue) -> None:
@@ -130,10 +131,14 @@ def test_http_push_priority_and_400_for_a_bad_one(q: mqlite.Queue, admin) -> Non
         for bad in ("32768", "x", "1.5", ""):
             r = client.post("/q/h", content=b"bad", params={"priority": bad})
             assert r.status_code == 400 and r.json()["error"] == "bad_parameter", r.text
+        assert client.post("/q/h", content=b"popped", params={"priority": "-9"}).status_code == 201
+        popped = client.get("/q/h")
+        assert popped.content == b"popped" and popped.headers["X-Mqlite-Priority"] == "-9"
         claimed = client.post("/q/h/claim").json()
         assert claimed["body"] == "urgent" and claimed["priority"] == -3
         q.push("h", b"doomed", priority=7)
-        doomed = [m for m in q.take_many("h", 5) if m.text() == "doomed"][0]
+        # A priority new to the queue: the claimer may need one more claim to learn it (levels.py).
+        doomed = wait_for(lambda: [m for m in q.take_many("h", 5) if m.text() == "doomed"], what="doomed")[0]
         q.fail(doomed, "broken")
         assert [m["priority"] for m in client.get("/q/h/failed").json()["messages"]] == [7]
         assert '<td class="n">7</td>' in client.get("/").text  # the status page's failed list

@@ -65,8 +65,9 @@ def test_two_scheduler_processes_push_each_tick_once(q: mqlite.Queue, dsn: str) 
     assert len(ticks) == len(set(ticks)), ticks
     window = [t for t in ticks if t < ticks[0] + timedelta(seconds=5)]  # the ticks of 5 s
     assert 4 <= len(window) <= 6, ticks
-    assert ticks == sorted(ticks), ticks
-    assert all(b - a == timedelta(seconds=1) for a, b in zip(ticks, ticks[1:], strict=False)), ticks
+    # In order; a gap of 2 s would be a poll more than a second late on a loaded machine, its
+    # missed tick caught up by one message (the window's count allows for it).
+    assert ticks == sorted(ticks) and all(b - a <= timedelta(seconds=2) for a, b in zip(ticks, ticks[1:], strict=False))
 
 
 def test_a_killed_scheduler_catches_up_by_at_most_one_message(q: mqlite.Queue, dsn: str, admin) -> None:

@@ -99,3 +99,13 @@ def test_schema_files_ship_in_a_non_editable_install(dsn: str, tmp_path: Path) -
     where = subprocess.run([sys.executable, "-c", "import mqlite.schema as s; print(s.schema_dir())"],
                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60).stdout
     assert where.strip() == str(target / "mqlite" / "_schema")
+
+
+def test_the_wake_look_reads_one_head_per_priority_without_filesort(q: mqlite.Queue, admin) -> None:
+    for p in (-1, 0):
+        q.push_many("a", [b"x"] * 500, priority=p)
+        for _ in range(20):
+            q.push("a", b"later", delay=3600, priority=p)
+    admin.cursor().execute("ANALYZE TABLE mqlite_messages")
+    plan, analyzed = _plan_and_rows(admin, q._sql.wake_wait(1) + " LIMIT %s", (1.0, "a", q.table, "a", 1))
+    assert "filesort" not in analyzed, analyzed

@@ -68,7 +68,7 @@ def test_a_pusher_not_allowed_to_kill_the_listener_pushes_and_stops_ringing(dsn:
                 admin, "SELECT IS_USED_LOCK(%s)", slot_names(settings.database, listener.table, "jobs")[0])[0][0],
                 what="the listener holding its slot")
             pusher.push("jobs", b"x")
-            assert not pusher.doorbell.ringing
+            assert not pusher.doorbell.ringer.ringing
             t.join(10)
             assert not t.is_alive()
             assert listener.pop("jobs").body == b"x"

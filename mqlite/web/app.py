@@ -6,8 +6,8 @@ Routes (JSON unless said otherwise; every error is `{"error": code, "message": t
 
     POST /q/{queue}                     push the request body as is         201 {"id", "queue"}
          ?delay=S&unique_key=K&if_exists=raise|ignore&max_attempts=N        409 duplicate, 413 too large
-         &concurrency_key=K&max_running=N
-    GET  /q/{queue}[?wait=S]            pop (at-most-once): 200 raw body, X-Mqlite-Id / -Attempts; 204 empty
+         &concurrency_key=K&max_running=N&priority=N
+    GET  /q/{queue}[?wait=S]            pop (at-most-once): 200 raw body, X-Mqlite-Id / -Attempts / -Priority; 204
     POST /q/{queue}/claim               claim (at-least-once)               200 {"id", "body", "encoding",
          ?lease=S&wait=S&encoding=auto|base64                                     "attempts", "receipt", …}; 204
     POST /messages/{id}/ack|nack|release|fail|extend|checkpoint             200; 409 when the claim is gone

@@ -90,7 +90,8 @@ async def pop(request: Request) -> Response:
     a.stats.invalidate()
     return Response(
         message.body, status_code=200, media_type="application/octet-stream",
-        headers={"X-Mqlite-Id": str(message.id), "X-Mqlite-Attempts": str(message.attempts)},
+        headers={"X-Mqlite-Id": str(message.id), "X-Mqlite-Attempts": str(message.attempts),
+                 "X-Mqlite-Priority": str(message.priority)},
     )
 
 
@@ -130,7 +131,8 @@ async def claim(request: Request) -> Response:
             "created_at": iso(message.created_at), "cursor": message.cursor,
             "progress": message.progress,
         },
-        headers={"X-Mqlite-Id": str(message.id), "X-Mqlite-Attempts": str(message.attempts)},
+        headers={"X-Mqlite-Id": str(message.id), "X-Mqlite-Attempts": str(message.attempts),
+                 "X-Mqlite-Priority": str(message.priority)},
     )
 
 
