@@ -57,9 +57,14 @@ def outcomes_of(outcome: str | Iterable[str] | None) -> tuple[str, ...]:
     """The outcomes `outcome` names (one, a group, several; None: all); ConfigError for others."""
     if outcome is None:
         return OUTCOMES
-    names = [outcome] if isinstance(outcome, str) else list(outcome)
+    try:
+        names = [outcome] if isinstance(outcome, str) else list(outcome)
+    except TypeError:  # not a name nor names (a number…): said as for an unknown one
+        names = [outcome]  # type: ignore[list-item]
     found: list[str] = []
     for name in names:
+        if not isinstance(name, str):
+            raise ConfigError(f"unknown outcome {name!r}: one of {', '.join((*OUTCOMES, *GROUPS))}")
         if name in GROUPS:
             found += GROUPS[name]
         elif name in OUTCOMES:
