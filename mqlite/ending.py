@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,8 @@ def worker_label() -> str:
     global _label
     pid = os.getpid()
     if _label is None or _label[0] != pid:  # a forked child is another worker
+        import socket  # here: `import mqlite` stays without it (start-up time)
+
         _label = (pid, f"{socket.gethostname()}:{pid}"[:255])
     return _label[1]
 
