@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,8 @@ def worker_label() -> str:
     global _label
     pid = os.getpid()
     if _label is None or _label[0] != pid:  # a forked child is another worker
+        import socket  # here: `import mqlite` stays without it (start-up time)
+
         _label = (pid, f"{socket.gethostname()}:{pid}"[:255])
     return _label[1]
 
@@ -153,12 +154,16 @@ def is_cancelling(cur: Any, st: Statements, r: Receipt) -> bool:
     return bool(row and row[0])
 
 
-def cancel(cur: Any, st: Statements, queue: str, message_id: int, table: str | None) -> tuple[str, str | None] | None:
+def cancel(
+    cur: Any, st: Statements, queue: str, message_id: int, table: str | None,
+    decided: Callable[[tuple[str, str | None]], object] | None = None,
+) -> tuple[str, str | None] | None:
     """Cancel one message: (what happened, its concurrency key), None when it is not in `queue`.
 
     Not claimed (ready, delayed, parked or failed): deleted, 'cancelled (was ready)' etc., with a
     history row when `table` keeps history. Claimed: marked, 'cancelling'; its handler learns it
-    at its next checkpoint, touch or extend."""
+    at its next checkpoint, touch or extend. `decided` hears the answer before the COMMIT is sent
+    (should its reply be lost, a retry that finds the message gone gives that answer)."""
 
     def steps() -> tuple[str, str | None] | None:
         cur.execute(st.cancel_lock, (message_id, queue))
@@ -168,12 +173,16 @@ def cancel(cur: Any, st: Statements, queue: str, message_id: int, table: str | N
         owner, failed, later, key = row
         if int(owner):
             cur.execute(st.cancel_mark, (message_id,))
-            return "cancelling", None
-        was = "failed" if failed else "delayed" if later else "ready"
-        if table is not None:
-            cur.execute(st.in_list(st.history_ids, 1), ("cancelled", worker_label(), table, message_id))
-        cur.execute(st.in_list(st.delete_ids, 1), (message_id,))
-        return f"cancelled (was {was})", key
+            done: tuple[str, str | None] = ("cancelling", None)
+        else:
+            was = "failed" if failed else "delayed" if later else "ready"
+            if table is not None:
+                cur.execute(st.in_list(st.history_ids, 1), ("cancelled", worker_label(), table, message_id))
+            cur.execute(st.in_list(st.delete_ids, 1), (message_id,))
+            done = (f"cancelled (was {was})", key)
+        if decided is not None:
+            decided(done)
+        return done
 
     return protocol.transaction(cur, steps)
 

@@ -57,9 +57,14 @@ def outcomes_of(outcome: str | Iterable[str] | None) -> tuple[str, ...]:
     """The outcomes `outcome` names (one, a group, several; None: all); ConfigError for others."""
     if outcome is None:
         return OUTCOMES
-    names = [outcome] if isinstance(outcome, str) else list(outcome)
+    try:
+        names = [outcome] if isinstance(outcome, str) else list(outcome)
+    except TypeError:  # not a name nor names (a number…): said as for an unknown one
+        names = [outcome]  # type: ignore[list-item]
     found: list[str] = []
     for name in names:
+        if not isinstance(name, str):
+            raise ConfigError(f"unknown outcome {name!r}: one of {', '.join((*OUTCOMES, *GROUPS))}")
         if name in GROUPS:
             found += GROUPS[name]
         elif name in OUTCOMES:
@@ -129,14 +134,18 @@ class Recording(QueueCore):
         if isinstance(message_id, bool) or not isinstance(message_id, int) or not 1 <= message_id < 2**64:
             raise ConfigError(f"message id must be a positive whole number, not {message_id!r}")
         table = self._recording(name)
+        sent: list[tuple[str, str | None]] = []  # answers whose COMMIT was sent
 
         def attempt() -> tuple[str, str | None] | None:
+            earlier = sent[-1] if sent else None
             with self._pool.connection() as conn:
                 cur = conn.cursor()
                 try:
-                    return ending.cancel(cur, self._sql, name, message_id, table)
+                    found = ending.cancel(cur, self._sql, name, message_id, table, sent.append)
                 finally:
                     cur.close()
+            # Gone on a retry: the try whose COMMIT reply was lost removed it (or its end came meanwhile).
+            return earlier if found is None else found
 
         done = retry.call(self._policy, attempt)
         if done is None:

@@ -268,7 +268,11 @@ class Doorbell:
     def _leave(self, queues: list[str]) -> None:
         try:
             for q in queues:
-                self._one(sql.WAKE_LEAVE_SLOT, self._held.pop(q))
+                if self._one(sql.WAKE_LEAVE_SLOT, self._held.pop(q)) is None:
+                    # Cut by rings at every try: still held, and forgotten, pushers would ring this
+                    # session for ever. Its locks go with it.
+                    self._drop_session()
+                    return
         except (MqliteError, MySQLdb.Error):
             self._drop_session()
 

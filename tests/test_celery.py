@@ -303,13 +303,13 @@ def test_idle_consumer_polls_with_bounded_backoff(q: mqlite.Queue, dsn: str) -> 
         sq.consumer.consume()
         mq = conn.transport.mq
         takes = []
-        real_take = mq.take
+        real_take = mq.take_many
 
-        def counting_take(queue: str, **kw: object) -> object:
+        def counting_take(queue: str, n: int, **kw: object) -> object:
             takes.append(time.monotonic())
-            return real_take(queue, **kw)
+            return real_take(queue, n, **kw)
 
-        mq.take = counting_take  # type: ignore[method-assign]
+        mq.take_many = counting_take  # type: ignore[method-assign]
         try:
             began = time.monotonic()
             with pytest.raises(socket.timeout):
@@ -326,7 +326,7 @@ def test_idle_consumer_polls_with_bounded_backoff(q: mqlite.Queue, dsn: str) -> 
             assert m.payload == "wake" and time.monotonic() - pushed < 0.5 + 0.5
             m.ack()
         finally:
-            del mq.take
+            del mq.take_many
         sq.close()
 
 

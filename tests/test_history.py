@@ -133,7 +133,7 @@ def test_bad_input_is_refused_with_typed_errors(q: mqlite.Queue, dsn: str) -> No
             q.keep_history("jobs", days)  # type: ignore[arg-type]
     with pytest.raises(mqlite.errors.InvalidName):
         q.keep_history("", 7)
-    for options in ({"outcome": "won"}, {"since": -1}, {"since": "1h"}, {"limit": 0}):
+    for options in ({"outcome": "won"}, {"outcome": 5}, {"outcome": [["acked"]]}, {"since": -1}, {"since": "1h"}, {"limit": 0}):
         with pytest.raises(ConfigError):
             q.history("jobs", **options)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):

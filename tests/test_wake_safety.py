@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 
 import mqlite
+import mqlite.sql
+import mqlite.wake
 from mqlite.config import Settings, parse_dsn
 from mqlite.testing.database import admin_connection
 from mqlite.wake import slot_names
@@ -76,3 +78,27 @@ def test_a_pusher_not_allowed_to_kill_the_listener_pushes_and_stops_ringing(dsn:
     finally:
         cur.execute("DROP USER IF EXISTS 'mq_review'@'%'")
         admin.close()
+
+
+def test_a_slot_whose_release_was_cut_by_rings_each_time_is_not_kept(dsn: str, admin, monkeypatch) -> None:
+    # Pushes ring the slot's holder on every push: under a burst, each try of the listener's RELEASE_LOCK
+    # may be cut (the slot statement gives up after 3). The slot must not stay held, forgotten: pushers
+    # would ring this session for ever, cutting its waits on every other queue.
+    monkeypatch.setattr(mqlite.wake, "LINGER", 0.1)
+    with mqlite.Queue(dsn, wake_bound=0.3) as q:
+        q.apply_schema()
+        real = q.doorbell._one
+
+        def cut_release(statement: str, name: str) -> object:
+            if statement == mqlite.sql.WAKE_LEAVE_SLOT:
+                return None  # what three interrupted tries return
+            return real(statement, name)
+
+        monkeypatch.setattr(q.doorbell, "_one", cut_release)
+        slot = slot_names(q._pool.settings.database, q.table, "jobs")[0]
+        waiting = threading.Thread(target=q.doorbell.wait, args=(["jobs"], q.doorbell.generation, 1.0))
+        waiting.start()
+        wait_for(lambda: rows(admin, "SELECT IS_USED_LOCK(%s)", slot)[0][0] is not None, what="the slot taken")
+        waiting.join(10)
+        wait_for(lambda: rows(admin, "SELECT IS_USED_LOCK(%s)", slot)[0][0] is None, timeout=10,
+                 what="the slot let go once nobody waits on the queue")

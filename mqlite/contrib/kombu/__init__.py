@@ -33,12 +33,13 @@ How kombu's verbs map onto mqlite (one mqlite queue per kombu queue, same name):
 
 Throughput on a server where every statement is a commit:
 - claims are made in batches of up to the prefetch window left (`claim_batch`, default 16, caps
-  it): that many `take` calls at once, which mqlite's group claim serves with a few statements;
-  the next batch is claimed while the worker goes through the current one. An idle queue is
-  probed with a single take. Buffered claims are renewed and released like delivered ones.
-- acks go out in the background on `ack_threads` threads (default 8; at most 4 x that many
-  pending; 0 = acknowledge in the caller's thread), so their commits share fsyncs. Like an AMQP
-  ack, an ack is not waited for: if the process dies before it lands, the message runs again.
+  it): one `Queue.take_many`, one claim statement; the next batch is claimed while the worker goes
+  through the current one. An idle queue is probed with a single take. Buffered claims are
+  renewed and released like delivered ones.
+- acks go out in the background (`ack_threads`: 0 = acknowledge in the caller's thread; the
+  default, 1, = one thread that sends every ack arrived meanwhile as one `Queue.ack_many`, one
+  `DELETE` and one commit; at most 1,000 pending). Like an AMQP ack, an ack is not waited for:
+  if the process dies before it lands, the message runs again.
 
 Leases and prefetch: a message in Celery's prefetch buffer is claimed by this process for
 `lease` seconds (default 600) and renewed every `lease / 3` seconds while unacked, from the
@@ -57,14 +58,14 @@ revoke, Flower), and direct/topic exchanges route to queues other processes boun
 declared with `x-expires` or `auto_delete` (reply and pidbox queues) are purged once unused.
 Idle, those are polled every `broadcast_polling_interval` (0.2 s) while task queues back off.
 
-Not supported: priorities, per-message TTL (`x-message-ttl` is ignored).
+Not supported: per-message TTL (`x-message-ttl` is ignored).
 
 Transport options (`broker_transport_options`): `lease`, `polling_interval`,
 `min_polling_interval`, `broadcast_polling_interval`, `claim_batch`, `ack_threads`,
 `queue_prefix`, and for the `mqlite.Queue`: `table`, `pool_size`, `max_attempts`, `retry_for`,
 `recover_every`, `connect_timeout`.
 
-Modules: transport.py (Transport: shared Queue, thread pools, polling loop), channel.py (publish,
+Modules: transport.py (Transport: shared Queue, batched claims, background acks, polling loop), channel.py (publish,
 claims, acks), routing.py (exchanges, expiring queues), shared.py.
 """
 

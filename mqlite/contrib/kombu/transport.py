@@ -1,11 +1,11 @@
-"""The kombu Transport: one shared mqlite.Queue, claim and ack thread pools, the polling loop."""
+"""The kombu Transport: one shared mqlite.Queue, batched claims and background acks, the polling loop."""
 
 from __future__ import annotations
 
 import logging
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from queue import Empty
 from time import monotonic
 from typing import Any
@@ -25,7 +25,9 @@ log = logging.getLogger("mqlite.kombu")
 
 DEFAULT_LEASE = 600.0
 DEFAULT_CLAIM_BATCH = 16  # most claims per batch (the prefetch window limits it further)
-DEFAULT_ACK_THREADS = 8  # acks in flight at once, so that their commits share fsyncs
+DEFAULT_ACK_THREADS = 1  # 0: acks in the caller's thread; else one thread sends them in batches
+MAX_PENDING_ACKS = 1000  # acks waiting for the background thread, at the most (one ack_many's worth)
+ACKER_IDLE = 5.0  # seconds without acks before the background thread ends
 # Idle, the reply and pidbox queues are polled this often even while task queues back off further:
 # `celery inspect` waits 1 s for replies.
 DEFAULT_BROADCAST_POLLING = 0.2
@@ -70,16 +72,15 @@ class Transport(virtual.Transport):
         if self.claim_batch < 1 or self.ack_threads < 0:
             raise ValueError("the mqlite transport needs claim_batch >= 1 and ack_threads >= 0")
         self._queue_options = {k: opts[k] for k in _QUEUE_OPTIONS if k in opts}
-        self._queue_options.setdefault("pool_size", max(10, self.ack_threads + 4))
         self._dsn = dsn_of(client.hostname)
         self._mq: Queue | None = None
         self._mq_lock = threading.Lock()
-        self._claim_pool: ThreadPoolExecutor | None = None
         self._refill_pool: ThreadPoolExecutor | None = None
-        self._ack_pool: ThreadPoolExecutor | None = None
-        self._ack_slots = threading.BoundedSemaphore(max(1, 4 * self.ack_threads))
-        self._acks_pending: set[Any] = set()
         self._pools_lock = threading.Lock()
+        self._acks: list[MqMessage] = []
+        self._acks_sending = 0
+        self._acks_cond = threading.Condition()
+        self._acker: threading.Thread | None = None
         self._recovered = False
         longest = max(self.polling_interval or 0.0, self.min_polling_interval)
         self._idle = IdleWait(self.min_polling_interval, longest)
@@ -112,11 +113,9 @@ class Transport(virtual.Transport):
         finally:
             self.flush_acks()
             with self._pools_lock:
-                pools = (self._refill_pool, self._claim_pool, self._ack_pool)
-                self._refill_pool = self._claim_pool = self._ack_pool = None
-            for pool in pools:
-                if pool is not None:
-                    pool.shutdown(wait=True)
+                pool, self._refill_pool = self._refill_pool, None
+            if pool is not None:
+                pool.shutdown(wait=True)
             with self._mq_lock:
                 mq, self._mq = self._mq, None
             if mq is not None:
@@ -124,84 +123,57 @@ class Transport(virtual.Transport):
 
     # -- claiming in batches, acknowledging in the background ---------------------------------
 
-    def _pool(self, kind: str) -> ThreadPoolExecutor:
+    def _pool(self) -> ThreadPoolExecutor:
         with self._pools_lock:
-            if kind == "refill":
-                if self._refill_pool is None:
-                    self._refill_pool = ThreadPoolExecutor(2, thread_name_prefix="mqlite-refill")
-                return self._refill_pool
-            if kind == "claim":
-                if self._claim_pool is None:
-                    self._claim_pool = ThreadPoolExecutor(self.claim_batch, thread_name_prefix="mqlite-claim")
-                return self._claim_pool
-            if self._ack_pool is None:
-                self._ack_pool = ThreadPoolExecutor(self.ack_threads, thread_name_prefix="mqlite-ack")
-            return self._ack_pool
+            if self._refill_pool is None:
+                self._refill_pool = ThreadPoolExecutor(2, thread_name_prefix="mqlite-refill")
+            return self._refill_pool
 
     def submit_refill(self, fn: Any, queue: str, want: int) -> Any:
-        return self._pool("refill").submit(fn, queue, want)
+        return self._pool().submit(fn, queue, want)
 
     def take_many(self, queue: str, want: int) -> list[MqMessage]:
-        """Claim up to `want` messages of `queue` (mqlite queue name).
-
-        `Queue.take` claims one message per caller; callers waiting at the same time share one
-        claim statement (mqlite's group claim). So `want` concurrent takes cost a few statements
-        instead of `want`, on a server where every statement is a commit.
-        """
-        mq = self.mq
-        if want <= 1:
-            m = mq.take(queue, lease=self.lease)
-            return [] if m is None else [m]
-        futures = [self._pool("claim").submit(mq.take, queue, lease=self.lease) for _ in range(want)]
-        got: list[MqMessage] = []
-        error: BaseException | None = None
-        for future in futures:
-            try:
-                m = future.result()
-            except Exception as exc:  # that take claimed nothing; the others' claims stand
-                error = error or exc
-                continue
-            if m is not None:
-                got.append(m)
-        if error is not None and not got:
-            raise error
-        got.sort(key=lambda m: m.id)
-        return got
+        """Claim up to `want` messages of `queue` (mqlite queue name), oldest first: one claim."""
+        return self.mq.take_many(queue, want, lease=self.lease)
 
     def ack(self, message: MqMessage) -> None:
-        """Acknowledge in the background (as AMQP does: an ack is not waited for). Bounded: at most
-        4 x `ack_threads` acks are pending; `ack_threads=0` acknowledges in the caller's thread.
-        An ack lost with its process leaves the claim to recovery: the message runs again."""
+        """Acknowledge in the background (as AMQP does: an ack is not waited for): one thread sends
+        the acks that arrived meanwhile as one `ack_many`. Bounded: a caller waits while
+        `MAX_PENDING_ACKS` are pending. `ack_threads=0` acknowledges in the caller's thread. An ack
+        lost with its process leaves the claim to recovery: the message runs again."""
         if not self.ack_threads:
             self.mq.ack(message)
             return
-        self._ack_slots.acquire()
-        try:
-            future = self._pool("ack").submit(self._ack_now, message)
-        except BaseException:
-            self._ack_slots.release()
-            raise
-        with self._pools_lock:
-            self._acks_pending.add(future)
-        future.add_done_callback(self._ack_done)
+        with self._acks_cond:
+            self._acks_cond.wait_for(lambda: len(self._acks) < MAX_PENDING_ACKS)
+            self._acks.append(message)
+            if self._acker is None or not self._acker.is_alive():
+                self._acker = threading.Thread(target=self._send_acks, name="mqlite-ack", daemon=True)
+                self._acker.start()
+            self._acks_cond.notify_all()
 
-    def _ack_now(self, message: MqMessage) -> None:
-        try:
-            self.mq.ack(message)
-        except Exception as exc:
-            log.error("mqlite: ack of message %s failed (it will be delivered again): %s", message.id, exc)
-
-    def _ack_done(self, future: Any) -> None:
-        with self._pools_lock:
-            self._acks_pending.discard(future)
-        self._ack_slots.release()
+    def _send_acks(self) -> None:
+        while True:
+            with self._acks_cond:
+                if not self._acks_cond.wait_for(lambda: self._acks, timeout=ACKER_IDLE):
+                    self._acker = None  # idle: a later ack starts another
+                    return
+                batch, self._acks = self._acks, []
+                self._acks_sending = len(batch)
+                self._acks_cond.notify_all()
+            try:
+                self.mq.ack_many(batch)
+            except Exception as exc:
+                log.error("mqlite: acks of %d messages failed (they will be delivered again): %s", len(batch), exc)
+            finally:
+                with self._acks_cond:
+                    self._acks_sending = 0
+                    self._acks_cond.notify_all()
 
     def flush_acks(self, timeout: float | None = 60.0) -> None:
         """Wait for the acks sent in the background."""
-        with self._pools_lock:
-            pending = list(self._acks_pending)
-        if pending:
-            wait(pending, timeout=timeout)
+        with self._acks_cond:
+            self._acks_cond.wait_for(lambda: not self._acks and not self._acks_sending, timeout)
 
     def recover_once(self) -> None:
         """Put back claims of dead consumers when a consumer starts (a restarted worker gets its
