@@ -155,24 +155,8 @@ def fetch_many(
 
 def read_back_any(cur: Any, st: Statements, session: Session, claimed: int) -> list[Message]:
     """`read_back` for a claim of several queues: the `claimed` rows it tagged, any queue."""
-    cur.execute(st.read_claimed_since_any, (session.last_claim,))
-    rows = [Message.from_row(r) for r in cur.fetchall()]
-    if rows and rows[0].owner != session.id:
-        raise multiplexed(session.id, rows[0].owner, "the read-back of its claim")
-    if len(rows) != claimed:
-        check_pinned(cur, session, "the read-back of its claim")
-        if len(rows) > claimed:
-            raise Multiplexed(
-                f"connection multiplexing detected: a claim of {claimed} rows read back {len(rows)} rows "
-                f"tagged with its server session {session.id}: another client's claim ran on the same "
-                "server session (pin mqlite's sessions in the proxy, or connect directly)"
-            )
-        cur.execute(st.read_claimed_any)
-        rows = [m for m in map(Message.from_row, cur.fetchall()) if m.id not in session.out]
-    for m in rows:
-        if m.claimed_at is not None and m.claimed_at > session.last_claim:
-            session.last_claim = m.claimed_at
-    return rows
+    return _read_back(cur, session, claimed, (st.read_claimed_since_any, (session.last_claim,)),
+                      (st.read_claimed_any, None))
 
 
 def delete_claimed_any(cur: Any, st: Statements, rows: list[Message], session: Session) -> list[Message]:
@@ -203,7 +187,14 @@ def read_back(cur: Any, st: Statements, queue: str, session: Session, claimed: i
     NOW(6) differs between statements of one session, so the last claim's rows are the ones newer
     than the session's previous claim; rows still out from earlier claims are not re-read.
     """
-    cur.execute(st.read_claimed_since, (session.last_claim, queue))
+    return _read_back(cur, session, claimed, (st.read_claimed_since, (session.last_claim, queue)),
+                      (st.read_claimed, (queue,)))
+
+
+def _read_back(
+    cur: Any, session: Session, claimed: int, since: tuple[str, Any], every: tuple[str, Any]
+) -> list[Message]:
+    cur.execute(*since)
     rows = [Message.from_row(r) for r in cur.fetchall()]
     if rows and rows[0].owner != session.id:
         # The SELECT ran on another server session than the one this session opened on.
@@ -219,7 +210,7 @@ def read_back(cur: Any, st: Statements, queue: str, session: Session, claimed: i
                 f"tagged with its server session {session.id}: another client's claim ran on the same "
                 "server session (pin mqlite's sessions in the proxy, or connect directly)"
             )
-        cur.execute(st.read_claimed, (queue,))
+        cur.execute(*every)
         rows = [m for m in map(Message.from_row, cur.fetchall()) if m.id not in session.out]
     for m in rows:
         if m.claimed_at is not None and m.claimed_at > session.last_claim:
