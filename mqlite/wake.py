@@ -16,8 +16,9 @@ In the process, a wake-up between a consumer's empty poll and its wait is kept b
 
 A lost signal costs latency, never a message: consumers always claim, a wake-up only shortens
 their wait. Not rung (found by the listener's next look, <= `bound` s): a listener newer than a
-pusher's cache (<= HOLDERS_TTL), more than SLOTS listening processes on one queue, a KILL refused
-(another user, without CONNECTION_ADMIN: ringing stops), pushes in the caller's transaction on a
+pusher's cache (found within HOLDERS_TTL: the looks of the first HOLDERS_TTL after taking a slot
+sleep no longer), more than SLOTS listening processes on one queue, a KILL refused (another
+user, without CONNECTION_ADMIN: ringing stops), pushes in the caller's transaction on a
 plain DB-API connection (call `Queue.ring` after the commit), released or recovered messages. A
 broken listening session is reopened with backoff; meanwhile consumers poll on their own
 `IdleWait` backoff. Details and the designs weighed: docs/wake.md.
@@ -37,7 +38,7 @@ import MySQLdb
 from . import sql
 from .errors import MqliteError
 from .pool import Pool
-from .ring import SLOTS, Ringer, slot_names
+from .ring import HOLDERS_TTL, SLOTS, Ringer, slot_names
 from .sql import Statements
 
 log = logging.getLogger("mqlite.wake")
@@ -71,6 +72,7 @@ class Doorbell:
         self._waiters: dict[int, _Waiter] = {}
         self._wanted: dict[str, float] = {}  # queue -> when a waiter last waited on it (monotonic)
         self._held: dict[str, str] = {}  # queue -> slot lock the listening session holds
+        self._unheard_until: dict[str, float] = {}  # queue -> until when a pusher may not know our slot
         self._listening: tuple[str, ...] = ()  # queues of the statement in flight, () when none
         self._session: Any = None
         self._session_id = 0
@@ -188,7 +190,7 @@ class Doorbell:
                     return
                 self._listening = active
             try:
-                due, rung = self._look(active)
+                due, rung, bound = self._look(active)
                 pause = 0.0
             except (MqliteError, MySQLdb.Error) as exc:
                 with self._cond:
@@ -209,7 +211,7 @@ class Doorbell:
                     streak = 0
                     self._bump()
                     continue
-                if due is None or due > self.bound:
+                if due is None or due > bound:
                     streak = 0
                     continue  # the bound ran out: look again
                 streak = streak + 1 if due <= 0 else 0
@@ -232,8 +234,8 @@ class Doorbell:
             self._cond.wait(max(0.01, min(left)) if left else None)
         return None
 
-    def _look(self, queues: tuple[str, ...]) -> tuple[float | None, bool]:
-        """One waiting statement: (seconds the next message was due in, rung?)."""
+    def _look(self, queues: tuple[str, ...]) -> tuple[float | None, bool, float]:
+        """One waiting statement: (seconds the next message was due in, rung?, the bound it slept)."""
         if self._session is None:
             self._session = self._pool.open_session()
             cur = self._session.cursor()
@@ -241,7 +243,13 @@ class Doorbell:
             self._session_id = int(cur.fetchone()[0])
             cur.close()
         self._take([q for q in queues if q not in self._held])
-        params: list[Any] = [self.bound]
+        # A pusher that read a queue's slots just before we took ours trusts that read for
+        # HOLDERS_TTL and does not ring us meanwhile: until then a look sleeps no longer, so such a
+        # push waits at most that long instead of the whole bound.
+        now = time.monotonic()
+        bound = min([self.bound] + [u - now for q in queues if (u := self._unheard_until.get(q, 0.0)) > now])
+        bound = max(bound, 0.001)
+        params: list[Any] = [bound]
         for q in queues:
             params += (q, self._table, q)
         cur = self._session.cursor()
@@ -250,17 +258,18 @@ class Doorbell:
             due, slept = cur.fetchone()
         except MySQLdb.OperationalError as exc:
             if exc.args[0] == _ER_QUERY_INTERRUPTED:
-                return None, True
+                return None, True, bound
             raise
         finally:
             cur.close()
-        return float(due), bool(slept)  # MySQL: SLEEP returns 1 when cut short, with no error
+        return float(due), bool(slept), bound  # MySQL: SLEEP returns 1 when cut short, with no error
 
     def _take(self, queues: list[str]) -> None:
         for q in queues:
             for name in slot_names(self._pool.settings.database, self._table, q):
                 if self._one(sql.WAKE_TAKE_SLOT, name) == 1:
                     self._held[q] = name
+                    self._unheard_until[q] = time.monotonic() + HOLDERS_TTL + 0.05
                     break
             else:
                 log.info("all %d wake-up slots of queue %r are taken: this process finds it by polling", SLOTS, q)

@@ -292,3 +292,21 @@ def test_a_kombu_consumer_wakes_on_a_publish_from_another_process(dsn: str) -> N
                 proc.kill()
                 proc.wait(10)
                 thread.join(10)
+
+
+def test_a_listener_newer_than_a_pushers_cache_hears_a_push_within_the_cache_ttl(dsn: str) -> None:
+    # The pusher reads the slots (nobody) and trusts that for HOLDERS_TTL; a listener that takes
+    # its slot meanwhile is not rung, so its first looks must not sleep the whole bound (5 s here).
+    with mqlite.Queue(dsn, wake_bound=5.0) as q, mqlite.Queue(dsn) as producer:
+        producer.push("fresh", "first")  # the pusher's read of the slots: nobody listens
+        assert q.pop("fresh") is not None
+        woke: list[float] = []
+        token = q.doorbell.generation
+        listener = threading.Thread(target=lambda: (q.doorbell.wait(["fresh"], token, 10), woke.append(time.monotonic())))
+        listener.start()
+        wait_for(lambda: "fresh" in q.doorbell.listening, timeout=10, what="the listener in its first look")
+        pushed = time.monotonic()
+        producer.push("fresh", "second")  # within the pusher's cache: no ring
+        listener.join(15)
+        assert woke and woke[0] - pushed < 1.0, f"woke {woke[0] - pushed:.2f}s after the push" if woke else "never woke"
+        assert q.pop("fresh") is not None
