@@ -277,6 +277,7 @@ class Doorbell:
     def _leave(self, queues: list[str]) -> None:
         try:
             for q in queues:
+                self._unheard_until.pop(q, None)
                 if self._one(sql.WAKE_LEAVE_SLOT, self._held.pop(q)) is None:
                     # Cut by rings at every try: still held, and forgotten, pushers would ring this
                     # session for ever. Its locks go with it.
